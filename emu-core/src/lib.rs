@@ -1,0 +1,14 @@
+//! popek's machine model, shared by every CPU backend: guest RAM and the PC
+//! physical address map, the port-I/O and MMIO buses, interrupt lines,
+//! architectural CPU state, and the [`vcpu::Vcpu`] trait that the `kvm`,
+//! `interp` and `jit` backends implement.
+
+pub mod bus;
+pub mod clock;
+pub mod control;
+pub mod irq;
+
+pub use bus::{Bus, BusDevice, BusError, SharedDevice};
+pub use clock::{Clock, HostClock, ManualClock, SharedClock};
+pub use control::{MachineControl, StopReason};
+pub use irq::{IrqLine, NullIrq, RecordingIrq, SharedIrqLine};
