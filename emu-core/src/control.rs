@@ -27,12 +27,17 @@ pub enum StopReason {
 }
 
 impl StopReason {
-    /// The process exit status this stop maps to.
+    /// The process exit status this stop maps to. Debug-exit statuses are
+    /// always odd, so popek's own failures use even numbers: 4 for a triple
+    /// fault, 6 for a backend error, 124 for a timeout (as timeout(1)).
     pub fn exit_status(&self) -> i32 {
         match self {
             StopReason::PowerOff | StopReason::Reset | StopReason::UserQuit => 0,
-            StopReason::DebugExit(v) => ((v << 1) | 1) as i32,
-            StopReason::TripleFault | StopReason::Timeout | StopReason::Error(_) => 1,
+            // The shell sees only the low 8 bits, as with QEMU.
+            StopReason::DebugExit(v) => (((v << 1) | 1) & 0xff) as i32,
+            StopReason::TripleFault => 4,
+            StopReason::Error(_) => 6,
+            StopReason::Timeout => 124,
         }
     }
 }
@@ -127,6 +132,8 @@ mod tests {
         assert_eq!(StopReason::DebugExit(0x10).exit_status(), 0x21);
         assert_eq!(StopReason::PowerOff.exit_status(), 0);
         assert_eq!(StopReason::Reset.exit_status(), 0);
-        assert_ne!(StopReason::TripleFault.exit_status(), 0);
+        assert_eq!(StopReason::TripleFault.exit_status() % 2, 0);
+        assert_eq!(StopReason::Timeout.exit_status(), 124);
+        assert_eq!(StopReason::DebugExit(0x80).exit_status(), 1);
     }
 }

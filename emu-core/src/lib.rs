@@ -6,9 +6,16 @@
 pub mod bus;
 pub mod clock;
 pub mod control;
+pub mod cpu;
 pub mod irq;
+pub mod layout;
+pub mod memory;
+pub mod vcpu;
 
 pub use bus::{Bus, BusDevice, BusError, SharedDevice};
 pub use clock::{Clock, HostClock, ManualClock, SharedClock};
 pub use control::{MachineControl, StopReason};
 pub use irq::{IrqLine, NullIrq, RecordingIrq, SharedIrqLine};
+pub use memory::{GuestMemory, MemoryError};
+pub use cpu::{CpuState, DescriptorTable, Segment};
+pub use vcpu::{MachineContext, Vcpu, VcpuError, VmExit};

@@ -1,0 +1,333 @@
+//! Guest test programs, assembled at build time with iced-x86's code
+//! assembler so the project needs no external assembler. Each program's
+//! source is the Rust function that emits it; each prints over COM1 and
+//! ends through the debug-exit port at 0xF4 (QEMU's `isa-debug-exit`).
+//!
+//! - [`real_mode_hello`]: a 64 KiB BIOS-style ROM that stays in real mode.
+//! - [`long_mode_hello`]: a ROM that goes real → protected → long mode.
+//! - [`multiboot_hello`]: an ELF32 multiboot kernel that checks its entry
+//!   state.
+//!
+//! `cargo run -p test-roms -- DIR` writes them all to DIR, for running
+//! under popek or `qemu-system-x86_64 -bios ROM` / `-kernel ELF`.
+
+mod asm;
+mod elf;
+
+pub use elf::elf32_multiboot;
+
+use iced_x86::code_asm::*;
+use iced_x86::IcedError;
+
+/// How a test program is booted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootKind {
+    /// `--bios`: the image is firmware started at the reset vector.
+    Firmware,
+    /// `--kernel`: the image is a multiboot kernel.
+    Multiboot,
+}
+
+/// A test program and what it must print.
+#[derive(Clone, Debug)]
+pub struct TestRom {
+    /// File-name stem.
+    pub name: &'static str,
+    /// How it boots.
+    pub kind: BootKind,
+    /// The image.
+    pub image: Vec<u8>,
+    /// Exactly what it prints on COM1.
+    pub expected_serial: String,
+    /// The value it writes to the debug-exit port.
+    pub exit_value: u32,
+}
+
+impl TestRom {
+    /// The popek (and QEMU) process exit status the program should cause.
+    pub fn expected_status(&self) -> i32 {
+        ((self.exit_value << 1) | 1) as i32
+    }
+}
+
+/// The value every program writes to debug-exit on success.
+pub const PASS: u32 = 0x10;
+
+/// Offsets of the real-mode ROMs' strings in segment F000 (code assembled
+/// for 16- and 32-bit mode cannot take a label's address, so data sits at
+/// fixed places).
+const RM_MSG: u32 = 0x8000;
+const RM_MSG2: u32 = 0x8100;
+/// Where the multiboot kernel's strings start, after its code.
+const MB_DATA: u64 = 0x400;
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// Lays out a 64 KiB ROM: `body` at offset 0 (F000:0000 once aliased
+/// below 1 MiB) and a far jump to it at the reset vector.
+fn rom64k(pieces: &[(usize, Vec<u8>)]) -> Vec<u8> {
+    let mut rom = vec![0xf4u8; 0x1_0000]; // HLT everywhere else
+    for (off, code) in pieces {
+        rom[*off..*off + code.len()].copy_from_slice(code);
+    }
+    // jmp far F000:0000
+    rom[0xfff0..0xfff5].copy_from_slice(&[0xea, 0x00, 0x00, 0x00, 0xf0]);
+    rom
+}
+
+fn build(name: &'static str, kind: BootKind, image: Result<Vec<u8>, IcedError>, expected: String) -> TestRom {
+    // The programs are fixed; failing to assemble them is a bug here.
+    let image = image.unwrap_or_else(|e| panic!("test ROM {name} does not assemble: {e}"));
+    TestRom { name, kind, image, expected_serial: expected, exit_value: PASS }
+}
+
+/// Real mode only: sets up a stack, programs the UART, prints a greeting
+/// and a sum computed in a loop, and exits.
+pub fn real_mode_hello() -> TestRom {
+    let greeting = "popek real-mode ROM: hello from F000\n";
+    let image = (|| {
+        let mut a = CodeAssembler::new(16)?;
+        let mut putc = a.create_label();
+        let mut puts = a.create_label();
+        let mut puthex16 = a.create_label();
+        let mut sum_loop = a.create_label();
+        a.cli()?;
+        a.xor(ax, ax)?;
+        a.mov(ss, ax)?;
+        a.mov(sp, 0x7c00u32)?;
+        a.mov(ax, cs)?;
+        a.mov(ds, ax)?;
+        asm::uart_init(&mut a)?;
+        a.mov(si, RM_MSG)?;
+        a.call(puts)?;
+        // sum = 1 + 2 + ... + 100 = 5050 = 0x13ba
+        a.xor(bx, bx)?;
+        a.mov(cx, 100u32)?;
+        a.set_label(&mut sum_loop)?;
+        a.add(bx, cx)?;
+        a.loop_(sum_loop)?;
+        a.mov(si, RM_MSG2)?;
+        a.call(puts)?;
+        a.mov(ax, bx)?;
+        a.call(puthex16)?;
+        a.mov(al, b'\n' as u32)?;
+        a.call(putc)?;
+        asm::debug_exit(&mut a, PASS)?;
+        asm::putc_routine(&mut a, &mut putc)?;
+        asm::puts_routine16(&mut a, &mut puts, putc)?;
+        asm::puthex16_routine(&mut a, &mut puthex16, putc)?;
+        Ok(rom64k(&[
+            (0, a.assemble(0)?),
+            (RM_MSG as usize, cstr(greeting)),
+            (RM_MSG2 as usize, cstr("sum(1..100)=0x")),
+        ]))
+    })();
+    build("real-mode-hello", BootKind::Firmware, image, format!("{greeting}sum(1..100)=0x13ba\n"))
+}
+
+/// Linear addresses of the long-mode ROM's pieces (ROM at 0xF0000).
+const LM_PM32: u64 = 0xf_1000;
+const LM_LM64: u64 = 0xf_2000;
+const LM_GDT: u64 = 0xf_3000;
+const LM_GDT_PTR: u64 = 0xf_3040;
+
+/// Real mode → 32-bit protected mode → 4-level paging → 64-bit long mode,
+/// then prints from each mode and a 64-bit product.
+pub fn long_mode_hello() -> TestRom {
+    let expected = "popek long-mode ROM: real mode\nprotected mode\nlong mode\n0x0123456789abcdef*3=0x0369d0369d0369cd\n";
+    let image = (|| {
+        // Real mode, at F000:0000.
+        let mut r = CodeAssembler::new(16)?;
+        let mut putc = r.create_label();
+        let mut puts = r.create_label();
+        r.cli()?;
+        r.xor(ax, ax)?;
+        r.mov(ss, ax)?;
+        r.mov(sp, 0x7c00u32)?;
+        r.mov(ax, cs)?;
+        r.mov(ds, ax)?;
+        asm::uart_init(&mut r)?;
+        r.mov(si, RM_MSG)?;
+        r.call(puts)?;
+        r.lgdt(ptr((LM_GDT_PTR - 0xf_0000) as u32))?;
+        r.mov(eax, cr0)?;
+        r.or(eax, 1)?;
+        r.mov(cr0, eax)?;
+        // jmp dword 0x08:LM_PM32
+        r.db(&[0x66, 0xea])?;
+        r.db(&(LM_PM32 as u32).to_le_bytes())?;
+        r.db(&0x08u16.to_le_bytes())?;
+        asm::putc_routine(&mut r, &mut putc)?;
+        asm::puts_routine16(&mut r, &mut puts, putc)?;
+
+        // 32-bit protected mode: page tables at 0x1000, then long mode.
+        let mut p = CodeAssembler::new(32)?;
+        let mut putc32 = p.create_label();
+        let mut puts32 = p.create_label();
+        p.mov(eax, 0x10u32)?;
+        p.mov(ds, ax)?;
+        p.mov(es, ax)?;
+        p.mov(ss, ax)?;
+        p.mov(esp, 0x7c00u32)?;
+        p.mov(esi, 0xf_0000 + RM_MSG2)?;
+        p.call(puts32)?;
+        p.mov(edi, 0x1000u32)?;
+        p.xor(eax, eax)?;
+        p.mov(ecx, 3 * 1024u32)?;
+        p.rep().stosd()?;
+        p.mov(dword_ptr(0x1000), 0x2003u32)?;
+        p.mov(dword_ptr(0x2000), 0x3003u32)?;
+        p.mov(dword_ptr(0x3000), 0x83u32)?; // one 2 MiB identity page
+        p.mov(eax, cr4)?;
+        p.or(eax, 0x20)?; // PAE
+        p.mov(cr4, eax)?;
+        p.mov(eax, 0x1000u32)?;
+        p.mov(cr3, eax)?;
+        p.mov(ecx, 0xc000_0080u32)?; // EFER
+        p.rdmsr()?;
+        p.or(eax, 0x100)?; // LME
+        p.wrmsr()?;
+        p.mov(eax, cr0)?;
+        p.or(eax, 0x8000_0000u32 as i32)?; // PG
+        p.mov(cr0, eax)?;
+        // jmp 0x18:LM_LM64
+        p.db(&[0xea])?;
+        p.db(&(LM_LM64 as u32).to_le_bytes())?;
+        p.db(&0x18u16.to_le_bytes())?;
+        asm::putc_routine(&mut p, &mut putc32)?;
+        asm::puts_routine32(&mut p, &mut puts32, putc32)?;
+
+        // 64-bit long mode.
+        let mut l = CodeAssembler::new(64)?;
+        let mut lmsg = l.create_label();
+        let mut prod = l.create_label();
+        let mut putc64 = l.create_label();
+        let mut puts64 = l.create_label();
+        let mut puthex64 = l.create_label();
+        l.mov(rsp, 0x7c00u64)?;
+        l.lea(rsi, ptr(lmsg))?;
+        l.call(puts64)?;
+        l.lea(rsi, ptr(prod))?;
+        l.call(puts64)?;
+        l.mov(rax, 0x0123_4567_89ab_cdefu64)?;
+        l.mov(rcx, 3u64)?;
+        l.imul_2(rax, rcx)?;
+        l.call(puthex64)?;
+        l.mov(al, b'\n' as u32)?;
+        l.call(putc64)?;
+        asm::debug_exit(&mut l, PASS)?;
+        asm::putc_routine(&mut l, &mut putc64)?;
+        asm::puts_routine64(&mut l, &mut puts64, putc64)?;
+        asm::puthex64_routine(&mut l, &mut puthex64, putc64)?;
+        l.set_label(&mut lmsg)?;
+        l.db(b"long mode\n\0")?;
+        l.set_label(&mut prod)?;
+        l.db(b"0x0123456789abcdef*3=0x\0")?;
+
+        // GDT: null, 32-bit code, data, 64-bit code; then its pointer.
+        let mut gdt = Vec::new();
+        for d in [0u64, 0x00cf_9b00_0000_ffff, 0x00cf_9300_0000_ffff, 0x00af_9b00_0000_ffff] {
+            gdt.extend_from_slice(&d.to_le_bytes());
+        }
+        let mut gdt_ptr = Vec::new();
+        gdt_ptr.extend_from_slice(&31u16.to_le_bytes());
+        gdt_ptr.extend_from_slice(&(LM_GDT as u32).to_le_bytes());
+
+        Ok(rom64k(&[
+            (0, r.assemble(0)?),
+            ((LM_PM32 - 0xf_0000) as usize, p.assemble(LM_PM32)?),
+            ((LM_LM64 - 0xf_0000) as usize, l.assemble(LM_LM64)?),
+            ((LM_GDT - 0xf_0000) as usize, gdt),
+            ((LM_GDT_PTR - 0xf_0000) as usize, gdt_ptr),
+            (RM_MSG as usize, cstr("popek long-mode ROM: real mode\n")),
+            (RM_MSG2 as usize, cstr("protected mode\n")),
+        ]))
+    })();
+    build("long-mode-hello", BootKind::Firmware, image, expected.to_string())
+}
+
+/// Where the multiboot test kernel is linked.
+pub const MULTIBOOT_LOAD_ADDR: u32 = 0x10_0000;
+
+/// An ELF32 multiboot kernel that checks EAX holds the bootloader magic
+/// and EBX's info structure reports memory, then prints mem_upper.
+pub fn multiboot_hello() -> TestRom {
+    // After the 12-byte multiboot header.
+    let entry = u64::from(MULTIBOOT_LOAD_ADDR) + elf::CODE_OFFSET_IN_SEGMENT;
+    let image = (|| {
+        let mut a = CodeAssembler::new(32)?;
+        let mut bad = a.create_label();
+        let mut putc = a.create_label();
+        let mut puts = a.create_label();
+        let mut puthex32 = a.create_label();
+        a.mov(esp, 0x7c00u32)?;
+        a.mov(ebp, eax)?; // keep the magic across uart_init
+        asm::uart_init(&mut a)?;
+        a.cmp(ebp, 0x2bad_b002u32 as i32)?;
+        a.jne(bad)?;
+        a.test(dword_ptr(ebx), 1)?; // mem_lower/mem_upper valid
+        a.jz(bad)?;
+        a.mov(esi, (entry + MB_DATA) as u32)?;
+        a.call(puts)?;
+        a.mov(eax, dword_ptr(ebx + 8))?; // mem_upper
+        a.call(puthex32)?;
+        a.mov(al, b'\n' as u32)?;
+        a.call(putc)?;
+        asm::debug_exit(&mut a, PASS)?;
+        a.set_label(&mut bad)?;
+        a.mov(esi, (entry + MB_DATA + 0x80) as u32)?;
+        a.call(puts)?;
+        asm::debug_exit(&mut a, 0x11)?;
+        asm::putc_routine(&mut a, &mut putc)?;
+        asm::puts_routine32(&mut a, &mut puts, putc)?;
+        asm::puthex32_routine(&mut a, &mut puthex32, putc)?;
+        let mut body = a.assemble(entry)?;
+        assert!(body.len() <= MB_DATA as usize, "multiboot test code outgrew its space");
+        body.resize(MB_DATA as usize, 0xf4);
+        body.extend(cstr("popek multiboot kernel: magic ok, mem_upper=0x"));
+        body.resize(MB_DATA as usize + 0x80, 0);
+        body.extend(cstr("popek multiboot kernel: bad entry state\n"));
+        Ok(elf32_multiboot(MULTIBOOT_LOAD_ADDR, &body, 0x1000))
+    })();
+    // 32 MiB guests (the tests' size) have 31 MiB above 1 MiB.
+    build(
+        "multiboot-hello",
+        BootKind::Multiboot,
+        image,
+        "popek multiboot kernel: magic ok, mem_upper=0x00007c00\n".to_string(),
+    )
+}
+
+/// Memory the test programs are run with, in bytes.
+pub const TEST_MEMORY: u64 = 32 << 20;
+
+/// Every test program.
+pub fn all() -> Vec<TestRom> {
+    vec![real_mode_hello(), long_mode_hello(), multiboot_hello()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roms_have_the_reset_vector_and_fit() {
+        for rom in [real_mode_hello(), long_mode_hello()] {
+            assert_eq!(rom.image.len(), 0x1_0000, "{}", rom.name);
+            assert_eq!(&rom.image[0xfff0..0xfff5], &[0xea, 0, 0, 0, 0xf0]);
+            assert_eq!(rom.expected_status(), 33);
+        }
+    }
+
+    #[test]
+    fn multiboot_kernel_has_a_header_in_the_first_8k() {
+        let k = multiboot_hello().image;
+        let found = (0..8192).step_by(4).any(|o| k.get(o..o + 4) == Some(&0x1bad_b002u32.to_le_bytes()[..]));
+        assert!(found);
+        assert_eq!(&k[..4], b"\x7fELF");
+    }
+}
