@@ -25,7 +25,7 @@ const OEM_ID: &[u8; 6] = b"POPEK ";
 const OEM_TABLE_ID: &[u8; 8] = b"POPEKPC ";
 
 /// The IRQ the FADT names as the SCI, level-triggered as on PIIX4.
-pub const SCI_IRQ: u8 = 9;
+pub const SCI_IRQ: u8 = acpi_pm::SCI_IRQ;
 /// The PIIX3 reset control register, the FADT's RESET_REG.
 pub const RESET_PORT: u16 = 0xcf9;
 
@@ -103,12 +103,12 @@ fn fadt() -> Vec<u8> {
         .u16(u16::from(SCI_IRQ))
         .u32(0) // SMI_CMD: none, so the system is always in ACPI mode
         .bytes(&[0, 0, 0, 0]) // ACPI_ENABLE, ACPI_DISABLE, S4BIOS_REQ, PSTATE_CNT
-        .u32(u32::from(acpi_pm::PM1_EVT_BASE))
+        .u32(u32::from(acpi_pm::PM1A_EVT_BLK))
         .u32(0)
-        .u32(u32::from(acpi_pm::PM1_CNT_BASE))
+        .u32(u32::from(acpi_pm::PM1A_CNT_BLK))
         .u32(0)
         .u32(0) // PM2_CNT
-        .u32(u32::from(acpi_pm::PM_TMR_BASE))
+        .u32(u32::from(acpi_pm::PM_TMR_BLK))
         .u32(0) // GPE0
         .u32(0) // GPE1
         .bytes(&[4, 2, 0, 4, 0, 0, 0, 0]) // block lengths, GPE1_BASE, CST_CNT
@@ -126,12 +126,12 @@ fn fadt() -> Vec<u8> {
         .bytes(&[0, 0, 0]) // reserved
         .u64(0) // X_FIRMWARE_CTRL: use the 32-bit field
         .u64(0) // X_DSDT: likewise
-        .io_gas(acpi_pm::PM1_EVT_BASE, 32)
+        .io_gas(acpi_pm::PM1A_EVT_BLK, 32)
         .bytes(&[0; 12])
-        .io_gas(acpi_pm::PM1_CNT_BASE, 16)
+        .io_gas(acpi_pm::PM1A_CNT_BLK, 16)
         .bytes(&[0; 12])
         .bytes(&[0; 12])
-        .io_gas(acpi_pm::PM_TMR_BASE, 32)
+        .io_gas(acpi_pm::PM_TMR_BLK, 32)
         .bytes(&[0; 12])
         .bytes(&[0; 12])
         .finish()
@@ -140,7 +140,7 @@ fn fadt() -> Vec<u8> {
 /// The DSDT: just `Name (_S5, Package () { S5, 0, 0, 0 })`, which tells
 /// the OS which SLP_TYP value powers the machine off.
 fn dsdt() -> Vec<u8> {
-    let s5 = acpi_pm::SLP_TYP_S5;
+    let s5 = acpi_pm::SLP_TYP_S5 as u8;
     // NameOp "_S5_" PackageOp PkgLength(7) NumElements(4) BytePrefix s5 Zero Zero Zero
     let aml = [0x08, b'_', b'S', b'5', b'_', 0x12, 0x07, 0x04, 0x0a, s5, 0x00, 0x00, 0x00];
     Table::new(b"DSDT", 2).bytes(&aml).finish()
@@ -245,8 +245,8 @@ mod tests {
         let dsdt_addr = u32::from_le_bytes(fadt[40..44].try_into().unwrap());
         let dsdt = table_at(&mem, u64::from(dsdt_addr));
         assert!(dsdt.windows(4).any(|w| w == b"_S5_"));
-        assert_eq!(u32::from_le_bytes(fadt[64..68].try_into().unwrap()), u32::from(acpi_pm::PM1_CNT_BASE));
-        assert_eq!(u32::from_le_bytes(fadt[76..80].try_into().unwrap()), u32::from(acpi_pm::PM_TMR_BASE));
+        assert_eq!(u32::from_le_bytes(fadt[64..68].try_into().unwrap()), u32::from(acpi_pm::PM1A_CNT_BLK));
+        assert_eq!(u32::from_le_bytes(fadt[76..80].try_into().unwrap()), u32::from(acpi_pm::PM_TMR_BLK));
         assert_eq!(&fadt[116..120], &[1, 8, 0, 1]);
         assert_eq!(fadt[128], 0x06);
         let facs_addr = u32::from_le_bytes(fadt[36..40].try_into().unwrap());

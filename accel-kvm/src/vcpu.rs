@@ -63,6 +63,8 @@ pub struct KvmVcpu {
     ctx: MachineContext,
     /// The thread currently running this vCPU, for kicks; `None` outside `run`.
     thread: Arc<Mutex<Option<libc::pthread_t>>>,
+    /// When the guest first left guest mode, for boot-time measurements.
+    first_exit: Option<std::time::SystemTime>,
 }
 
 impl std::fmt::Debug for KvmVcpu {
@@ -113,7 +115,7 @@ impl KvmVcpu {
         fd.set_fpu(&fpu).map_err(ioctl("KVM_SET_FPU"))?;
         set_lint(&fd)?;
 
-        Ok(Self { fd, ctx, thread: Arc::new(Mutex::new(None)) })
+        Ok(Self { fd, ctx, thread: Arc::new(Mutex::new(None)), first_exit: None })
     }
 
     /// Registers this vCPU's kick with the machine control, so stop
@@ -172,10 +174,20 @@ impl KvmVcpu {
         StopReason::Error(msg)
     }
 
+    /// When the guest first exited to the VMM (its first port I/O, for a
+    /// ROM), if it has.
+    pub fn first_exit_time(&self) -> Option<std::time::SystemTime> {
+        self.first_exit
+    }
+
     fn run_once(&mut self) -> Result<Option<VmExit>, VcpuError> {
         let pio = &self.ctx.pio;
         let mmio = &self.ctx.mmio;
-        match self.fd.run() {
+        let result = self.fd.run();
+        if self.first_exit.is_none() && result.is_ok() {
+            self.first_exit = Some(std::time::SystemTime::now());
+        }
+        match result {
             Ok(exit) => match exit {
                 VcpuExit::IoIn(port, data) => {
                     pio.read(u64::from(port), data);

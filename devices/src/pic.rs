@@ -115,7 +115,11 @@ impl Pic8259 {
             rotate_on_auto_eoi: false,
             special_fully_nested: false,
             elcr: 0,
-            elcr_writable: if is_master { MASTER_ELCR_WRITABLE } else { SLAVE_ELCR_WRITABLE },
+            elcr_writable: if is_master {
+                MASTER_ELCR_WRITABLE
+            } else {
+                SLAVE_ELCR_WRITABLE
+            },
         }
     }
 
@@ -284,7 +288,11 @@ impl Pic8259 {
             }
             // The cascade wiring is fixed; ICW3's contents do not matter.
             InitStep::Icw3 => {
-                self.init = if self.icw4_expected { InitStep::Icw4 } else { InitStep::Ready };
+                self.init = if self.icw4_expected {
+                    InitStep::Icw4
+                } else {
+                    InitStep::Ready
+                };
             }
             InitStep::Icw4 => {
                 self.auto_eoi = value & ICW4_AEOI != 0;
@@ -350,7 +358,12 @@ impl DualPic {
     /// Both chips as after power-on: uninitialized, nothing masked, vector
     /// bases 0 until the guest's ICW2.
     pub fn new() -> Self {
-        Self { master: Pic8259::new(true), slave: Pic8259::new(false), intr: false, intr_notifier: None }
+        Self {
+            master: Pic8259::new(true),
+            slave: Pic8259::new(false),
+            intr: false,
+            intr_notifier: None,
+        }
     }
 
     /// Calls `notify` whenever the INTR output rises, so a run loop blocked
@@ -537,6 +550,7 @@ mod tests {
         assert!(pic.has_interrupt());
         assert_eq!(pic.acknowledge(), 0x20);
         assert!(!pic.has_interrupt());
+        eoi_master(&mut pic);
         pic.set_irq(14, true);
         assert!(pic.has_interrupt());
         assert_eq!(pic.acknowledge(), 0x2e);
@@ -613,6 +627,7 @@ mod tests {
         outb(&mut pic, 0x21, 0x00);
         assert!(pic.has_interrupt());
         assert_eq!(pic.acknowledge(), 0x20);
+        eoi_master(&mut pic);
         // Masking the cascade blocks the whole slave.
         outb(&mut pic, 0x21, 0x04);
         pic.set_irq(12, true);
@@ -668,13 +683,15 @@ mod tests {
         eoi_master(&mut pic);
         assert!(pic.has_interrupt(), "still high: interrupts again");
         assert_eq!(pic.acknowledge(), 0x2b);
+        pic.set_irq(11, false); // the handler services the device
         outb(&mut pic, 0xa0, 0x20);
         eoi_master(&mut pic);
-        pic.set_irq(11, false);
         assert!(!pic.has_interrupt());
         // A level request withdrawn before the acknowledge leaves nothing.
-        pic.set_irq(11, true);
-        pic.set_irq(11, false);
+        outb(&mut pic, 0x4d0, 0x20); // IRQ5 level-triggered
+        pic.set_irq(5, true);
+        assert!(pic.has_interrupt());
+        pic.set_irq(5, false);
         assert!(!pic.has_interrupt());
     }
 

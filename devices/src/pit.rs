@@ -38,7 +38,7 @@
 //! the two apart by the absolute port. Wider accesses are split into byte
 //! accesses at consecutive ports.
 
-use emu_core::{BusDevice, IrqLine, SharedClock, SharedIrqLine};
+use emu_core::{BusDevice, SharedClock, SharedIrqLine};
 
 /// The PIT's base port.
 pub const PIT_BASE: u64 = 0x40;
@@ -181,7 +181,10 @@ impl Counter {
             if at <= now {
                 self.reload_at = None;
                 if let Counting::Running { .. } = self.counting {
-                    self.counting = Counting::Running { start: at, count: self.reload };
+                    self.counting = Counting::Running {
+                        start: at,
+                        count: self.reload,
+                    };
                     self.null_count = false;
                 }
             }
@@ -207,7 +210,11 @@ impl Counter {
                 // Decrements by two, through each half of the period.
                 let phase = elapsed % n;
                 let high_half = n.div_ceil(2);
-                let into_half = if phase < high_half { phase } else { phase - high_half };
+                let into_half = if phase < high_half {
+                    phase
+                } else {
+                    phase - high_half
+                };
                 n.saturating_sub(2 * into_half) % modulus
             }
             // One-shot modes keep counting down (wrapping) after terminal count.
@@ -263,7 +270,9 @@ impl Counter {
 
     /// Whether OUT rises in the tick interval (from, to].
     fn rises_between(&self, from: u64, to: u64) -> bool {
-        let Counting::Running { start, count } = self.counting else { return false };
+        let Counting::Running { start, count } = self.counting else {
+            return false;
+        };
         if to <= from {
             return false;
         }
@@ -281,7 +290,9 @@ impl Counter {
 
     /// The first tick after `after` at which OUT rises.
     fn next_rise_after(&self, after: u64) -> Option<u64> {
-        let Counting::Running { start, count } = self.counting else { return None };
+        let Counting::Running { start, count } = self.counting else {
+            return None;
+        };
         let rel = i128::from(after) - i128::from(start);
         let at = match self.rising_edges(count) {
             RisingEdges::Once(at) => {
@@ -343,15 +354,29 @@ impl Counter {
         self.reload_at = None;
         self.null_count = false;
         self.counting = if self.gate || matches!(self.mode(), 1 | 5) {
-            Counting::Running { start: now, count: self.reload }
+            Counting::Running {
+                start: now,
+                count: self.reload,
+            }
         } else {
-            Counting::Paused { elapsed: 0, count: self.reload }
+            Counting::Paused {
+                elapsed: 0,
+                count: self.reload,
+            }
         };
     }
 
     fn load_count(&mut self, now: u64, raw: u16) {
-        let value = if self.bcd { from_bcd16(raw) } else { u32::from(raw) };
-        self.reload = if value == 0 { self.modulus() as u32 } else { value };
+        let value = if self.bcd {
+            from_bcd16(raw)
+        } else {
+            u32::from(raw)
+        };
+        self.reload = if value == 0 {
+            self.modulus() as u32
+        } else {
+            value
+        };
         self.null_count = true;
         match (self.mode(), self.counting) {
             (1 | 5, Counting::Idle) => self.counting = Counting::WaitingForTrigger,
@@ -375,10 +400,16 @@ impl Counter {
         match self.mode() {
             0 | 4 => match self.counting {
                 Counting::Running { start, count } if falling => {
-                    self.counting = Counting::Paused { elapsed: now.saturating_sub(start), count };
+                    self.counting = Counting::Paused {
+                        elapsed: now.saturating_sub(start),
+                        count,
+                    };
                 }
                 Counting::Paused { elapsed, count } if rising => {
-                    self.counting = Counting::Running { start: now.saturating_sub(elapsed), count };
+                    self.counting = Counting::Running {
+                        start: now.saturating_sub(elapsed),
+                        count,
+                    };
                 }
                 _ => {}
             },
@@ -390,8 +421,10 @@ impl Counter {
             _ => {
                 if falling {
                     if let Counting::Running { start, count } = self.counting {
-                        self.counting =
-                            Counting::Paused { elapsed: now.saturating_sub(start), count };
+                        self.counting = Counting::Paused {
+                            elapsed: now.saturating_sub(start),
+                            count,
+                        };
                     }
                     self.reload_at = None;
                 } else if rising && self.counting != Counting::Idle {
@@ -488,7 +521,9 @@ pub struct Pit {
 
 impl std::fmt::Debug for Pit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pit").field("counters", &self.counters).finish()
+        f.debug_struct("Pit")
+            .field("counters", &self.counters)
+            .finish()
     }
 }
 
@@ -573,11 +608,18 @@ impl Pit {
             }
             return;
         }
-        let Some(counter) = self.counters.get_mut(usize::from(select)) else { return };
+        let Some(counter) = self.counters.get_mut(usize::from(select)) else {
+            return;
+        };
         if rw == 0 {
             counter.latch_count(now);
         } else {
-            counter.write_control(now, (value >> 1) & 7, AccessMode::from_rw_bits(rw), value & 1 != 0);
+            counter.write_control(
+                now,
+                (value >> 1) & 7,
+                AccessMode::from_rw_bits(rw),
+                value & 1 != 0,
+            );
         }
     }
 
@@ -661,7 +703,7 @@ impl BusDevice for Pit {
 mod tests {
     use std::sync::Arc;
 
-    use emu_core::{ManualClock, RecordingIrq};
+    use emu_core::{Clock, ManualClock, RecordingIrq};
 
     use super::*;
 
@@ -704,7 +746,10 @@ mod tests {
         for tick in [0, 1, 2, 1193, 65536, 1_193_182, 123_456_789] {
             let ns = ns_at_tick(tick);
             assert_eq!(ticks_at_ns(ns), tick);
-            assert_eq!(ticks_at_ns(ns - u64::from(tick > 0)), tick.saturating_sub(1));
+            assert_eq!(
+                ticks_at_ns(ns - u64::from(tick > 0)),
+                tick.saturating_sub(1)
+            );
         }
     }
 
@@ -734,13 +779,20 @@ mod tests {
         pit.tick();
         assert_eq!(irq.rising_edges(), 1);
         outb(&mut pit, 0x43, 0xe2);
-        assert_eq!(inb(&mut pit, 0x40) & 0x80, 0x80, "OUT high at terminal count");
+        assert_eq!(
+            inb(&mut pit, 0x40) & 0x80,
+            0x80,
+            "OUT high at terminal count"
+        );
         assert_eq!(pit.next_deadline_ns(), None);
         clock.advance_ns(100 * MS);
         pit.tick();
         assert_eq!(irq.rising_edges(), 1, "a one-shot fires once");
         // The counter wraps and keeps counting after terminal count.
-        assert_eq!(latched_count(&mut pit, 0), (1193i64 - ticks_at_ns(deadline + 100 * MS) as i64).rem_euclid(65536) as u16);
+        assert_eq!(
+            latched_count(&mut pit, 0),
+            (1193i64 - ticks_at_ns(deadline + 100 * MS) as i64).rem_euclid(65536) as u16
+        );
     }
 
     #[test]
@@ -808,7 +860,7 @@ mod tests {
         let low = inb(&mut pit, 0x40);
         clock.advance_ns(ns_at_tick(5000));
         let high = inb(&mut pit, 0x40);
-        assert_eq!(u16::from_le_bytes([low, high]), 65536 - 1000 - 1 + 1);
+        assert_eq!(u16::from_le_bytes([low, high]), 64_536);
         // Now unlatched: reads follow the counter.
         assert_eq!(latched_count(&mut pit, 0), (65536 - 11_000) as u16);
     }
@@ -818,7 +870,11 @@ mod tests {
         let (mut pit, clock, _) = pit();
         outb(&mut pit, 0x43, 0xb1); // counter 2, lo/hi, mode 0, BCD
         outb(&mut pit, 0x43, 0xe8); // read-back status of counter 2
-        assert_eq!(inb(&mut pit, 0x42), 0x71, "OUT low, null count, rw 3, mode 0, BCD");
+        assert_eq!(
+            inb(&mut pit, 0x42),
+            0x71,
+            "OUT low, null count, rw 3, mode 0, BCD"
+        );
         outb(&mut pit, 0x61, 0x01);
         outb(&mut pit, 0x42, 0x00);
         outb(&mut pit, 0x42, 0x10); // 1000 in BCD

@@ -6,7 +6,7 @@
 //! MCR with loopback, LSR (THRE and TEMT always set: transmission is
 //! instantaneous; DR while the receive FIFO holds data), MSR and the scratch
 //! register. Its interrupts are edges, which this wrapper delivers by pulsing
-//! an [`IrqLine`].
+//! an [`emu_core::IrqLine`].
 //!
 //! The registers are 8 bits wide and the UART sits on the ISA bus, so a wider
 //! access is split into byte accesses at consecutive ports, as the bus would;
@@ -14,7 +14,7 @@
 
 use std::io::Write;
 
-use emu_core::{BusDevice, IrqLine, SharedIrqLine};
+use emu_core::{BusDevice, SharedIrqLine};
 use vm_superio::serial::NoEvents;
 use vm_superio::Trigger;
 
@@ -51,7 +51,9 @@ impl Serial {
     /// A UART raising its interrupt on `irq` and writing what the guest
     /// transmits to `out`.
     pub fn new(irq: SharedIrqLine, out: Box<dyn Write + Send>) -> Self {
-        Self { uart: vm_superio::Serial::new(IrqTrigger(irq), out) }
+        Self {
+            uart: vm_superio::Serial::new(IrqTrigger(irq), out),
+        }
     }
 
     /// Queues console input for the guest to receive and returns how many
@@ -83,7 +85,9 @@ impl Serial {
     }
 
     fn write_register(&mut self, offset: u64, value: u8) {
-        let Ok(reg) = u8::try_from(offset) else { return };
+        let Ok(reg) = u8::try_from(offset) else {
+            return;
+        };
         if offset >= SERIAL_PORT_LEN {
             return;
         }

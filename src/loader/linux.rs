@@ -313,6 +313,6 @@ mod tests {
         let err = load(&mem, Path::new("k"), &image, Some((Path::new("big.img"), &big)), "").unwrap_err().to_string();
         assert!(err.contains("big.img (4 MiB) does not fit"), "{err}");
         let err = load(&mem, Path::new("k"), &image, None, &"x".repeat(3000)).unwrap_err().to_string();
-        assert!(err.contains("at most 2047"), "{err}");
+        assert!(err.contains("at most 2048"), "{err}");
     }
 }

@@ -1,0 +1,328 @@
+//! The PC machine: guest memory, firmware or kernel, the devices on their
+//! buses, and a vCPU from the chosen backend, run until the guest stops.
+//!
+//! Who emulates what under `kvm`: KVM's in-kernel irqchip holds the 8259
+//! PICs, the IOAPIC and the local APIC, and its PIT holds ports 0x40-0x43
+//! and 0x61; every other device below lives here, in userspace, and raises
+//! its interrupt through `KVM_IRQ_LINE`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use devices::{
+    AcpiPm, Cmos, CmosMemoryLayout, DebugCon, DebugExit, I8042, PciBus, PciConfigIo, Port92, PostCode, ResetControl,
+    Serial,
+};
+use emu_core::{
+    Bus, GuestMemory, HostClock, MachineContext, MachineControl, SharedClock, SharedDevice, SharedIrqLine,
+    StopReason, Vcpu, VmExit,
+};
+
+use crate::console::{self, ConsoleSink, RawTerminal};
+use crate::error::{Error, Result};
+use crate::loader;
+
+/// Which CPU backend runs the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// Hardware virtualization through KVM.
+    Kvm,
+    /// The software interpreter.
+    Interp,
+    /// The Cranelift binary translator.
+    Jit,
+}
+
+impl Accel {
+    /// KVM where the host has hardware virtualization, the software CPU
+    /// elsewhere.
+    pub fn default_for_host() -> (Self, String) {
+        match accel_kvm::probe() {
+            accel_kvm::KvmHost::Hardware => (Accel::Kvm, "hardware virtualization is available".into()),
+            accel_kvm::KvmHost::Paravirtual => {
+                (Accel::Interp, "/dev/kvm is kvm_pvm, without hardware virtualization".into())
+            }
+            accel_kvm::KvmHost::Unavailable(why) => (Accel::Interp, format!("KVM is unavailable: {why}")),
+        }
+    }
+
+    /// The name the CLI uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Interp => "interp",
+            Accel::Jit => "jit",
+        }
+    }
+}
+
+/// What the guest boots.
+#[derive(Clone, Debug)]
+pub enum BootSource {
+    /// Firmware at the reset vector.
+    Firmware(PathBuf),
+    /// A Linux bzImage or multiboot kernel.
+    Kernel {
+        /// The kernel image.
+        kernel: PathBuf,
+        /// An initrd (Linux) or module (multiboot).
+        initrd: Option<PathBuf>,
+        /// The kernel command line.
+        cmdline: String,
+    },
+}
+
+/// Where a character device's output goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The terminal (and, for the serial port, input from it).
+    Stdio,
+    /// A file, created or truncated.
+    File(PathBuf),
+    /// Nowhere.
+    None,
+}
+
+impl std::str::FromStr for Output {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "stdio" => Ok(Output::Stdio),
+            "none" => Ok(Output::None),
+            _ => match s.strip_prefix("file:") {
+                Some(p) if !p.is_empty() => Ok(Output::File(p.into())),
+                _ => Err(format!("'{s}' is not stdio, none or file:PATH")),
+            },
+        }
+    }
+}
+
+/// Everything needed to build and run one machine.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The CPU backend.
+    pub accel: Accel,
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// What boots.
+    pub boot: BootSource,
+    /// COM1.
+    pub serial: Output,
+    /// The debug console at port 0x402.
+    pub debugcon: Output,
+    /// Stop the guest after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// A writer that flushes after every write, so prompts without a newline
+/// appear at once.
+struct Unbuffered<W: Write>(W);
+
+impl<W: Write> Write for Unbuffered<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        self.0.flush()?;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn open_output(out: &Output) -> Result<Box<dyn Write + Send>> {
+    Ok(match out {
+        Output::Stdio => Box::new(Unbuffered(std::io::stdout())),
+        Output::None => Box::new(std::io::sink()),
+        Output::File(path) => {
+            let f = std::fs::File::create(path).map_err(|source| Error::Io { path: path.clone(), source })?;
+            Box::new(Unbuffered(f))
+        }
+    })
+}
+
+impl ConsoleSink for Serial {
+    fn push(&mut self, bytes: &[u8]) -> usize {
+        self.enqueue_input(bytes)
+    }
+}
+
+/// Where device interrupts go.
+trait InterruptController {
+    fn line(&self, gsi: u32) -> SharedIrqLine;
+}
+
+impl InterruptController for accel_kvm::KvmVm {
+    fn line(&self, gsi: u32) -> SharedIrqLine {
+        self.irq_line(gsi)
+    }
+}
+
+fn shared<T: emu_core::BusDevice + 'static>(dev: T) -> Arc<Mutex<T>> {
+    Arc::new(Mutex::new(dev))
+}
+
+/// The userspace devices and what the run loop needs of them.
+struct Devices {
+    serial: Arc<Mutex<Serial>>,
+    cmos: Arc<Mutex<Cmos>>,
+}
+
+/// Builds the devices every backend shares and puts them on the port bus.
+fn build_devices(
+    cfg: &Config,
+    irqs: &dyn InterruptController,
+    memory: &GuestMemory,
+    control: &Arc<MachineControl>,
+    clock: &SharedClock,
+    pio: &mut Bus,
+) -> Result<Devices> {
+    let serial = shared(Serial::new(irqs.line(4), open_output(&cfg.serial)?));
+    let below_4g = memory.low_ram_end();
+    let layout = CmosMemoryLayout { below_4g_bytes: below_4g, above_4g_bytes: memory.ram_size() - below_4g, cpus: 1 };
+    let cmos = shared(Cmos::new(clock.clone(), irqs.line(8), layout));
+    let a20 = Arc::new(AtomicBool::new(true));
+    let i8042 = shared(I8042::new(irqs.line(1), irqs.line(12), control.clone(), a20.clone()));
+    let pci: SharedDevice = shared(PciConfigIo::new(Arc::new(Mutex::new(PciBus::pc()))));
+
+    let mut put = |dev: SharedDevice, base: u64, len: u64| pio.insert(dev, base, len);
+    put(serial.clone(), devices::serial::COM1_BASE, devices::serial::SERIAL_PORT_LEN)?;
+    put(cmos.clone(), 0x70, 2)?;
+    put(i8042.clone(), 0x60, 1)?;
+    put(i8042, 0x64, 1)?;
+    put(shared(Port92::new(control.clone(), a20)), 0x92, 1)?;
+    put(shared(PostCode::new()), 0x80, 1)?;
+    put(shared(DebugExit::new(control.clone())), 0xf4, 4)?;
+    put(shared(DebugCon::new(open_output(&cfg.debugcon)?)), 0x402, 1)?;
+    for (base, len) in devices::PCI_CONFIG_IO_RANGES {
+        put(pci.clone(), base, len)?;
+    }
+    put(shared(ResetControl::new(control.clone())), 0xcf9, 1)?;
+    let sci = irqs.line(u32::from(devices::acpi_pm::SCI_IRQ));
+    put(shared(AcpiPm::new(clock.clone(), control.clone(), sci)), devices::acpi_pm::ACPI_PM_BASE, devices::acpi_pm::ACPI_PM_LEN)?;
+    Ok(Devices { serial, cmos })
+}
+
+/// Ticks the devices with timers of their own (the RTC's periodic and
+/// update interrupts) from a thread, since KVM's run loop blocks.
+fn spawn_device_timers(cmos: Arc<Mutex<Cmos>>, clock: SharedClock, control: Arc<MachineControl>) {
+    let spawned = std::thread::Builder::new().name("device-timers".into()).spawn(move || {
+        while control.stop_reason().is_none() {
+            let deadline = {
+                let mut c = cmos.lock().unwrap_or_else(|e| e.into_inner());
+                c.tick();
+                c.next_deadline_ns()
+            };
+            let now = clock.monotonic_ns();
+            let wait = deadline.map_or(10_000_000, |d| d.saturating_sub(now)).clamp(100_000, 10_000_000);
+            std::thread::sleep(Duration::from_nanos(wait));
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("no device timer thread: {e}");
+    }
+}
+
+fn spawn_timeout(timeout: Duration, control: Arc<MachineControl>) {
+    let spawned = std::thread::Builder::new().name("timeout".into()).spawn(move || {
+        std::thread::sleep(timeout);
+        control.request_stop(StopReason::Timeout);
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("no timeout thread: {e}");
+    }
+}
+
+/// Loads the boot image into fresh guest memory.
+pub fn load_guest(cfg: &Config) -> Result<(GuestMemory, loader::Boot)> {
+    let mut memory = GuestMemory::new(cfg.memory)?;
+    let boot = match &cfg.boot {
+        BootSource::Firmware(path) => loader::firmware::load(&mut memory, path)?,
+        BootSource::Kernel { kernel, initrd, cmdline } => {
+            crate::acpi::write_tables(&memory)?;
+            loader::load_kernel(&memory, kernel, initrd.as_deref(), cmdline)?
+        }
+    };
+    Ok((memory, boot))
+}
+
+/// Builds the machine described by `cfg` and runs it until the guest
+/// stops; returns why it stopped.
+pub fn run(cfg: &Config) -> Result<StopReason> {
+    if cfg.accel != Accel::Kvm {
+        return Err(Error::Config(format!(
+            "the {} backend is not implemented yet; use --accel kvm on a host with KVM",
+            cfg.accel.name()
+        )));
+    }
+    let (memory, boot) = load_guest(cfg)?;
+    tracing::info!("loaded {}", boot.summary);
+    let memory = Arc::new(memory);
+    let control = MachineControl::new();
+    let clock: SharedClock = Arc::new(HostClock::default());
+    let vm = accel_kvm::KvmVm::new(memory.clone())?;
+
+    let mut pio = Bus::new();
+    let devs = build_devices(cfg, &vm, &memory, &control, &clock, &mut pio)?;
+    let ctx = MachineContext { memory, pio: Arc::new(pio), mmio: Arc::new(Bus::new()), control: control.clone() };
+    let mut vcpu = vm.create_vcpu(0, ctx)?;
+    vcpu.set_state(&boot.cpu)?;
+    vcpu.register_kick();
+
+    spawn_device_timers(devs.cmos, clock, control.clone());
+    if let Some(t) = cfg.timeout {
+        spawn_timeout(t, control.clone());
+    }
+    let _raw = if cfg.serial == Output::Stdio {
+        let raw = RawTerminal::stdin().map_err(Error::Console)?;
+        let sink: Arc<Mutex<dyn ConsoleSink>> = devs.serial;
+        console::spawn_stdin_reader(sink, control.clone());
+        raw
+    } else {
+        None
+    };
+
+    let reason = loop {
+        match vcpu.run()? {
+            VmExit::Stopped(reason) => {
+                control.request_stop(reason.clone());
+                break control.stop_reason().unwrap_or(reason);
+            }
+            VmExit::Interrupted => continue,
+        }
+    };
+    if timing::enabled() {
+        timing::event("first-exit", vcpu.first_exit_time());
+        timing::event("stop", Some(std::time::SystemTime::now()));
+        timing::peak_rss();
+    }
+    Ok(reason)
+}
+
+/// `POPEK_TIMING=1`: prints boot milestones on stderr for
+/// `scripts/measure-boot.sh`, as `popek-timing: NAME UNIX_NS`.
+mod timing {
+    use std::time::SystemTime;
+
+    pub fn enabled() -> bool {
+        std::env::var_os("POPEK_TIMING").is_some_and(|v| v == "1")
+    }
+
+    pub fn event(name: &str, at: Option<SystemTime>) {
+        if let Some(ns) = at.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()) {
+            eprintln!("popek-timing: {name} {}", ns.as_nanos());
+        }
+    }
+
+    pub fn peak_rss() {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is a valid rusage to fill.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+            eprintln!("popek-timing: peak-rss-kib {}", usage.ru_maxrss);
+        }
+    }
+}
