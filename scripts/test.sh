@@ -18,4 +18,5 @@ if [ -e /dev/kvm ]; then
 else
     echo "test.sh: no /dev/kvm: KVM tests will skip" >&2
 fi
-cargo test --workspace --locked "$@" 2>&1
+# --nocapture so that skipped tests show their reasons in the log.
+cargo test --workspace --locked "$@" -- --nocapture 2>&1

@@ -100,3 +100,27 @@ fn garbage_code_stops_cleanly() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn console_input_reaches_the_uart() {
+    use std::io::Write;
+    use std::process::Stdio;
+    if !common::kvm_or_skip("console_input_reaches_the_uart") {
+        return;
+    }
+    let rom = test_roms::serial_echo();
+    let dir = common::temp_dir("echo");
+    let path = dir.join("echo.rom");
+    std::fs::write(&path, &rom.image).unwrap();
+    let mut child = common::popek()
+        .args(["run", "--accel", "kvm", "-m", "16M", "--timeout", "30s", "--bios", path.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(test_roms::SERIAL_ECHO_INPUT.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), rom.expected_serial);
+    assert_eq!(out.status.code(), Some(rom.expected_status()));
+    let _ = std::fs::remove_dir_all(dir);
+}

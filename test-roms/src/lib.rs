@@ -129,6 +129,48 @@ pub fn real_mode_hello() -> TestRom {
     build("real-mode-hello", BootKind::Firmware, image, format!("{greeting}sum(1..100)=0x13ba\n"))
 }
 
+/// Echoes COM1 input back upper-cased until it reads `q`, polling the
+/// line status register: exercises the console's input path.
+pub fn serial_echo() -> TestRom {
+    let image = (|| {
+        let mut a = CodeAssembler::new(16)?;
+        let mut putc = a.create_label();
+        let mut poll = a.create_label();
+        let mut quit = a.create_label();
+        let mut not_lower = a.create_label();
+        a.cli()?;
+        a.xor(ax, ax)?;
+        a.mov(ss, ax)?;
+        a.mov(sp, 0x7c00u32)?;
+        asm::uart_init(&mut a)?;
+        a.set_label(&mut poll)?;
+        a.mov(dx, 0x3fdu32)?;
+        a.in_(al, dx)?;
+        a.test(al, 1)?; // data ready
+        a.jz(poll)?;
+        a.mov(dx, 0x3f8u32)?;
+        a.in_(al, dx)?;
+        a.cmp(al, b'q' as u32)?;
+        a.je(quit)?;
+        a.cmp(al, b'a' as u32)?;
+        a.jb(not_lower)?;
+        a.cmp(al, b'z' as u32)?;
+        a.ja(not_lower)?;
+        a.sub(al, 0x20)?;
+        a.set_label(&mut not_lower)?;
+        a.call(putc)?;
+        a.jmp(poll)?;
+        a.set_label(&mut quit)?;
+        asm::debug_exit(&mut a, PASS)?;
+        asm::putc_routine(&mut a, &mut putc)?;
+        Ok(rom64k(&[(0, a.assemble(0)?)]))
+    })();
+    build("serial-echo", BootKind::Firmware, image, "HELLO, POPEK\n".to_string())
+}
+
+/// What to type at [`serial_echo`] for its expected output.
+pub const SERIAL_ECHO_INPUT: &str = "hello, popek\nq";
+
 /// Linear addresses of the long-mode ROM's pieces (ROM at 0xF0000).
 const LM_PM32: u64 = 0xf_1000;
 const LM_LM64: u64 = 0xf_2000;
@@ -307,7 +349,7 @@ pub const TEST_MEMORY: u64 = 32 << 20;
 
 /// Every test program.
 pub fn all() -> Vec<TestRom> {
-    vec![real_mode_hello(), long_mode_hello(), multiboot_hello()]
+    vec![real_mode_hello(), long_mode_hello(), multiboot_hello(), serial_echo()]
 }
 
 #[cfg(test)]
