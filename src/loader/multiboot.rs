@@ -256,39 +256,9 @@ pub fn load(
 mod tests {
     use super::*;
 
-    /// A minimal ELF32 multiboot kernel: one PT_LOAD segment at 1 MiB
-    /// holding the header and `code`, plus `bss` zero bytes.
-    pub(crate) fn elf32_kernel(code: &[u8], bss: u32) -> Vec<u8> {
-        let load = 0x10_0000u32;
-        let text_off = 0x1000u32;
-        let mut mb = Vec::new();
-        let flags = FLAG_PAGE_ALIGN | FLAG_MEMORY_INFO;
-        for v in [HEADER_MAGIC, flags, 0u32.wrapping_sub(HEADER_MAGIC.wrapping_add(flags))] {
-            mb.extend_from_slice(&v.to_le_bytes());
-        }
-        let body: Vec<u8> = mb.iter().chain(code).copied().collect();
-        let mut f = vec![0u8; text_off as usize];
-        // ELF header.
-        f[0..4].copy_from_slice(b"\x7fELF");
-        f[4] = 1; // 32-bit
-        f[5] = 1; // little-endian
-        f[6] = 1;
-        f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-        f[18..20].copy_from_slice(&3u16.to_le_bytes()); // EM_386
-        f[20..24].copy_from_slice(&1u32.to_le_bytes());
-        f[24..28].copy_from_slice(&(load + 12).to_le_bytes()); // entry: after the header
-        f[28..32].copy_from_slice(&52u32.to_le_bytes()); // phoff
-        f[40..42].copy_from_slice(&52u16.to_le_bytes()); // ehsize
-        f[42..44].copy_from_slice(&32u16.to_le_bytes()); // phentsize
-        f[44..46].copy_from_slice(&1u16.to_le_bytes()); // phnum
-        f[46..48].copy_from_slice(&40u16.to_le_bytes()); // shentsize
-        // Program header.
-        let ph: [u32; 8] = [1, text_off, load, load, body.len() as u32, body.len() as u32 + bss, 7, 0x1000];
-        for (i, v) in ph.iter().enumerate() {
-            f[52 + 4 * i..56 + 4 * i].copy_from_slice(&v.to_le_bytes());
-        }
-        f.extend_from_slice(&body);
-        f
+    /// An ELF32 multiboot kernel at 1 MiB: header, `code`, `bss` zeros.
+    fn elf32_kernel(code: &[u8], bss: u32) -> Vec<u8> {
+        test_roms::elf32_multiboot(0x10_0000, code, bss)
     }
 
     #[test]
