@@ -16,7 +16,7 @@ use emu_core::{GuestMemory, IrqLine, SharedIrqLine};
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MEM_READONLY, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, Kvm, VmFd};
 
-pub use regs::{from_kvm, to_kvm_regs, to_kvm_sregs};
+pub use regs::{from_kvm, from_kvm_fpu, to_kvm_fpu, to_kvm_regs, to_kvm_sregs};
 pub use vcpu::KvmVcpu;
 
 /// Errors from the KVM backend.

@@ -2,7 +2,8 @@
 
 use emu_core::cpu::{reg, seg};
 use emu_core::{CpuState, DescriptorTable, Segment};
-use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
+use emu_core::FxState;
+use kvm_bindings::{kvm_dtable, kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
 
 fn to_kvm_segment(s: &Segment) -> kvm_segment {
     kvm_segment {
@@ -64,7 +65,8 @@ pub fn to_kvm_regs(s: &CpuState) -> kvm_regs {
         r14: g[14],
         r15: g[15],
         rip: s.rip,
-        rflags: s.rflags,
+        // A software backend may hold the arithmetic flags lazily.
+        rflags: s.flags(),
     }
 }
 
@@ -121,6 +123,43 @@ pub fn from_kvm(r: &kvm_regs, s: &kvm_sregs) -> CpuState {
         cr8: s.cr8,
         efer: s.efer,
         apic_base: s.apic_base,
+        ..CpuState::reset()
+    }
+}
+
+/// The x87/SSE state as `kvm_fpu`.
+pub fn to_kvm_fpu(fx: &FxState) -> kvm_fpu {
+    let mut xmm = [[0u8; 16]; 16];
+    for (dst, src) in xmm.iter_mut().zip(fx.xmm.iter()) {
+        *dst = src.to_le_bytes();
+    }
+    kvm_fpu {
+        fpr: fx.st,
+        fcw: fx.fcw,
+        fsw: fx.fsw,
+        ftwx: fx.ftw,
+        last_opcode: fx.fop,
+        last_ip: fx.fip,
+        last_dp: fx.fdp,
+        xmm,
+        mxcsr: fx.mxcsr,
+        ..Default::default()
+    }
+}
+
+/// The x87/SSE state from `kvm_fpu`.
+pub fn from_kvm_fpu(f: &kvm_fpu) -> FxState {
+    FxState {
+        fcw: f.fcw,
+        fsw: f.fsw,
+        ftw: f.ftwx,
+        fop: f.last_opcode,
+        fip: f.last_ip,
+        fdp: f.last_dp,
+        mxcsr: f.mxcsr,
+        st: f.fpr,
+        xmm: f.xmm.map(u128::from_le_bytes),
+        ..FxState::default()
     }
 }
 
@@ -139,5 +178,14 @@ mod tests {
         s.efer = 0x500;
         let back = from_kvm(&to_kvm_regs(&s), &to_kvm_sregs(&s, &kvm_sregs::default()));
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn fpu_round_trips_through_kvm_fpu() {
+        let mut fx = FxState::default();
+        fx.xmm[15] = 42 << 64 | 7;
+        fx.st[0][0] = 1;
+        fx.fsw = 0x1234;
+        assert_eq!(from_kvm_fpu(&to_kvm_fpu(&fx)), fx);
     }
 }

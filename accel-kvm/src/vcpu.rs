@@ -295,12 +295,16 @@ impl Vcpu for KvmVcpu {
     fn state(&mut self) -> Result<CpuState, VcpuError> {
         let r = self.fd.get_regs().map_err(hv("KVM_GET_REGS"))?;
         let s = self.fd.get_sregs().map_err(hv("KVM_GET_SREGS"))?;
-        Ok(regs::from_kvm(&r, &s))
+        let f = self.fd.get_fpu().map_err(hv("KVM_GET_FPU"))?;
+        let mut state = regs::from_kvm(&r, &s);
+        state.fx = regs::from_kvm_fpu(&f);
+        Ok(state)
     }
 
     fn set_state(&mut self, state: &CpuState) -> Result<(), VcpuError> {
         let base: kvm_sregs = self.fd.get_sregs().map_err(hv("KVM_GET_SREGS"))?;
         self.fd.set_sregs(&regs::to_kvm_sregs(state, &base)).map_err(hv("KVM_SET_SREGS"))?;
+        self.fd.set_fpu(&regs::to_kvm_fpu(&state.fx)).map_err(hv("KVM_SET_FPU"))?;
         self.fd.set_regs(&regs::to_kvm_regs(state)).map_err(hv("KVM_SET_REGS"))
     }
 }

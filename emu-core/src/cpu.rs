@@ -147,6 +147,293 @@ pub struct DescriptorTable {
     pub limit: u16,
 }
 
+/// The x87/SSE state in the FXSAVE memory layout (SDM Vol. 1, 10.5.1), so
+/// FXSAVE/FXRSTOR are copies and KVM's `kvm_fpu` converts field by field.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FxState {
+    /// x87 control word.
+    pub fcw: u16,
+    /// x87 status word (TOP in bits 11-13).
+    pub fsw: u16,
+    /// Abridged tag word: bit i set when physical register i is valid.
+    pub ftw: u8,
+    /// Reserved.
+    pub _reserved0: u8,
+    /// Last x87 opcode.
+    pub fop: u16,
+    /// Last x87 instruction pointer.
+    pub fip: u64,
+    /// Last x87 data pointer.
+    pub fdp: u64,
+    /// SSE control and status.
+    pub mxcsr: u32,
+    /// Which MXCSR bits may be set.
+    pub mxcsr_mask: u32,
+    /// ST0-ST7 / MM0-MM7, 80 bits each in 16-byte slots.
+    pub st: [[u8; 16]; 8],
+    /// XMM0-XMM15.
+    pub xmm: [u128; 16],
+    /// Reserved and available bytes up to 512.
+    pub _reserved1: [u8; 96],
+}
+
+impl Default for FxState {
+    fn default() -> Self {
+        Self {
+            fcw: 0x37f,
+            fsw: 0,
+            ftw: 0,
+            _reserved0: 0,
+            fop: 0,
+            fip: 0,
+            fdp: 0,
+            mxcsr: 0x1f80,
+            mxcsr_mask: 0xffff,
+            st: [[0; 16]; 8],
+            xmm: [0; 16],
+            _reserved1: [0; 96],
+        }
+    }
+}
+
+impl FxState {
+    /// The 512-byte FXSAVE image.
+    pub fn to_bytes(&self) -> [u8; 512] {
+        let mut b = [0u8; 512];
+        b[0..2].copy_from_slice(&self.fcw.to_le_bytes());
+        b[2..4].copy_from_slice(&self.fsw.to_le_bytes());
+        b[4] = self.ftw;
+        b[6..8].copy_from_slice(&self.fop.to_le_bytes());
+        b[8..16].copy_from_slice(&self.fip.to_le_bytes());
+        b[16..24].copy_from_slice(&self.fdp.to_le_bytes());
+        b[24..28].copy_from_slice(&self.mxcsr.to_le_bytes());
+        b[28..32].copy_from_slice(&self.mxcsr_mask.to_le_bytes());
+        for (i, st) in self.st.iter().enumerate() {
+            b[32 + 16 * i..48 + 16 * i].copy_from_slice(st);
+        }
+        for (i, x) in self.xmm.iter().enumerate() {
+            b[160 + 16 * i..176 + 16 * i].copy_from_slice(&x.to_le_bytes());
+        }
+        b
+    }
+
+    /// Reads a 512-byte FXSAVE image.
+    pub fn from_bytes(b: &[u8; 512]) -> Self {
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u64_at = |o: usize| u64::from(u32_at(o)) | u64::from(u32_at(o + 4)) << 32;
+        let mut st = [[0u8; 16]; 8];
+        for (i, s) in st.iter_mut().enumerate() {
+            s.copy_from_slice(&b[32 + 16 * i..48 + 16 * i]);
+        }
+        let mut xmm = [0u128; 16];
+        for (i, x) in xmm.iter_mut().enumerate() {
+            let mut v = [0u8; 16];
+            v.copy_from_slice(&b[160 + 16 * i..176 + 16 * i]);
+            *x = u128::from_le_bytes(v);
+        }
+        let mut reserved1 = [0u8; 96];
+        reserved1.copy_from_slice(&b[416..512]);
+        Self {
+            fcw: u16_at(0),
+            fsw: u16_at(2),
+            ftw: b[4],
+            _reserved0: 0,
+            fop: u16_at(6),
+            fip: u64_at(8),
+            fdp: u64_at(16),
+            mxcsr: u32_at(24),
+            mxcsr_mask: u32_at(28),
+            st,
+            xmm,
+            _reserved1: reserved1,
+        }
+    }
+}
+
+/// Model-specific registers a modern guest touches, beyond EFER and
+/// APIC_BASE (which sit in [`CpuState`] itself).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Msrs {
+    /// IA32_SYSENTER_CS.
+    pub sysenter_cs: u64,
+    /// IA32_SYSENTER_ESP.
+    pub sysenter_esp: u64,
+    /// IA32_SYSENTER_EIP.
+    pub sysenter_eip: u64,
+    /// STAR: SYSCALL/SYSRET selectors and legacy target.
+    pub star: u64,
+    /// LSTAR: 64-bit SYSCALL target.
+    pub lstar: u64,
+    /// CSTAR: compatibility-mode SYSCALL target.
+    pub cstar: u64,
+    /// SFMASK: RFLAGS bits cleared by SYSCALL.
+    pub sfmask: u64,
+    /// KERNEL_GS_BASE, swapped by SWAPGS.
+    pub kernel_gs_base: u64,
+    /// IA32_PAT.
+    pub pat: u64,
+    /// IA32_MISC_ENABLE.
+    pub misc_enable: u64,
+    /// IA32_TSC_AUX, read by RDTSCP.
+    pub tsc_aux: u64,
+    /// Offset added to the host TSC to give the guest's.
+    pub tsc_offset: u64,
+}
+
+/// How the arithmetic flags (CF, PF, AF, ZF, SF, OF) are held: either
+/// materialised in `rflags` or as the last operation and its operands, to
+/// be computed only when read (QEMU's cc_op).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlagsOp {
+    /// The flags are in `rflags`.
+    #[default]
+    Materialized,
+    /// `res = src1 + src2`.
+    Add,
+    /// `res = src1 + src2 + carry`, carry in `aux`.
+    Adc,
+    /// `res = src1 - src2` (SUB, CMP).
+    Sub,
+    /// `res = src1 - src2 - borrow`, borrow in `aux`.
+    Sbb,
+    /// AND, OR, XOR, TEST: CF = OF = 0.
+    Logic,
+    /// `res = src1 + 1`; CF kept in `aux`.
+    Inc,
+    /// `res = src1 - 1`; CF kept in `aux`.
+    Dec,
+    /// `res = -src1`.
+    Neg,
+}
+
+/// The pending-flags record; see [`FlagsOp`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LazyFlags {
+    /// The operation.
+    pub op: FlagsOp,
+    /// Operand size in bytes: 1, 2, 4 or 8.
+    pub size: u8,
+    /// First operand.
+    pub src1: u64,
+    /// Second operand.
+    pub src2: u64,
+    /// Result, truncated to `size`.
+    pub res: u64,
+    /// Carry in (ADC/SBB) or the preserved CF (INC/DEC).
+    pub aux: u64,
+}
+
+/// The arithmetic flags in RFLAGS.
+pub mod flags {
+    /// Carry.
+    pub const CF: u64 = 1 << 0;
+    /// Always 1.
+    pub const FIXED: u64 = 1 << 1;
+    /// Parity of the low byte.
+    pub const PF: u64 = 1 << 2;
+    /// Auxiliary carry (bit 3 into 4).
+    pub const AF: u64 = 1 << 4;
+    /// Zero.
+    pub const ZF: u64 = 1 << 6;
+    /// Sign.
+    pub const SF: u64 = 1 << 7;
+    /// Trap.
+    pub const TF: u64 = 1 << 8;
+    /// Interrupt enable.
+    pub const IF: u64 = 1 << 9;
+    /// Direction.
+    pub const DF: u64 = 1 << 10;
+    /// Overflow.
+    pub const OF: u64 = 1 << 11;
+    /// I/O privilege level (2 bits).
+    pub const IOPL: u64 = 3 << 12;
+    /// Nested task.
+    pub const NT: u64 = 1 << 14;
+    /// Resume.
+    pub const RF: u64 = 1 << 16;
+    /// Virtual-8086 mode.
+    pub const VM: u64 = 1 << 17;
+    /// Alignment check / SMAP override.
+    pub const AC: u64 = 1 << 18;
+    /// Virtual interrupt flag.
+    pub const VIF: u64 = 1 << 19;
+    /// Virtual interrupt pending.
+    pub const VIP: u64 = 1 << 20;
+    /// CPUID available.
+    pub const ID: u64 = 1 << 21;
+    /// All six arithmetic flags.
+    pub const ARITH: u64 = CF | PF | AF | ZF | SF | OF;
+}
+
+impl LazyFlags {
+    fn sign_bit(&self) -> u64 {
+        1u64 << (u32::from(self.size.clamp(1, 8)) * 8 - 1)
+    }
+
+    fn mask(&self) -> u64 {
+        match self.size {
+            1 => 0xff,
+            2 => 0xffff,
+            4 => 0xffff_ffff,
+            _ => u64::MAX,
+        }
+    }
+
+    /// Computes the six arithmetic flags of the recorded operation.
+    pub fn compute(&self) -> u64 {
+        let (a, b, r, m, sign) = (self.src1 & self.mask(), self.src2 & self.mask(), self.res & self.mask(), self.mask(), self.sign_bit());
+        let cf = match self.op {
+            FlagsOp::Materialized | FlagsOp::Logic => false,
+            FlagsOp::Add => r < a,
+            FlagsOp::Adc => if self.aux & 1 != 0 { r <= a } else { r < a },
+            FlagsOp::Sub => a < b,
+            FlagsOp::Sbb => if self.aux & 1 != 0 { a <= b } else { a < b },
+            FlagsOp::Inc | FlagsOp::Dec => self.aux & 1 != 0,
+            FlagsOp::Neg => a != 0,
+        };
+        let of = match self.op {
+            FlagsOp::Materialized | FlagsOp::Logic => false,
+            FlagsOp::Add | FlagsOp::Adc => (a ^ r) & (b ^ r) & sign != 0,
+            FlagsOp::Sub | FlagsOp::Sbb => (a ^ b) & (a ^ r) & sign != 0,
+            FlagsOp::Inc => r == sign,
+            FlagsOp::Dec => r == sign - 1,
+            FlagsOp::Neg => r == sign,
+        };
+        let af = match self.op {
+            FlagsOp::Materialized | FlagsOp::Logic => false,
+            FlagsOp::Inc | FlagsOp::Dec => (a ^ r) & 0x10 != 0,
+            FlagsOp::Neg => (a ^ r) & 0x10 != 0,
+            _ => (a ^ b ^ r) & 0x10 != 0,
+        };
+        let _ = m;
+        let mut f = 0;
+        if cf {
+            f |= flags::CF;
+        }
+        if (r as u8).count_ones() % 2 == 0 {
+            f |= flags::PF;
+        }
+        if af {
+            f |= flags::AF;
+        }
+        if r == 0 {
+            f |= flags::ZF;
+        }
+        if r & sign != 0 {
+            f |= flags::SF;
+        }
+        if of {
+            f |= flags::OF;
+        }
+        f
+    }
+}
+
 /// The architectural state of one x86 CPU.
 #[repr(C)]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,6 +468,23 @@ pub struct CpuState {
     pub efer: u64,
     /// IA32_APIC_BASE.
     pub apic_base: u64,
+    /// Arithmetic flags not yet folded into `rflags` (software backends
+    /// only; always `Materialized` in a state handed between backends).
+    pub lazy: LazyFlags,
+    /// DR0-DR3, then DR6 and DR7 at indices 6 and 7 (4 and 5 alias them).
+    pub dr: [u64; 8],
+    /// XCR0.
+    pub xcr0: u64,
+    /// Other MSRs.
+    pub msrs: Msrs,
+    /// x87 and SSE registers.
+    pub fx: FxState,
+    /// Interrupts are blocked for one instruction (after STI or MOV SS).
+    pub interrupt_shadow: bool,
+    /// The CPU is halted, waiting for an interrupt.
+    pub halted: bool,
+    /// An NMI is being handled (blocks further NMIs until IRET).
+    pub nmi_blocked: bool,
 }
 
 impl Default for CpuState {
@@ -217,12 +521,53 @@ impl CpuState {
             cr8: 0,
             efer: 0,
             apic_base: 0xfee0_0000 | 1 << 11 | 1 << 8,
+            lazy: LazyFlags::default(),
+            dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
+            xcr0: 1,
+            msrs: Msrs { pat: 0x0007_0406_0007_0406, misc_enable: 1, ..Msrs::default() },
+            fx: FxState::default(),
+            interrupt_shadow: false,
+            halted: false,
+            nmi_blocked: false,
         }
     }
 
     /// Whether the CPU is in long mode (EFER.LMA).
     pub fn long_mode(&self) -> bool {
         self.efer & efer::LMA != 0
+    }
+
+    /// RFLAGS with any lazily held arithmetic flags folded in.
+    pub fn flags(&self) -> u64 {
+        if self.lazy.op == FlagsOp::Materialized {
+            self.rflags
+        } else {
+            (self.rflags & !flags::ARITH) | self.lazy.compute()
+        }
+    }
+
+    /// Folds the lazy flags into `rflags`.
+    pub fn materialize_flags(&mut self) {
+        self.rflags = self.flags();
+        self.lazy.op = FlagsOp::Materialized;
+    }
+
+    /// Sets RFLAGS outright, dropping any lazy record; bit 1 is forced on.
+    pub fn set_flags(&mut self, value: u64) {
+        self.rflags = value | flags::FIXED;
+        self.lazy.op = FlagsOp::Materialized;
+    }
+
+    /// Current privilege level: CS.DPL in protected mode, 0 in real mode,
+    /// 3 in virtual-8086 mode.
+    pub fn cpl(&self) -> u8 {
+        if self.cr0 & cr0::PE == 0 {
+            0
+        } else if self.rflags & flags::VM != 0 {
+            3
+        } else {
+            self.segs[seg::CS].dpl & 3
+        }
     }
 }
 
@@ -236,6 +581,39 @@ mod tests {
         assert_eq!(s.segs[seg::CS].base + s.rip, 0xffff_fff0);
         assert_eq!(s.segs[seg::CS].selector, 0xf000);
         assert_eq!(s.cr0 & cr0::PE, 0);
+    }
+
+    #[test]
+    fn lazy_flags_match_hand_computed_values() {
+        let lf = |op, size, src1, src2, res, aux| LazyFlags { op, size, src1, src2, res, aux }.compute();
+        // 0xff + 1 = 0x00 (8-bit): CF, ZF, AF, PF.
+        assert_eq!(lf(FlagsOp::Add, 1, 0xff, 1, 0, 0), flags::CF | flags::ZF | flags::AF | flags::PF);
+        // 0x7f + 1 = 0x80: OF, SF, AF.
+        assert_eq!(lf(FlagsOp::Add, 1, 0x7f, 1, 0x80, 0), flags::OF | flags::SF | flags::AF);
+        // 0 - 1 = 0xffff (16-bit): CF, SF, AF, PF.
+        assert_eq!(lf(FlagsOp::Sub, 2, 0, 1, 0xffff, 0), flags::CF | flags::SF | flags::AF | flags::PF);
+        // 0x80000000 - 1: OF (32-bit), AF.
+        assert_eq!(lf(FlagsOp::Sub, 4, 0x8000_0000, 1, 0x7fff_ffff, 0), flags::OF | flags::AF | flags::PF);
+        // ADC with carry: 0xffffffffffffffff + 0 + 1 = 0: CF, ZF, AF, PF.
+        assert_eq!(lf(FlagsOp::Adc, 8, u64::MAX, 0, 0, 1), flags::CF | flags::ZF | flags::AF | flags::PF);
+        // INC keeps CF from aux; DEC of 0x80 overflows.
+        assert_eq!(lf(FlagsOp::Inc, 1, 1, 0, 2, 1) & flags::CF, flags::CF);
+        assert_eq!(lf(FlagsOp::Dec, 1, 0x80, 0, 0x7f, 0) & flags::OF, flags::OF);
+        // NEG 0 leaves CF clear; NEG 1 sets it.
+        assert_eq!(lf(FlagsOp::Neg, 4, 0, 0, 0, 0) & flags::CF, 0);
+        assert_eq!(lf(FlagsOp::Neg, 4, 1, 0, 0xffff_ffff, 0) & flags::CF, flags::CF);
+    }
+
+    #[test]
+    fn fxsave_image_round_trips() {
+        let mut fx = FxState::default();
+        fx.xmm[3] = 0x0011_2233_4455_6677_8899_aabb_ccdd_eeff;
+        fx.st[7][9] = 0x40;
+        fx.fsw = 0x3800;
+        let bytes = fx.to_bytes();
+        assert_eq!(&bytes[24..28], &0x1f80u32.to_le_bytes());
+        assert_eq!(FxState::from_bytes(&bytes), fx);
+        assert_eq!(std::mem::size_of::<FxState>(), 512);
     }
 
     #[test]

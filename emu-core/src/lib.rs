@@ -17,5 +17,5 @@ pub use clock::{Clock, HostClock, ManualClock, SharedClock};
 pub use control::{MachineControl, StopReason};
 pub use irq::{IrqLine, NullIrq, RecordingIrq, SharedIrqLine};
 pub use memory::{GuestMemory, MemoryError};
-pub use cpu::{CpuState, DescriptorTable, Segment};
+pub use cpu::{CpuState, DescriptorTable, FlagsOp, FxState, LazyFlags, Msrs, Segment};
 pub use vcpu::{MachineContext, Vcpu, VcpuError, VmExit};
