@@ -10,6 +10,8 @@ pub mod cpu;
 pub mod irq;
 pub mod layout;
 pub mod memory;
+pub mod mmu;
+pub mod interp;
 pub mod vcpu;
 
 pub use bus::{Bus, BusDevice, BusError, SharedDevice};

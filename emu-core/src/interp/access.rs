@@ -1,0 +1,261 @@
+//! Memory access: segment checks turn an offset into a linear address, the
+//! soft TLB (or a page walk) turns that into a host pointer, and whatever
+//! is not RAM or ROM goes to the MMIO bus.
+
+use crate::cpu::{cr0, flags, seg};
+use crate::mmu::{self, Access, PagingMode, Requester};
+
+use super::fault::{vector, Fault, R};
+use super::Interpreter;
+
+const PAGE: u64 = 4096;
+
+impl Interpreter {
+    pub(crate) fn paging_mode(&self) -> PagingMode {
+        PagingMode { cr0: self.s.cr0, cr3: self.s.cr3, cr4: self.s.cr4, efer: self.s.efer }
+    }
+
+    pub(crate) fn in_64bit_mode(&self) -> bool {
+        self.s.long_mode() && self.s.segs[seg::CS].l != 0
+    }
+
+    pub(crate) fn protected_mode(&self) -> bool {
+        self.s.cr0 & cr0::PE != 0
+    }
+
+    pub(crate) fn vm86(&self) -> bool {
+        self.protected_mode() && self.s.rflags & flags::VM != 0
+    }
+
+    /// Whether data accesses count as user-mode accesses for paging.
+    fn user_access(&self) -> bool {
+        self.s.cpl() == 3
+    }
+
+    /// Checks a data access of `size` bytes at `offset` in segment `sreg`
+    /// and returns its linear address.
+    pub(crate) fn linear(&self, sreg: usize, offset: u64, size: u64, access: Access) -> R<u64> {
+        let sg = &self.s.segs[sreg];
+        let fault = |code| if sreg == seg::SS { Fault::ss(code) } else { Fault::gp(code) };
+        if self.in_64bit_mode() {
+            let base = if sreg == seg::FS || sreg == seg::GS { sg.base } else { 0 };
+            let lin = base.wrapping_add(offset);
+            if !is_canonical(lin) || !is_canonical(lin.wrapping_add(size - 1)) {
+                return Err(fault(0));
+            }
+            return Ok(lin);
+        }
+        if self.protected_mode() && !self.vm86() {
+            if sg.unusable != 0 || sg.present == 0 {
+                return Err(fault(0));
+            }
+            let code = sg.type_ & 0x8 != 0;
+            let ok = match access {
+                Access::Write => !code && sg.type_ & 0x2 != 0,
+                Access::Read => !code || sg.type_ & 0x2 != 0,
+                Access::Execute => code,
+            };
+            if !ok {
+                return Err(fault(0));
+            }
+        }
+        let last = offset.wrapping_add(size - 1);
+        let expand_down = sg.type_ & 0xc == 0x4 && self.protected_mode();
+        let in_limit = if expand_down {
+            let upper = if sg.db != 0 { 0xffff_ffff } else { 0xffff };
+            offset > u64::from(sg.limit) && last <= upper && last >= offset
+        } else {
+            last <= u64::from(sg.limit) && last >= offset
+        };
+        if !in_limit {
+            return Err(fault(0));
+        }
+        Ok(sg.base.wrapping_add(offset) & 0xffff_ffff)
+    }
+
+    /// The host pointer for `linear` when it is RAM (or ROM, for reads),
+    /// filling the TLB; `None` for MMIO. Raises #PF.
+    fn translate(&mut self, linear: u64, access: Access, implicit: bool) -> R<(u64, Option<*mut u8>)> {
+        let user = !implicit && self.user_access();
+        let who = Requester { user, ac: self.s.rflags & flags::AC != 0, implicit };
+        let t = match mmu::translate(&self.mem, &self.paging_mode(), linear, access, who) {
+            Ok(t) => t,
+            Err(pf) => {
+                self.s.cr2 = linear;
+                return Err(Fault::pf(pf.error_code));
+            }
+        };
+        let phys_page = t.phys & !(PAGE - 1);
+        let host = self.mem.host_range(phys_page, PAGE);
+        let rom = host.is_some() && !self.mem.ram_regions().iter().any(|r| phys_page >= r.guest_start && phys_page < r.guest_end());
+        if access == Access::Write && self.code.is_code_page(phys_page >> 12) {
+            self.code.invalidate_page(phys_page >> 12);
+        }
+        if !implicit {
+            self.tlb.fill(linear, host.unwrap_or(std::ptr::null_mut()), phys_page >> 12, &t, user, rom, self.code.is_code_page(phys_page >> 12));
+        }
+        if rom && access == Access::Write {
+            // Writes to ROM are dropped, as on the real bus.
+            return Ok((t.phys, None));
+        }
+        Ok((t.phys, host.map(|h| {
+            // SAFETY: `host` maps the whole page holding `t.phys`.
+            unsafe { h.add((t.phys & (PAGE - 1)) as usize) }
+        })))
+    }
+
+    /// Reads `size` (1..=8) bytes at a linear address.
+    pub(crate) fn read_linear(&mut self, linear: u64, size: usize, access: Access) -> R<u64> {
+        self.read_linear_as(linear, size, access, false)
+    }
+
+    /// Reads for an implicit supervisor access (descriptor tables, TSS).
+    pub(crate) fn read_linear_implicit(&mut self, linear: u64, size: usize) -> R<u64> {
+        self.read_linear_as(linear, size, Access::Read, true)
+    }
+
+    fn read_linear_as(&mut self, linear: u64, size: usize, access: Access, implicit: bool) -> R<u64> {
+        let user = !implicit && self.user_access();
+        if (linear & (PAGE - 1)) as usize + size <= PAGE as usize {
+            if !implicit {
+                if let Some(p) = self.tlb.lookup(linear, access, user) {
+                    return Ok(read_host(p, size));
+                }
+            }
+            let (phys, host) = self.translate(linear, access, implicit)?;
+            return Ok(match host {
+                Some(p) => read_host(p, size),
+                None => self.read_mmio(phys, size),
+            });
+        }
+        // Crossing a page: byte by byte, both pages checked first.
+        self.translate(linear, access, implicit)?;
+        self.translate(linear.wrapping_add(size as u64 - 1), access, implicit)?;
+        let mut v = 0u64;
+        for i in (0..size).rev() {
+            v = v << 8 | self.read_linear_as(linear.wrapping_add(i as u64), 1, access, implicit)?;
+        }
+        Ok(v)
+    }
+
+    /// Writes `size` (1..=8) bytes at a linear address.
+    pub(crate) fn write_linear(&mut self, linear: u64, size: usize, value: u64) -> R<()> {
+        self.write_linear_as(linear, size, value, false)
+    }
+
+    /// Writes for an implicit supervisor access (descriptor accessed bits,
+    /// TSS busy bits).
+    pub(crate) fn write_linear_implicit(&mut self, linear: u64, size: usize, value: u64) -> R<()> {
+        self.write_linear_as(linear, size, value, true)
+    }
+
+    fn write_linear_as(&mut self, linear: u64, size: usize, value: u64, implicit: bool) -> R<()> {
+        let user = !implicit && self.user_access();
+        if (linear & (PAGE - 1)) as usize + size <= PAGE as usize {
+            if !implicit {
+                if let Some(p) = self.tlb.lookup(linear, Access::Write, user) {
+                    write_host(p, size, value);
+                    return Ok(());
+                }
+            }
+            let (phys, host) = self.translate(linear, Access::Write, implicit)?;
+            match host {
+                Some(p) => write_host(p, size, value),
+                None => self.write_mmio(phys, size, value),
+            }
+            return Ok(());
+        }
+        self.translate(linear, Access::Write, implicit)?;
+        self.translate(linear.wrapping_add(size as u64 - 1), Access::Write, implicit)?;
+        for i in 0..size {
+            self.write_linear_as(linear.wrapping_add(i as u64), 1, value >> (8 * i), implicit)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that a write of `size` bytes at `linear` would succeed,
+    /// without writing (for instructions that must not fault half-way).
+    pub(crate) fn probe_write(&mut self, linear: u64, size: usize) -> R<()> {
+        let user = self.user_access();
+        if self.tlb.lookup(linear, Access::Write, user).is_none() {
+            self.translate(linear, Access::Write, false)?;
+        }
+        let last = linear.wrapping_add(size as u64 - 1);
+        if last >> 12 != linear >> 12 && self.tlb.lookup(last, Access::Write, user).is_none() {
+            self.translate(last, Access::Write, false)?;
+        }
+        Ok(())
+    }
+
+    fn read_mmio(&self, phys: u64, size: usize) -> u64 {
+        let mut buf = [0u8; 8];
+        self.mmio.read(phys, &mut buf[..size]);
+        u64::from_le_bytes(buf)
+    }
+
+    fn write_mmio(&self, phys: u64, size: usize, value: u64) {
+        self.mmio.write(phys, &value.to_le_bytes()[..size]);
+    }
+
+    /// Reads through segment `sreg`.
+    pub(crate) fn read_mem(&mut self, sreg: usize, offset: u64, size: usize) -> R<u64> {
+        let lin = self.linear(sreg, offset, size as u64, Access::Read)?;
+        self.check_alignment(lin, size)?;
+        self.read_linear(lin, size, Access::Read)
+    }
+
+    /// Writes through segment `sreg`.
+    pub(crate) fn write_mem(&mut self, sreg: usize, offset: u64, size: usize, value: u64) -> R<()> {
+        let lin = self.linear(sreg, offset, size as u64, Access::Write)?;
+        self.check_alignment(lin, size)?;
+        self.write_linear(lin, size, value)
+    }
+
+    /// #AC: CR0.AM, EFLAGS.AC and CPL 3 together enable alignment checks.
+    fn check_alignment(&self, lin: u64, size: usize) -> R<()> {
+        if size > 1
+            && lin & (size as u64 - 1) != 0
+            && self.s.cr0 & (1 << 18) != 0
+            && self.s.rflags & flags::AC != 0
+            && self.s.cpl() == 3
+        {
+            return Err(Fault::exception(vector::AC).with_zero_code());
+        }
+        Ok(())
+    }
+
+}
+
+impl Fault {
+    /// The same exception with error code 0.
+    pub(crate) fn with_zero_code(self) -> Self {
+        match self {
+            Fault::Exception(mut e) => {
+                e.error_code = Some(0);
+                Fault::Exception(e)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Whether a 64-bit address is canonical (48-bit virtual addresses).
+pub(crate) fn is_canonical(addr: u64) -> bool {
+    ((addr as i64) << 16 >> 16) as u64 == addr
+}
+
+fn read_host(p: *mut u8, size: usize) -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: `p..p+size` lies inside one guest page of a live mapping
+    // (the TLB or the walk found it); guest memory may change under us,
+    // which is why this is a plain byte copy into a local buffer.
+    unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), size) };
+    u64::from_le_bytes(buf)
+}
+
+fn write_host(p: *mut u8, size: usize, value: u64) {
+    let bytes = value.to_le_bytes();
+    // SAFETY: as in `read_host`; the TLB gives write tags only to
+    // writable RAM pages.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, size) };
+}

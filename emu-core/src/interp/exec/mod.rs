@@ -1,0 +1,64 @@
+//! The instruction families. Each family module fills its entries of the
+//! dispatch table (indexed by mnemonic) in its `register` function, so a
+//! family can be added or extended without touching the others.
+
+mod alu;
+mod bits;
+mod control;
+mod data;
+mod io;
+mod muldiv;
+mod shift;
+mod stack;
+mod string;
+mod system;
+
+use std::sync::OnceLock;
+
+use iced_x86::{Instruction, Mnemonic};
+
+use super::fault::{Fault, R};
+use super::Interpreter;
+
+/// Executes one decoded instruction.
+pub(crate) type Handler = fn(&mut Interpreter, &Instruction) -> R<()>;
+
+/// The dispatch table: one optional handler per mnemonic.
+pub(crate) struct Table(Vec<Option<Handler>>);
+
+impl Table {
+    /// Installs `handler` for each of `mnemonics`.
+    pub(crate) fn set(&mut self, mnemonics: &[Mnemonic], handler: Handler) {
+        for &m in mnemonics {
+            if let Some(slot) = self.0.get_mut(m as usize) {
+                *slot = Some(handler);
+            }
+        }
+    }
+}
+
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Table(vec![None; Mnemonic::values().len()]);
+        alu::register(&mut t);
+        bits::register(&mut t);
+        control::register(&mut t);
+        data::register(&mut t);
+        io::register(&mut t);
+        muldiv::register(&mut t);
+        shift::register(&mut t);
+        stack::register(&mut t);
+        string::register(&mut t);
+        system::register(&mut t);
+        t
+    })
+}
+
+/// Runs `ins` on `cpu`.
+pub(crate) fn execute(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
+    match table().0.get(ins.mnemonic() as usize).copied().flatten() {
+        Some(handler) => handler(cpu, ins),
+        None => Err(Fault::unimplemented(format!("{:?} ({:?})", ins.mnemonic(), ins.code()))),
+    }
+}

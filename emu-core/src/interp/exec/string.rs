@@ -1,0 +1,148 @@
+//! String instructions (MOVS, STOS, LODS, SCAS, CMPS, INS, OUTS) with REP,
+//! REPE and REPNE, honouring the address size for RSI/RDI/RCX and DF.
+//!
+//! A repeated instruction runs a bounded number of iterations per step and
+//! then restarts itself (RIP stays put), so interrupts are taken between
+//! iterations as on hardware, and a fault leaves the registers of the
+//! iterations already done.
+
+use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
+
+use crate::cpu::{flags, seg, FlagsOp};
+
+use super::super::fault::R;
+use super::super::operand::{mask, seg_index};
+use super::super::Interpreter;
+use super::Table;
+
+pub(super) fn register(t: &mut Table) {
+    t.set(&[M::Movsb, M::Movsw, M::Movsd, M::Movsq, M::Stosb, M::Stosw, M::Stosd, M::Stosq, M::Lodsb, M::Lodsw, M::Lodsd, M::Lodsq, M::Scasb, M::Scasw, M::Scasd, M::Scasq, M::Cmpsb, M::Cmpsw, M::Cmpsd, M::Cmpsq, M::Insb, M::Insw, M::Insd, M::Outsb, M::Outsw, M::Outsd], string);
+}
+
+/// Iterations run before a repeated instruction yields.
+const CHUNK: u32 = 1024;
+
+fn regs_for(addr_size: usize) -> (Register, Register, Register) {
+    match addr_size {
+        2 => (Register::SI, Register::DI, Register::CX),
+        4 => (Register::ESI, Register::EDI, Register::ECX),
+        _ => (Register::RSI, Register::RDI, Register::RCX),
+    }
+}
+
+fn string_addr_size(ins: &Instruction) -> usize {
+    for n in 0..ins.op_count() {
+        match ins.op_kind(n) {
+            OpKind::MemorySegSI | OpKind::MemoryESDI | OpKind::MemorySegDI => return 2,
+            OpKind::MemorySegESI | OpKind::MemoryESEDI | OpKind::MemorySegEDI => return 4,
+            OpKind::MemorySegRSI | OpKind::MemoryESRDI | OpKind::MemorySegRDI => return 8,
+            _ => {}
+        }
+    }
+    2
+}
+
+fn elem_size(ins: &Instruction) -> usize {
+    match ins.mnemonic() {
+        M::Movsb | M::Stosb | M::Lodsb | M::Scasb | M::Cmpsb | M::Insb | M::Outsb => 1,
+        M::Movsw | M::Stosw | M::Lodsw | M::Scasw | M::Cmpsw | M::Insw | M::Outsw => 2,
+        M::Movsq | M::Stosq | M::Lodsq | M::Scasq | M::Cmpsq => 8,
+        _ => 4,
+    }
+}
+
+fn acc(size: usize) -> Register {
+    match size {
+        1 => Register::AL,
+        2 => Register::AX,
+        4 => Register::EAX,
+        _ => Register::RAX,
+    }
+}
+
+fn string(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
+    let a = string_addr_size(ins);
+    let (si, di, cx) = regs_for(a);
+    let size = elem_size(ins);
+    let src_seg = seg_index(ins.memory_segment());
+    let rep = ins.has_rep_prefix() || ins.has_repe_prefix() || ins.has_repne_prefix();
+    let compares = matches!(ins.mnemonic(), M::Scasb | M::Scasw | M::Scasd | M::Scasq | M::Cmpsb | M::Cmpsw | M::Cmpsd | M::Cmpsq);
+    let step = if cpu.flag(flags::DF) { 0u64.wrapping_sub(size as u64) } else { size as u64 };
+    let am = mask(a);
+    if matches!(ins.mnemonic(), M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd) {
+        let port = cpu.reg(Register::DX) as u16;
+        cpu.check_io_permission(port, size)?;
+    }
+    let mut iterations = 0;
+    loop {
+        if rep && cpu.reg(cx) == 0 {
+            return Ok(());
+        }
+        match ins.mnemonic() {
+            M::Movsb | M::Movsw | M::Movsd | M::Movsq => {
+                let v = cpu.read_mem(src_seg, cpu.reg(si), size)?;
+                cpu.write_mem(seg::ES, cpu.reg(di), size, v)?;
+                cpu.set_reg(si, cpu.reg(si).wrapping_add(step) & am);
+                cpu.set_reg(di, cpu.reg(di).wrapping_add(step) & am);
+            }
+            M::Stosb | M::Stosw | M::Stosd | M::Stosq => {
+                let v = cpu.reg(acc(size));
+                cpu.write_mem(seg::ES, cpu.reg(di), size, v)?;
+                cpu.set_reg(di, cpu.reg(di).wrapping_add(step) & am);
+            }
+            M::Lodsb | M::Lodsw | M::Lodsd | M::Lodsq => {
+                let v = cpu.read_mem(src_seg, cpu.reg(si), size)?;
+                cpu.set_reg(acc(size), v);
+                cpu.set_reg(si, cpu.reg(si).wrapping_add(step) & am);
+            }
+            M::Scasb | M::Scasw | M::Scasd | M::Scasq => {
+                let v = cpu.read_mem(seg::ES, cpu.reg(di), size)?;
+                let a_val = cpu.reg(acc(size));
+                cpu.set_lazy(FlagsOp::Sub, size, a_val, v, a_val.wrapping_sub(v) & mask(size));
+                cpu.set_reg(di, cpu.reg(di).wrapping_add(step) & am);
+            }
+            M::Cmpsb | M::Cmpsw | M::Cmpsd | M::Cmpsq => {
+                let x = cpu.read_mem(src_seg, cpu.reg(si), size)?;
+                let y = cpu.read_mem(seg::ES, cpu.reg(di), size)?;
+                cpu.set_lazy(FlagsOp::Sub, size, x, y, x.wrapping_sub(y) & mask(size));
+                cpu.set_reg(si, cpu.reg(si).wrapping_add(step) & am);
+                cpu.set_reg(di, cpu.reg(di).wrapping_add(step) & am);
+            }
+            M::Insb | M::Insw | M::Insd => {
+                let port = cpu.reg(Register::DX) as u16;
+                // The destination is checked before the port is read.
+                let lin = cpu.linear(seg::ES, cpu.reg(di), size as u64, crate::mmu::Access::Write)?;
+                cpu.probe_write(lin, size)?;
+                let v = cpu.port_in(port, size);
+                cpu.write_mem(seg::ES, cpu.reg(di), size, v)?;
+                cpu.set_reg(di, cpu.reg(di).wrapping_add(step) & am);
+            }
+            _ => {
+                let port = cpu.reg(Register::DX) as u16;
+                let v = cpu.read_mem(src_seg, cpu.reg(si), size)?;
+                cpu.port_out(port, size, v);
+                cpu.set_reg(si, cpu.reg(si).wrapping_add(step) & am);
+            }
+        }
+        if !rep {
+            return Ok(());
+        }
+        let count = cpu.reg(cx).wrapping_sub(1) & am;
+        cpu.set_reg(cx, count);
+        if count == 0 {
+            return Ok(());
+        }
+        if compares {
+            let zf = cpu.flag(flags::ZF);
+            if (ins.has_repe_prefix() && !zf) || (ins.has_repne_prefix() && zf) {
+                return Ok(());
+            }
+        }
+        iterations += 1;
+        if iterations == CHUNK {
+            // Yield: run this instruction again on the next step.
+            cpu.next_rip = cpu.s.rip;
+            return Ok(());
+        }
+    }
+}

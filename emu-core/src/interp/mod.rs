@@ -1,0 +1,250 @@
+//! The software CPU: an x86 interpreter over the iced-x86 decoder with a
+//! soft MMU. It is popek's reference for instruction semantics and, later,
+//! the cold tier under the JIT.
+//!
+//! Layout:
+//! - [`fault`]: exceptions and stop reasons an instruction can end with;
+//! - `access`: segmented, linear and physical memory access through the
+//!   soft TLB (`crate::mmu`), MMIO through the bus;
+//! - `decode`: instruction fetch and a decoded-instruction cache keyed by
+//!   physical address, invalidated when the guest writes its page;
+//! - `operand`: registers, effective addresses, operands, the stack, flags;
+//! - `delivery`: exception and interrupt delivery in every mode, double
+//!   and triple faults;
+//! - `segment`: descriptors, segment loads, far transfers;
+//! - `cpuid`: the one CPUID model;
+//! - `exec`: the instruction families, dispatched by mnemonic through a
+//!   table each family fills.
+
+mod access;
+pub mod cpuid;
+mod decode;
+mod delivery;
+mod exec;
+pub mod fault;
+mod operand;
+mod segment;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::bus::Bus;
+use crate::control::{MachineControl, StopReason};
+use crate::cpu::CpuState;
+use crate::memory::GuestMemory;
+use crate::mmu::Tlb;
+use crate::vcpu::{MachineContext, Vcpu, VcpuError, VmExit};
+
+pub use fault::{Exception, Fault};
+
+/// Where external interrupts come from: a flag the controller raises when
+/// its INTR output may be asserted, and the INTA cycle.
+pub struct InterruptSource {
+    /// Set by the controller (the PIC's notifier, the LAPIC's) when an
+    /// interrupt may be pending; cleared by `acknowledge` when none is.
+    pub pending: Arc<AtomicBool>,
+    /// Acknowledges the highest-priority interrupt and returns its vector,
+    /// or `None` when nothing is pending after all.
+    pub acknowledge: Box<dyn FnMut() -> Option<u8> + Send>,
+}
+
+impl std::fmt::Debug for InterruptSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InterruptSource").field("pending", &self.pending).finish_non_exhaustive()
+    }
+}
+
+/// What one [`Interpreter::step`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// An instruction retired, or an exception or interrupt was delivered.
+    Executed,
+    /// The CPU is halted, waiting for an interrupt.
+    Halted,
+    /// The machine must stop.
+    Stopped(StopReason),
+}
+
+/// How many instructions run between checks of the machine control.
+const BATCH: u32 = 4096;
+
+/// The interpreter: one virtual CPU.
+pub struct Interpreter {
+    /// Architectural state.
+    pub(crate) s: CpuState,
+    pub(crate) mem: Arc<GuestMemory>,
+    pub(crate) pio: Arc<Bus>,
+    pub(crate) mmio: Arc<Bus>,
+    pub(crate) control: Arc<MachineControl>,
+    pub(crate) tlb: Tlb,
+    pub(crate) code: decode::CodeCache,
+    /// RIP of the instruction after the one executing.
+    pub(crate) next_rip: u64,
+    pub(crate) intr: Option<InterruptSource>,
+    /// Instructions retired.
+    pub(crate) retired: u64,
+    /// Host time at creation, the TSC's origin.
+    pub(crate) tsc_origin: Instant,
+    /// The machine has a local APIC (CPUID says so).
+    pub(crate) has_apic: bool,
+}
+
+impl std::fmt::Debug for Interpreter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interpreter").field("rip", &self.s.rip).field("retired", &self.retired).finish_non_exhaustive()
+    }
+}
+
+impl Interpreter {
+    /// A CPU over the machine in `ctx`, starting in `state`.
+    pub fn new(ctx: MachineContext, state: CpuState) -> Self {
+        Self {
+            s: state,
+            mem: ctx.memory,
+            pio: ctx.pio,
+            mmio: ctx.mmio,
+            control: ctx.control,
+            tlb: Tlb::new(),
+            code: decode::CodeCache::default(),
+            next_rip: 0,
+            intr: None,
+            retired: 0,
+            tsc_origin: Instant::now(),
+            has_apic: false,
+        }
+    }
+
+    /// Connects the interrupt controller.
+    pub fn set_interrupt_source(&mut self, source: InterruptSource) {
+        self.intr = Some(source);
+    }
+
+    /// The architectural state.
+    pub fn state(&self) -> &CpuState {
+        &self.s
+    }
+
+    /// The architectural state, for changing. Changes to paging or
+    /// segment state must be followed by [`Interpreter::state_changed`].
+    pub fn state_mut(&mut self) -> &mut CpuState {
+        &mut self.s
+    }
+
+    /// Drops cached translations after the state was replaced or edited.
+    pub fn state_changed(&mut self) {
+        self.flush_code();
+    }
+
+    /// Says whether the machine has a local APIC, for CPUID.
+    pub fn set_has_apic(&mut self, has_apic: bool) {
+        self.has_apic = has_apic;
+    }
+
+    /// Instructions retired so far.
+    pub fn retired(&self) -> u64 {
+        self.retired
+    }
+
+    fn interrupt_ready(&self) -> bool {
+        self.intr.as_ref().is_some_and(|i| i.pending.load(Ordering::Acquire))
+    }
+
+    /// Executes one instruction, or delivers one pending interrupt.
+    pub fn step(&mut self) -> Step {
+        let shadow = std::mem::take(&mut self.s.interrupt_shadow);
+        if !shadow && self.s.rflags & crate::cpu::flags::IF != 0 && self.interrupt_ready() {
+            let vector = self.intr.as_mut().and_then(|i| (i.acknowledge)());
+            if let Some(v) = vector {
+                self.s.halted = false;
+                return match self.deliver_external(v) {
+                    Ok(()) => Step::Executed,
+                    Err(reason) => Step::Stopped(reason),
+                };
+            }
+        }
+        if self.s.halted {
+            return Step::Halted;
+        }
+        match self.execute_one() {
+            Ok(()) => {
+                self.retired += 1;
+                if self.s.halted {
+                    Step::Halted
+                } else {
+                    Step::Executed
+                }
+            }
+            Err(Fault::Exception(e)) => match self.raise(e) {
+                Ok(()) => Step::Executed,
+                Err(reason) => Step::Stopped(reason),
+            },
+            Err(Fault::Stop(reason)) => Step::Stopped(reason),
+        }
+    }
+
+    fn execute_one(&mut self) -> fault::R<()> {
+        let ins = self.fetch()?;
+        self.next_rip = self.advance_ip(self.s.rip, ins.len() as u64);
+        exec::execute(self, &ins)?;
+        self.s.rip = self.next_rip;
+        Ok(())
+    }
+
+    /// Waits while halted until an interrupt may be pending or the machine
+    /// must stop, for at most `limit`.
+    fn wait_for_interrupt(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.interrupt_ready() || self.control.stop_reason().is_some() {
+                return;
+            }
+            std::thread::park_timeout(Duration::from_micros(200));
+        }
+    }
+}
+
+impl Vcpu for Interpreter {
+    fn run(&mut self) -> Result<VmExit, VcpuError> {
+        loop {
+            if let Some(reason) = self.control.stop_reason() {
+                return Ok(VmExit::Stopped(reason));
+            }
+            for _ in 0..BATCH {
+                match self.step() {
+                    Step::Executed => {}
+                    Step::Halted => {
+                        if self.s.rflags & crate::cpu::flags::IF == 0 && self.intr.is_none() {
+                            // Nothing can ever wake this CPU: report it
+                            // rather than spin until the timeout.
+                            return Ok(VmExit::Stopped(StopReason::Error(
+                                "the guest halted with interrupts disabled".into(),
+                            )));
+                        }
+                        self.wait_for_interrupt(Duration::from_millis(10));
+                        break;
+                    }
+                    Step::Stopped(reason) => {
+                        self.control.request_stop(reason.clone());
+                        return Ok(VmExit::Stopped(self.control.stop_reason().unwrap_or(reason)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn state(&mut self) -> Result<CpuState, VcpuError> {
+        let mut s = self.s.clone();
+        s.materialize_flags();
+        Ok(s)
+    }
+
+    fn set_state(&mut self, state: &CpuState) -> Result<(), VcpuError> {
+        self.s = state.clone();
+        self.state_changed();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

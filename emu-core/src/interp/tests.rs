@@ -1,0 +1,142 @@
+//! Unit tests of the interpreter on small hand-assembled programs.
+
+use std::sync::Arc;
+
+use iced_x86::code_asm::*;
+
+use super::*;
+use crate::cpu::{flags, reg, seg};
+
+/// A 64-bit flat machine with identity-mapped paging over 16 MiB, the
+/// program at 0x10000 and a stack below 0x8000.
+pub(crate) fn long_mode_cpu(code: &[u8]) -> Interpreter {
+    let mem = GuestMemory::new(16 << 20).unwrap();
+    // PML4 0x1000 -> PDPT 0x2000 -> PD 0x3000 with 2 MiB pages.
+    mem.write_u64(0x1000, 0x2003).unwrap();
+    mem.write_u64(0x2000, 0x3003).unwrap();
+    for i in 0..8u64 {
+        mem.write_u64(0x3000 + 8 * i, (i << 21) | 0x83).unwrap();
+    }
+    mem.write(0x1_0000, code).unwrap();
+    let mut s = CpuState::reset();
+    s.cr0 = crate::cpu::cr0::PE | crate::cpu::cr0::PG | crate::cpu::cr0::ET;
+    s.cr3 = 0x1000;
+    s.cr4 = crate::mmu::cr4::PAE;
+    s.efer = crate::cpu::efer::LME | crate::cpu::efer::LMA;
+    s.segs[seg::CS] = crate::cpu::Segment::flat(0x8, true, true);
+    for r in [seg::DS, seg::ES, seg::SS, seg::FS, seg::GS] {
+        s.segs[r] = crate::cpu::Segment::flat(0x10, false, false);
+    }
+    s.rip = 0x1_0000;
+    s.gpr[reg::RSP] = 0x8000;
+    let ctx = MachineContext {
+        memory: Arc::new(mem),
+        pio: Arc::new(Bus::new()),
+        mmio: Arc::new(Bus::new()),
+        control: MachineControl::new(),
+    };
+    Interpreter::new(ctx, s)
+}
+
+fn run(cpu: &mut Interpreter, steps: usize) {
+    for _ in 0..steps {
+        match cpu.step() {
+            Step::Executed => {}
+            other => panic!("stopped early: {other:?} at {:#x}", cpu.s.rip),
+        }
+    }
+}
+
+fn assemble64(f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>) -> Vec<u8> {
+    let mut a = CodeAssembler::new(64).unwrap();
+    f(&mut a).unwrap();
+    a.assemble(0x1_0000).unwrap()
+}
+
+#[test]
+fn arithmetic_and_flags() {
+    let code = assemble64(|a| {
+        a.mov(rax, 5u64)?;
+        a.add(rax, 7)?;
+        a.sub(rax, 12)?;
+        Ok(())
+    });
+    let mut cpu = long_mode_cpu(&code);
+    run(&mut cpu, 3);
+    assert_eq!(cpu.s.gpr[reg::RAX], 0);
+    assert_ne!(cpu.s.flags() & flags::ZF, 0);
+    assert_eq!(cpu.s.rip, 0x1_0000 + code.len() as u64);
+}
+
+#[test]
+fn calls_and_stack() {
+    let code = assemble64(|a| {
+        let mut f = a.create_label();
+        let mut end = a.create_label();
+        a.mov(ecx, 3u32)?;
+        a.call(f)?;
+        a.jmp(end)?;
+        a.set_label(&mut f)?;
+        a.push(rcx)?;
+        a.pop(rdx)?;
+        a.lea(rax, qword_ptr(rdx + rdx * 2 + 1))?;
+        a.ret()?;
+        a.set_label(&mut end)?;
+        a.nop()?;
+        Ok(())
+    });
+    let mut cpu = long_mode_cpu(&code);
+    run(&mut cpu, 8);
+    assert_eq!(cpu.s.gpr[reg::RAX], 10);
+    assert_eq!(cpu.s.gpr[reg::RSP], 0x8000);
+}
+
+#[test]
+fn string_ops_and_memory() {
+    let code = assemble64(|a| {
+        a.mov(rdi, 0x20_0000u64)?;
+        a.mov(eax, 0xabu32)?;
+        a.mov(ecx, 100u32)?;
+        a.rep().stosb()?;
+        a.mov(rsi, 0x20_0000u64)?;
+        a.lodsb()?;
+        Ok(())
+    });
+    let mut cpu = long_mode_cpu(&code);
+    run(&mut cpu, 6);
+    assert_eq!(cpu.s.gpr[reg::RCX], 0);
+    assert_eq!(cpu.s.gpr[reg::RDI], 0x20_0064);
+    assert_eq!(cpu.mem.read_u32(0x20_0060).unwrap(), 0xabab_abab);
+    assert_eq!(cpu.mem.read_u32(0x20_0064).unwrap(), 0);
+}
+
+#[test]
+fn divide_by_zero_without_idt_is_a_triple_fault() {
+    let code = assemble64(|a| {
+        a.xor(ecx, ecx)?;
+        a.div(rcx)?;
+        Ok(())
+    });
+    let mut cpu = long_mode_cpu(&code);
+    run(&mut cpu, 1);
+    assert_eq!(cpu.step(), Step::Stopped(crate::control::StopReason::TripleFault));
+}
+
+#[test]
+fn self_modifying_code_is_seen() {
+    // mov byte [rip+patch], 0x90-style: overwrite an instruction that has
+    // already been decoded and cached, then run it again.
+    let code = assemble64(|a| {
+        let mut patch = a.create_label();
+        a.xor(ebx, ebx)?;
+        a.set_label(&mut patch)?;
+        a.inc(ebx)?; // ff c3, patched to 90 90 (two NOPs) below
+        a.mov(word_ptr(patch), 0x9090u32)?;
+        a.cmp(ebx, 3)?;
+        a.jb(patch)?;
+        Ok(())
+    });
+    let mut cpu = long_mode_cpu(&code);
+    run(&mut cpu, 12);
+    assert_eq!(cpu.s.gpr[reg::RBX], 1, "the patched INC must not run again");
+}

@@ -1,0 +1,528 @@
+//! The software MMU: page walks for 32-bit, PAE and 4-level paging, and the
+//! soft TLB in front of them that caches guest-virtual to host-pointer
+//! translations, as the classic shadow page table does.
+//!
+//! The TLB is a direct-mapped array indexed by virtual page number, one for
+//! supervisor and one for user accesses. Each entry has a tag per access
+//! kind (read, write, execute): a hit is an index, a compare and a load,
+//! which the JIT will inline. A tag is only set for an access the walk
+//! allowed; the write tag only once the page's dirty bit is set and the
+//! page holds no cached code, so the first write and writes to code go the
+//! slow way. MMIO and ROM pages never get a write tag (ROM) or any tag
+//! (MMIO).
+
+use crate::cpu::{cr0, efer};
+use crate::memory::GuestMemory;
+
+/// How memory is being accessed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A data read.
+    Read,
+    /// A data write.
+    Write,
+    /// An instruction fetch.
+    Execute,
+}
+
+/// CR4 bits the MMU looks at.
+pub mod cr4 {
+    /// Page-size extensions (4 MiB pages without PAE).
+    pub const PSE: u64 = 1 << 4;
+    /// Physical address extension.
+    pub const PAE: u64 = 1 << 5;
+    /// Global pages.
+    pub const PGE: u64 = 1 << 7;
+    /// Supervisor-mode execution prevention.
+    pub const SMEP: u64 = 1 << 20;
+    /// Supervisor-mode access prevention.
+    pub const SMAP: u64 = 1 << 21;
+}
+
+/// #PF error-code bits.
+pub mod pf {
+    /// The page was present (a protection fault).
+    pub const PRESENT: u32 = 1 << 0;
+    /// The access was a write.
+    pub const WRITE: u32 = 1 << 1;
+    /// The access was made at CPL 3.
+    pub const USER: u32 = 1 << 2;
+    /// A reserved bit was set in a paging entry.
+    pub const RSVD: u32 = 1 << 3;
+    /// The access was an instruction fetch.
+    pub const FETCH: u32 = 1 << 4;
+}
+
+/// The paging controls of the current CPU state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PagingMode {
+    /// CR0.
+    pub cr0: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+}
+
+impl PagingMode {
+    /// Whether paging is on.
+    pub fn enabled(&self) -> bool {
+        self.cr0 & cr0::PG != 0 && self.cr0 & cr0::PE != 0
+    }
+}
+
+/// Who is accessing, for the permission checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Requester {
+    /// A CPL-3 access (not an implicit supervisor access such as a GDT read).
+    pub user: bool,
+    /// EFLAGS.AC, which lifts SMAP for explicit supervisor accesses.
+    pub ac: bool,
+    /// An implicit supervisor access (descriptor tables, TSS), which SMAP
+    /// checks regardless of AC.
+    pub implicit: bool,
+}
+
+/// A successful translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The physical address of the byte asked for.
+    pub phys: u64,
+    /// Writes are allowed (at this privilege, before dirty tracking).
+    pub writable: bool,
+    /// Fetches are allowed.
+    pub executable: bool,
+    /// The page is global (kept across CR3 writes when CR4.PGE).
+    pub global: bool,
+    /// The mapping's page size, for INVLPG of large pages.
+    pub page_size: u64,
+}
+
+/// A walk that failed: the #PF error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageFault {
+    /// The #PF error code.
+    pub error_code: u32,
+}
+
+const PRESENT: u64 = 1 << 0;
+const RW: u64 = 1 << 1;
+const US: u64 = 1 << 2;
+const ACCESSED: u64 = 1 << 5;
+const DIRTY: u64 = 1 << 6;
+const PS: u64 = 1 << 7;
+const GLOBAL: u64 = 1 << 8;
+const NX: u64 = 1 << 63;
+/// Physical-address bits this CPU implements (CPUID 0x80000008 says 40).
+pub const PHYS_ADDR_BITS: u32 = 40;
+const ADDR_MASK: u64 = ((1u64 << PHYS_ADDR_BITS) - 1) & !0xfff;
+
+fn read_pte(mem: &GuestMemory, addr: u64, wide: bool) -> u64 {
+    // Entries in unbacked memory read as all ones, which shows up as a
+    // reserved-bit fault rather than a walk through garbage.
+    if wide {
+        mem.read_u64(addr).unwrap_or(u64::MAX)
+    } else {
+        mem.read_u32(addr).map(u64::from).unwrap_or(u64::MAX)
+    }
+}
+
+fn set_bits(mem: &GuestMemory, addr: u64, wide: bool, old: u64, bits: u64) {
+    if old & bits != bits {
+        let new = old | bits;
+        let _ = if wide { mem.write_u64(addr, new) } else { mem.write_u32(addr, new as u32) };
+    }
+}
+
+/// Walks the page tables for `linear`, checking `access` by `who`, and
+/// sets the accessed and (for writes) dirty bits as the hardware does.
+pub fn translate(
+    mem: &GuestMemory,
+    mode: &PagingMode,
+    linear: u64,
+    access: Access,
+    who: Requester,
+) -> Result<Translation, PageFault> {
+    if !mode.enabled() {
+        return Ok(Translation { phys: linear & 0xffff_ffff, writable: true, executable: true, global: false, page_size: 1 << 12 });
+    }
+    let nxe = mode.efer & efer::NXE != 0;
+    let long = mode.efer & efer::LMA != 0;
+    let pae = mode.cr4 & cr4::PAE != 0;
+    let mut code = match access {
+        Access::Write => pf::WRITE,
+        Access::Execute if nxe || long => pf::FETCH,
+        _ => 0,
+    };
+    if who.user {
+        code |= pf::USER;
+    }
+    let fault = |extra: u32| PageFault { error_code: code | extra };
+
+    // Each level: (table address, index shift, index bits).
+    let (mut table, levels, wide): (u64, &[u32], bool) = if long {
+        (mode.cr3 & ADDR_MASK, &[39, 30, 21, 12], true)
+    } else if pae {
+        // The four PDPTEs are indexed by bits 31:30.
+        (mode.cr3 & 0xffff_ffe0, &[30, 21, 12], true)
+    } else {
+        (mode.cr3 & 0xffff_f000, &[22, 12], false)
+    };
+    let mut user_ok = true;
+    let mut write_ok = true;
+    let mut exec_ok = true;
+    // Entries walked, to set their accessed bits once the walk succeeds.
+    let mut walked: [(u64, u64); 4] = [(0, 0); 4];
+    let mut n = 0;
+    for (depth, &shift) in levels.iter().enumerate() {
+        let index_bits = if !wide { 10 } else if pae && !long && depth == 0 { 2 } else { 9 };
+        let index = (linear >> shift) & ((1 << index_bits) - 1);
+        let entry_addr = table + index * if wide { 8 } else { 4 };
+        let entry = read_pte(mem, entry_addr, wide);
+        if entry & PRESENT == 0 {
+            return Err(fault(0));
+        }
+        let pdpte_legacy = pae && !long && depth == 0;
+        // Reserved bits: physical bits above MAXPHYADDR, NX without NXE,
+        // and the legacy PDPTE's control bits.
+        let mut reserved = if wide { entry & !((1u64 << PHYS_ADDR_BITS) - 1) & !NX } else { 0 };
+        if wide && !nxe {
+            reserved |= entry & NX;
+        }
+        if pdpte_legacy {
+            reserved |= entry & (RW | US | 0x1e0 | NX);
+        }
+        let is_leaf = shift == 12
+            || (!pdpte_legacy
+                && entry & PS != 0
+                && (shift == 21 || (shift == 30 && long) || (shift == 22 && mode.cr4 & cr4::PSE != 0)));
+        if is_leaf && shift > 12 {
+            // Large-page frames must be aligned; PAT sits in bit 12.
+            let align_mask = ((1u64 << shift) - 1) & !0x1fff;
+            if wide {
+                reserved |= entry & align_mask;
+            }
+        }
+        if reserved != 0 {
+            return Err(fault(pf::PRESENT | pf::RSVD));
+        }
+        if !pdpte_legacy {
+            user_ok &= entry & US != 0;
+            write_ok &= entry & RW != 0;
+            exec_ok &= entry & NX == 0 || !nxe;
+        }
+        walked[n] = (entry_addr, entry);
+        n += 1;
+        if is_leaf {
+            let offset_mask = (1u64 << shift) - 1;
+            let frame = if !wide && shift == 22 {
+                // PSE-36: bits 20:13 of the entry are physical bits 39:32.
+                (entry & 0xffc0_0000) | ((entry >> 13) & 0xff) << 32
+            } else {
+                entry & ADDR_MASK & !offset_mask
+            };
+            let phys = frame | (linear & offset_mask);
+            // Permission checks (SDM Vol. 3A, 4.6).
+            let supervisor = !who.user;
+            let wp = mode.cr0 & (1 << 16) != 0;
+            let allowed = match access {
+                Access::Read => {
+                    if supervisor && user_ok && mode.cr4 & cr4::SMAP != 0 && (who.implicit || !who.ac) {
+                        false
+                    } else {
+                        !who.user || user_ok
+                    }
+                }
+                Access::Write => {
+                    if who.user {
+                        user_ok && write_ok
+                    } else if user_ok && mode.cr4 & cr4::SMAP != 0 && (who.implicit || !who.ac) {
+                        false
+                    } else {
+                        write_ok || !wp
+                    }
+                }
+                Access::Execute => {
+                    exec_ok
+                        && if who.user { user_ok } else { !(user_ok && mode.cr4 & cr4::SMEP != 0) }
+                }
+            };
+            if !allowed {
+                return Err(fault(pf::PRESENT));
+            }
+            // Accessed on every level, dirty on the leaf for writes.
+            for (i, &(addr, e)) in walked[..n].iter().enumerate() {
+                if pae && !long && i == 0 {
+                    continue; // legacy PDPTEs have no A bit
+                }
+                let bits = if i == n - 1 && access == Access::Write { ACCESSED | DIRTY } else { ACCESSED };
+                set_bits(mem, addr, wide, e, bits);
+            }
+            let writable_here = if who.user { user_ok && write_ok } else { write_ok || !wp };
+            return Ok(Translation {
+                phys,
+                writable: writable_here && (entry & DIRTY != 0 || access == Access::Write),
+                executable: exec_ok && (!who.user || user_ok),
+                global: entry & GLOBAL != 0 && mode.cr4 & cr4::PGE != 0,
+                page_size: 1 << shift,
+            });
+        }
+        table = entry & ADDR_MASK;
+    }
+    Err(fault(pf::PRESENT | pf::RSVD))
+}
+
+/// Number of entries in each direct-mapped TLB.
+pub const TLB_ENTRIES: usize = 1024;
+const INVALID: u64 = u64::MAX;
+
+/// One TLB entry. Tags hold the virtual page number (`linear >> 12`) or
+/// `INVALID`; `addend` turns a linear address into a host address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlbEntry {
+    /// Tag for reads.
+    pub read_tag: u64,
+    /// Tag for writes.
+    pub write_tag: u64,
+    /// Tag for fetches.
+    pub exec_tag: u64,
+    /// `host address - linear address` for the page.
+    pub addend: u64,
+    /// The guest-physical page, for invalidation by physical address.
+    pub phys_page: u64,
+    /// Whether the mapping is global.
+    pub global: bool,
+}
+
+impl Default for TlbEntry {
+    fn default() -> Self {
+        Self { read_tag: INVALID, write_tag: INVALID, exec_tag: INVALID, addend: 0, phys_page: INVALID, global: false }
+    }
+}
+
+/// The soft TLB: one array for supervisor and one for user accesses.
+#[derive(Debug)]
+pub struct Tlb {
+    /// `[supervisor, user]`.
+    pub sets: [Box<[TlbEntry]>; 2],
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tlb {
+    /// An empty TLB.
+    pub fn new() -> Self {
+        let empty = || vec![TlbEntry::default(); TLB_ENTRIES].into_boxed_slice();
+        Self { sets: [empty(), empty()] }
+    }
+
+    fn index(vpn: u64) -> usize {
+        (vpn as usize) & (TLB_ENTRIES - 1)
+    }
+
+    /// The host address for `linear` if the TLB holds it for `access`.
+    #[inline]
+    pub fn lookup(&self, linear: u64, access: Access, user: bool) -> Option<*mut u8> {
+        let vpn = linear >> 12;
+        let e = &self.sets[usize::from(user)][Self::index(vpn)];
+        let tag = match access {
+            Access::Read => e.read_tag,
+            Access::Write => e.write_tag,
+            Access::Execute => e.exec_tag,
+        };
+        (tag == vpn).then(|| linear.wrapping_add(e.addend) as *mut u8)
+    }
+
+    /// Records a translation of the page of `linear` to the host page at
+    /// `host_page` (null for MMIO, which is never cached).
+    #[allow(clippy::too_many_arguments)]
+    pub fn fill(&mut self, linear: u64, host_page: *mut u8, phys_page: u64, t: &Translation, user: bool, rom: bool, code_page: bool) {
+        let vpn = linear >> 12;
+        let e = &mut self.sets[usize::from(user)][Self::index(vpn)];
+        if host_page.is_null() {
+            *e = TlbEntry::default();
+            return;
+        }
+        // An entry holds one page: keep other tags only for the same page.
+        if e.read_tag != vpn && e.write_tag != vpn && e.exec_tag != vpn {
+            *e = TlbEntry::default();
+        }
+        e.addend = (host_page as u64).wrapping_sub(vpn << 12);
+        e.phys_page = phys_page;
+        e.global = t.global;
+        e.read_tag = vpn;
+        e.write_tag = if t.writable && !rom && !code_page { vpn } else { INVALID };
+        e.exec_tag = if t.executable { vpn } else { INVALID };
+    }
+
+    /// Drops everything (CR0/CR4/EFER changes), or everything but global
+    /// entries (a CR3 write with CR4.PGE).
+    pub fn flush(&mut self, keep_global: bool) {
+        for set in &mut self.sets {
+            for e in set.iter_mut() {
+                if !(keep_global && e.global) {
+                    *e = TlbEntry::default();
+                }
+            }
+        }
+    }
+
+    /// INVLPG: drops the entries for the page of `linear`. Large pages are
+    /// cached per 4 KiB page, so a large-page INVLPG drops everything.
+    pub fn flush_page(&mut self, linear: u64) {
+        let vpn = linear >> 12;
+        for set in &mut self.sets {
+            let e = &mut set[Self::index(vpn)];
+            if e.read_tag == vpn || e.write_tag == vpn || e.exec_tag == vpn {
+                *e = TlbEntry::default();
+            }
+        }
+    }
+
+    /// Stops direct writes to a physical page (it now holds cached code).
+    pub fn protect_phys_page(&mut self, phys_page: u64) {
+        for set in &mut self.sets {
+            for e in set.iter_mut() {
+                if e.phys_page == phys_page {
+                    e.write_tag = INVALID;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUP: Requester = Requester { user: false, ac: false, implicit: false };
+    const USR: Requester = Requester { user: true, ac: false, implicit: false };
+
+    fn long_mode() -> PagingMode {
+        PagingMode { cr0: cr0::PE | cr0::PG | (1 << 16), cr3: 0x1000, cr4: cr4::PAE, efer: efer::LME | efer::LMA | efer::NXE }
+    }
+
+    /// PML4 at 0x1000 → PDPT 0x2000 → PD 0x3000 → PT 0x4000; maps
+    /// 0x40_0000 (4 KiB, user, read-only) to 0x8000 and 0x20_0000 as a
+    /// 2 MiB supervisor page at 0x60_0000.
+    fn tables(mem: &GuestMemory) {
+        mem.write_u64(0x1000, 0x2000 | 0x7).unwrap();
+        mem.write_u64(0x2000, 0x3000 | 0x7).unwrap();
+        mem.write_u64(0x3000 + 8 * 2, 0x4000 | 0x7).unwrap();
+        mem.write_u64(0x4000, 0x8000 | 0x5).unwrap();
+        mem.write_u64(0x3000 + 8, 0x60_0000 | 0x83 | NX).unwrap();
+    }
+
+    #[test]
+    fn four_level_walk_sets_accessed_and_dirty() {
+        let mem = GuestMemory::new(16 << 20).unwrap();
+        tables(&mem);
+        let t = translate(&mem, &long_mode(), 0x40_0123, Access::Read, USR).unwrap();
+        assert_eq!(t.phys, 0x8123);
+        assert!(!t.writable);
+        assert_eq!(mem.read_u64(0x4000).unwrap() & ACCESSED, ACCESSED);
+        assert_eq!(mem.read_u64(0x1000).unwrap() & ACCESSED, ACCESSED);
+        // A user write to a read-only page: present | write | user.
+        let f = translate(&mem, &long_mode(), 0x40_0000, Access::Write, USR).unwrap_err();
+        assert_eq!(f.error_code, pf::PRESENT | pf::WRITE | pf::USER);
+        // Supervisor writes ignore R/W unless CR0.WP.
+        let mut no_wp = long_mode();
+        no_wp.cr0 &= !(1 << 16);
+        translate(&mem, &no_wp, 0x40_0000, Access::Write, SUP).unwrap();
+        assert_eq!(mem.read_u64(0x4000).unwrap() & DIRTY, DIRTY);
+    }
+
+    #[test]
+    fn large_pages_nx_and_not_present() {
+        let mem = GuestMemory::new(16 << 20).unwrap();
+        tables(&mem);
+        let t = translate(&mem, &long_mode(), 0x21_2345, Access::Write, SUP).unwrap();
+        assert_eq!(t.phys, 0x61_2345);
+        assert_eq!(t.page_size, 2 << 20);
+        let f = translate(&mem, &long_mode(), 0x20_0000, Access::Execute, SUP).unwrap_err();
+        assert_eq!(f.error_code, pf::PRESENT | pf::FETCH);
+        let f = translate(&mem, &long_mode(), 0x20_0000, Access::Read, USR).unwrap_err();
+        assert_eq!(f.error_code, pf::PRESENT | pf::USER);
+        let f = translate(&mem, &long_mode(), 0x7000_0000, Access::Read, SUP).unwrap_err();
+        assert_eq!(f.error_code, 0);
+    }
+
+    #[test]
+    fn reserved_bits_fault() {
+        let mem = GuestMemory::new(16 << 20).unwrap();
+        tables(&mem);
+        mem.write_u64(0x4000, 0x8000 | 0x5 | 1 << 45).unwrap();
+        let f = translate(&mem, &long_mode(), 0x40_0000, Access::Read, SUP).unwrap_err();
+        assert_eq!(f.error_code, pf::PRESENT | pf::RSVD);
+    }
+
+    #[test]
+    fn legacy_32_bit_with_4m_pages() {
+        let mem = GuestMemory::new(16 << 20).unwrap();
+        let mode = PagingMode { cr0: cr0::PE | cr0::PG, cr3: 0x1000, cr4: cr4::PSE, efer: 0 };
+        mem.write_u32(0x1000 + 4, 0x40_0000 | 0x83).unwrap(); // 4 MiB page at 4 MiB
+        mem.write_u32(0x1000, 0x2000 | 0x3).unwrap();
+        mem.write_u32(0x2000 + 4 * 5, 0x9000 | 0x3).unwrap();
+        assert_eq!(translate(&mem, &mode, 0x45_6789, Access::Read, SUP).unwrap().phys, 0x45_6789);
+        assert_eq!(translate(&mem, &mode, 0x5abc, Access::Write, SUP).unwrap().phys, 0x9abc);
+        // Without PSE the PS bit is ignored: the PDE points at a page
+        // table (at 4 MiB, all zeros), so the page is not present.
+        let no_pse = PagingMode { cr4: 0, ..mode };
+        assert_eq!(translate(&mem, &no_pse, 0x40_0000, Access::Read, SUP).unwrap_err().error_code, 0);
+    }
+
+    #[test]
+    fn pae_walk_uses_four_pdptes() {
+        let mem = GuestMemory::new(16 << 20).unwrap();
+        let mode = PagingMode { cr0: cr0::PE | cr0::PG, cr3: 0x1000, cr4: cr4::PAE, efer: 0 };
+        mem.write_u64(0x1000 + 8 * 3, 0x2000 | 1).unwrap();
+        mem.write_u64(0x2000 + 8 * 511, 0x3000 | 3).unwrap();
+        mem.write_u64(0x3000 + 8 * 511, 0xa000 | 3).unwrap();
+        assert_eq!(translate(&mem, &mode, 0xffff_f123, Access::Read, SUP).unwrap().phys, 0xa123);
+        // RW in a legacy PDPTE is reserved.
+        mem.write_u64(0x1000 + 8 * 3, 0x2000 | 3).unwrap();
+        assert_eq!(translate(&mem, &mode, 0xffff_f123, Access::Read, SUP).unwrap_err().error_code, pf::PRESENT | pf::RSVD);
+    }
+
+    #[test]
+    fn smep_and_smap() {
+        let mem = GuestMemory::new(16 << 20).unwrap();
+        tables(&mem);
+        mem.write_u64(0x4000, 0x8000 | 0x7).unwrap();
+        let mut mode = long_mode();
+        mode.cr4 |= cr4::SMEP | cr4::SMAP;
+        assert!(translate(&mem, &mode, 0x40_0000, Access::Execute, SUP).is_err());
+        assert!(translate(&mem, &mode, 0x40_0000, Access::Read, SUP).is_err());
+        let ac = Requester { ac: true, ..SUP };
+        assert!(translate(&mem, &mode, 0x40_0000, Access::Read, ac).is_ok());
+        assert!(translate(&mem, &mode, 0x40_0000, Access::Read, Requester { implicit: true, ..ac }).is_err());
+    }
+
+    #[test]
+    fn tlb_hits_and_flushes() {
+        let mut tlb = Tlb::new();
+        let t = Translation { phys: 0x8000, writable: false, executable: true, global: true, page_size: 4096 };
+        let host = 0x7000_0000usize as *mut u8;
+        tlb.fill(0x40_0000, host, 0x8, &t, false, false, false);
+        assert_eq!(tlb.lookup(0x40_0010, Access::Read, false), Some(0x7000_0010usize as *mut u8));
+        assert_eq!(tlb.lookup(0x40_0010, Access::Write, false), None);
+        assert_eq!(tlb.lookup(0x40_0010, Access::Read, true), None);
+        tlb.flush(true);
+        assert!(tlb.lookup(0x40_0010, Access::Read, false).is_some());
+        tlb.flush_page(0x40_0fff);
+        assert!(tlb.lookup(0x40_0010, Access::Read, false).is_none());
+        let w = Translation { writable: true, ..t };
+        tlb.fill(0x40_0000, host, 0x8, &w, false, false, false);
+        assert!(tlb.lookup(0x40_0000, Access::Write, false).is_some());
+        tlb.protect_phys_page(0x8);
+        assert!(tlb.lookup(0x40_0000, Access::Write, false).is_none());
+        assert!(tlb.lookup(0x40_0000, Access::Read, false).is_some());
+    }
+}
