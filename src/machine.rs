@@ -12,10 +12,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use devices::{
-    AcpiPm, Cmos, CmosMemoryLayout, DebugCon, DebugExit, I8042, PciBus, PciConfigIo, Port92, PostCode, ResetControl,
-    Serial,
+    AcpiPm, Cmos, CmosMemoryLayout, DebugCon, DebugExit, DualPic, I8042, PciBus, PciConfigIo, PicIrqLine, Pit, Port92,
+    PostCode, ResetControl, Serial,
 };
+use emu_core::interp::{InterruptSource, Interpreter};
 use emu_core::{
     Bus, GuestMemory, HostClock, MachineContext, MachineControl, SharedClock, SharedDevice, SharedIrqLine,
     StopReason, Vcpu, VmExit,
@@ -161,6 +164,17 @@ impl InterruptController for accel_kvm::KvmVm {
     }
 }
 
+/// The software backends' interrupt controller: the 8259 pair.
+struct SoftwareIrqs {
+    pic: Arc<Mutex<DualPic>>,
+}
+
+impl InterruptController for SoftwareIrqs {
+    fn line(&self, gsi: u32) -> SharedIrqLine {
+        PicIrqLine::shared(self.pic.clone(), gsi as u8)
+    }
+}
+
 fn shared<T: emu_core::BusDevice + 'static>(dev: T) -> Arc<Mutex<T>> {
     Arc::new(Mutex::new(dev))
 }
@@ -206,18 +220,46 @@ fn build_devices(
     Ok(Devices { serial, cmos })
 }
 
+/// A device with a timer of its own.
+trait Timed: Send {
+    fn tick(&mut self);
+    fn next_deadline_ns(&self) -> Option<u64>;
+}
+
+impl Timed for Cmos {
+    fn tick(&mut self) {
+        Cmos::tick(self)
+    }
+    fn next_deadline_ns(&self) -> Option<u64> {
+        Cmos::next_deadline_ns(self)
+    }
+}
+
+impl Timed for Pit {
+    fn tick(&mut self) {
+        Pit::tick(self)
+    }
+    fn next_deadline_ns(&self) -> Option<u64> {
+        Pit::next_deadline_ns(self)
+    }
+}
+
 /// Ticks the devices with timers of their own (the RTC's periodic and
-/// update interrupts) from a thread, since KVM's run loop blocks.
-fn spawn_device_timers(cmos: Arc<Mutex<Cmos>>, clock: SharedClock, control: Arc<MachineControl>) {
+/// update interrupts, the PIT under the software CPU) from a thread, so
+/// that they fire while the vCPU runs or halts.
+fn spawn_device_timers(timed: Vec<Arc<Mutex<dyn Timed>>>, clock: SharedClock, control: Arc<MachineControl>) {
     let spawned = std::thread::Builder::new().name("device-timers".into()).spawn(move || {
         while control.stop_reason().is_none() {
-            let deadline = {
-                let mut c = cmos.lock().unwrap_or_else(|e| e.into_inner());
-                c.tick();
-                c.next_deadline_ns()
-            };
+            let mut deadline: Option<u64> = None;
+            for dev in &timed {
+                let mut d = dev.lock().unwrap_or_else(|e| e.into_inner());
+                d.tick();
+                if let Some(t) = d.next_deadline_ns() {
+                    deadline = Some(deadline.map_or(t, |cur| cur.min(t)));
+                }
+            }
             let now = clock.monotonic_ns();
-            let wait = deadline.map_or(10_000_000, |d| d.saturating_sub(now)).clamp(100_000, 10_000_000);
+            let wait = deadline.map_or(10_000_000, |d| d.saturating_sub(now)).clamp(50_000, 10_000_000);
             std::thread::sleep(Duration::from_nanos(wait));
         }
     });
@@ -249,36 +291,125 @@ pub fn load_guest(cfg: &Config) -> Result<(GuestMemory, loader::Boot)> {
     Ok((memory, boot))
 }
 
+/// The vCPU and what the run loop needs from its backend.
+struct Backend {
+    vcpu: Box<dyn Vcpu>,
+    serial: Arc<Mutex<Serial>>,
+}
+
+fn build_kvm(
+    cfg: &Config,
+    memory: Arc<GuestMemory>,
+    boot: &loader::Boot,
+    control: &Arc<MachineControl>,
+    clock: &SharedClock,
+) -> Result<Backend> {
+    let vm = accel_kvm::KvmVm::new(memory.clone())?;
+    let mut pio = Bus::new();
+    let devs = build_devices(cfg, &vm, &memory, control, clock, &mut pio)?;
+    let ctx = MachineContext { memory, pio: Arc::new(pio), mmio: Arc::new(Bus::new()), control: control.clone() };
+    let mut vcpu = vm.create_vcpu(0, ctx)?;
+    vcpu.set_state(&boot.cpu)?;
+    vcpu.register_kick();
+    let timed: Vec<Arc<Mutex<dyn Timed>>> = vec![devs.cmos];
+    spawn_device_timers(timed, clock.clone(), control.clone());
+    Ok(Backend { vcpu: Box::new(KvmRunner(vcpu)), serial: devs.serial })
+}
+
+/// Keeps the KVM vCPU's boot-timing hook reachable behind `dyn Vcpu`.
+struct KvmRunner(accel_kvm::KvmVcpu);
+
+impl Vcpu for KvmRunner {
+    fn run(&mut self) -> std::result::Result<VmExit, emu_core::VcpuError> {
+        let r = self.0.run();
+        if let Some(t) = self.0.first_exit_time() {
+            FIRST_EXIT.get_or_init(|| t);
+        }
+        r
+    }
+    fn state(&mut self) -> std::result::Result<emu_core::CpuState, emu_core::VcpuError> {
+        self.0.state()
+    }
+    fn set_state(&mut self, state: &emu_core::CpuState) -> std::result::Result<(), emu_core::VcpuError> {
+        self.0.set_state(state)
+    }
+}
+
+/// When the guest first exited to the VMM (KVM only), for POPEK_TIMING.
+static FIRST_EXIT: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();
+
+fn build_interp(
+    cfg: &Config,
+    memory: Arc<GuestMemory>,
+    boot: &loader::Boot,
+    control: &Arc<MachineControl>,
+    clock: &SharedClock,
+) -> Result<Backend> {
+    let pic = Arc::new(Mutex::new(DualPic::new()));
+    let irqs = SoftwareIrqs { pic: pic.clone() };
+    let mut pio = Bus::new();
+    let devs = build_devices(cfg, &irqs, &memory, control, clock, &mut pio)?;
+    let pit = Arc::new(Mutex::new(Pit::new(clock.clone(), irqs.line(0))));
+    for (base, len) in [(0x20, 2), (0xa0, 2), (0x4d0, 2)] {
+        pio.insert(pic.clone(), base, len)?;
+    }
+    pio.insert(pit.clone(), devices::pit::PIT_BASE, devices::pit::PIT_LEN)?;
+    pio.insert(pit.clone(), devices::pit::SYSTEM_CONTROL_PORT_B, devices::pit::SYSTEM_CONTROL_PORT_B_LEN)?;
+
+    // INTR: the PIC raises `pending` and wakes the vCPU thread; the CPU
+    // acknowledges when it can take the interrupt.
+    let pending = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let vcpu_thread = std::thread::current();
+    {
+        let pending = pending.clone();
+        let thread = vcpu_thread.clone();
+        pic.lock().unwrap_or_else(|e| e.into_inner()).set_intr_notifier(move || {
+            pending.store(true, Ordering::Release);
+            thread.unpark();
+        });
+    }
+    let ack_pic = pic.clone();
+    let ack_pending = pending.clone();
+    let acknowledge = Box::new(move || {
+        let mut p = ack_pic.lock().unwrap_or_else(|e| e.into_inner());
+        let vector = p.has_interrupt().then(|| p.acknowledge());
+        ack_pending.store(p.has_interrupt(), Ordering::Release);
+        vector
+    });
+    control.add_kick(move || vcpu_thread.unpark());
+
+    let ctx = MachineContext { memory, pio: Arc::new(pio), mmio: Arc::new(Bus::new()), control: control.clone() };
+    let mut cpu = Interpreter::new(ctx, boot.cpu.clone());
+    cpu.set_interrupt_source(InterruptSource { pending, acknowledge });
+    let timed: Vec<Arc<Mutex<dyn Timed>>> = vec![devs.cmos, pit];
+    spawn_device_timers(timed, clock.clone(), control.clone());
+    Ok(Backend { vcpu: Box::new(cpu), serial: devs.serial })
+}
+
 /// Builds the machine described by `cfg` and runs it until the guest
 /// stops; returns why it stopped.
 pub fn run(cfg: &Config) -> Result<StopReason> {
-    if cfg.accel != Accel::Kvm {
-        return Err(Error::Config(format!(
-            "the {} backend is not implemented yet; use --accel kvm on a host with KVM",
-            cfg.accel.name()
-        )));
+    if cfg.accel == Accel::Jit {
+        return Err(Error::Config(
+            "the jit backend is not implemented yet; use --accel interp or --accel kvm".into(),
+        ));
     }
     let (memory, boot) = load_guest(cfg)?;
     tracing::info!("loaded {}", boot.summary);
     let memory = Arc::new(memory);
     let control = MachineControl::new();
     let clock: SharedClock = Arc::new(HostClock::default());
-    let vm = accel_kvm::KvmVm::new(memory.clone())?;
+    let Backend { mut vcpu, serial } = match cfg.accel {
+        Accel::Kvm => build_kvm(cfg, memory, &boot, &control, &clock)?,
+        _ => build_interp(cfg, memory, &boot, &control, &clock)?,
+    };
 
-    let mut pio = Bus::new();
-    let devs = build_devices(cfg, &vm, &memory, &control, &clock, &mut pio)?;
-    let ctx = MachineContext { memory, pio: Arc::new(pio), mmio: Arc::new(Bus::new()), control: control.clone() };
-    let mut vcpu = vm.create_vcpu(0, ctx)?;
-    vcpu.set_state(&boot.cpu)?;
-    vcpu.register_kick();
-
-    spawn_device_timers(devs.cmos, clock, control.clone());
     if let Some(t) = cfg.timeout {
         spawn_timeout(t, control.clone());
     }
     let _raw = if cfg.serial == Output::Stdio {
         let raw = RawTerminal::stdin().map_err(Error::Console)?;
-        let sink: Arc<Mutex<dyn ConsoleSink>> = devs.serial;
+        let sink: Arc<Mutex<dyn ConsoleSink>> = serial;
         console::spawn_stdin_reader(sink, control.clone());
         raw
     } else {
@@ -295,7 +426,7 @@ pub fn run(cfg: &Config) -> Result<StopReason> {
         }
     };
     if timing::enabled() {
-        timing::event("first-exit", vcpu.first_exit_time());
+        timing::event("first-exit", FIRST_EXIT.get().copied());
         timing::event("stop", Some(std::time::SystemTime::now()));
         timing::peak_rss();
     }

@@ -85,6 +85,11 @@ impl Interpreter {
                 *sg = Segment { limit: 0xffff, type_: 0x3, s: 1, dpl: 3, present: 1, ..Segment::real_mode(selector, false) };
             }
             // Real mode keeps the cached limit and attributes ("unreal").
+            if sreg == seg::SS {
+                // MOV SS / POP SS block interrupts for one instruction, so
+                // the SP load that follows is never split from it.
+                self.s.interrupt_shadow = true;
+            }
             return Ok(());
         }
         let cpl = self.s.cpl();
