@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use std::sync::atomic::Ordering;
 
+use devices::fw_cfg::FwCfg;
+use devices::ioapic::{IoApic, IoApicIrqLine};
+use devices::lapic::{Lapic, LapicMmio, SharedLapic};
 use devices::{
     AcpiPm, Cmos, CmosMemoryLayout, DebugCon, DebugExit, DualPic, I8042, PciBus, PciConfigIo, PicIrqLine, Pit, Port92,
     PostCode, ResetControl, Serial,
@@ -164,14 +167,33 @@ impl InterruptController for accel_kvm::KvmVm {
     }
 }
 
-/// The software backends' interrupt controller: the 8259 pair.
+/// The software backends' interrupt controllers: the 8259 pair and the
+/// IOAPIC, both wired to every ISA IRQ as on a PC (and as KVM's default
+/// routing does), so the guest may use either.
 struct SoftwareIrqs {
     pic: Arc<Mutex<DualPic>>,
+    ioapic: Arc<Mutex<IoApic>>,
+}
+
+/// One ISA interrupt line feeding the PIC and the same IOAPIC pin.
+struct IsaIrqLine {
+    pic: SharedIrqLine,
+    ioapic: SharedIrqLine,
+}
+
+impl emu_core::IrqLine for IsaIrqLine {
+    fn set_level(&self, high: bool) {
+        self.pic.set_level(high);
+        self.ioapic.set_level(high);
+    }
 }
 
 impl InterruptController for SoftwareIrqs {
     fn line(&self, gsi: u32) -> SharedIrqLine {
-        PicIrqLine::shared(self.pic.clone(), gsi as u8)
+        Arc::new(IsaIrqLine {
+            pic: PicIrqLine::shared(self.pic.clone(), gsi as u8),
+            ioapic: IoApicIrqLine::shared(self.ioapic.clone(), gsi as u8),
+        })
     }
 }
 
@@ -189,7 +211,7 @@ struct Devices {
 fn build_devices(
     cfg: &Config,
     irqs: &dyn InterruptController,
-    memory: &GuestMemory,
+    memory: &Arc<GuestMemory>,
     control: &Arc<MachineControl>,
     clock: &SharedClock,
     pio: &mut Bus,
@@ -217,7 +239,24 @@ fn build_devices(
     put(shared(ResetControl::new(control.clone())), 0xcf9, 1)?;
     let sci = irqs.line(u32::from(devices::acpi_pm::SCI_IRQ));
     put(shared(AcpiPm::new(clock.clone(), control.clone(), sci)), devices::acpi_pm::ACPI_PM_BASE, devices::acpi_pm::ACPI_PM_LEN)?;
+    let fw_cfg = shared(firmware_config(memory)?);
+    put(fw_cfg.clone(), devices::fw_cfg::FW_CFG_PORT_SEL, devices::fw_cfg::FW_CFG_IO_LEN)?;
+    put(fw_cfg, devices::fw_cfg::FW_CFG_PORT_DMA, devices::fw_cfg::FW_CFG_DMA_LEN)?;
     Ok(Devices { serial, cmos })
+}
+
+/// QEMU's fw_cfg as firmware (SeaBIOS) reads it: the RAM map as
+/// "etc/e820" (plain RAM runs, as QEMU lists them; the firmware reserves
+/// its own areas).
+fn firmware_config(memory: &Arc<GuestMemory>) -> Result<FwCfg> {
+    let mut fw = FwCfg::new(memory.clone());
+    let ram: Vec<emu_core::layout::E820Entry> = memory
+        .ram_regions()
+        .iter()
+        .map(|r| emu_core::layout::E820Entry { addr: r.guest_start, size: r.len, kind: emu_core::layout::E820Kind::Ram })
+        .collect();
+    fw.add_e820(&ram).map_err(|e| Error::Config(format!("fw_cfg: {e}")))?;
+    Ok(fw)
 }
 
 /// A device with a timer of its own.
@@ -232,6 +271,15 @@ impl Timed for Cmos {
     }
     fn next_deadline_ns(&self) -> Option<u64> {
         Cmos::next_deadline_ns(self)
+    }
+}
+
+impl Timed for Lapic {
+    fn tick(&mut self) {
+        Lapic::tick(self)
+    }
+    fn next_deadline_ns(&self) -> Option<u64> {
+        Lapic::next_deadline_ns(self)
     }
 }
 
@@ -346,7 +394,13 @@ fn build_interp(
     clock: &SharedClock,
 ) -> Result<Backend> {
     let pic = Arc::new(Mutex::new(DualPic::new()));
-    let irqs = SoftwareIrqs { pic: pic.clone() };
+    let lapic: SharedLapic = Arc::new(Mutex::new(Lapic::new(clock.clone())));
+    let ioapic = Arc::new(Mutex::new(IoApic::new(lapic.clone())));
+    IoApic::connect_eoi(&ioapic);
+    let irqs = SoftwareIrqs { pic: pic.clone(), ioapic: ioapic.clone() };
+    let mut mmio = Bus::new();
+    mmio.insert(LapicMmio::shared(lapic.clone()), devices::lapic::LAPIC_BASE, devices::lapic::LAPIC_LEN)?;
+    mmio.insert(ioapic, devices::ioapic::IOAPIC_BASE, devices::ioapic::IOAPIC_LEN)?;
     let mut pio = Bus::new();
     let devs = build_devices(cfg, &irqs, &memory, control, clock, &mut pio)?;
     let pit = Arc::new(Mutex::new(Pit::new(clock.clone(), irqs.line(0))));
@@ -356,34 +410,57 @@ fn build_interp(
     pio.insert(pit.clone(), devices::pit::PIT_BASE, devices::pit::PIT_LEN)?;
     pio.insert(pit.clone(), devices::pit::SYSTEM_CONTROL_PORT_B, devices::pit::SYSTEM_CONTROL_PORT_B_LEN)?;
 
-    // INTR: the PIC raises `pending` and wakes the vCPU thread; the CPU
-    // acknowledges when it can take the interrupt.
+    // INTR: the PIC or the LAPIC raises `pending` and wakes the vCPU
+    // thread; the CPU acknowledges when it can take the interrupt.
     let pending = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let vcpu_thread = std::thread::current();
-    {
+    let notifier = {
         let pending = pending.clone();
         let thread = vcpu_thread.clone();
-        pic.lock().unwrap_or_else(|e| e.into_inner()).set_intr_notifier(move || {
+        move || {
             pending.store(true, Ordering::Release);
             thread.unpark();
-        });
-    }
-    let ack_pic = pic.clone();
-    let ack_pending = pending.clone();
-    let acknowledge = Box::new(move || {
-        let mut p = ack_pic.lock().unwrap_or_else(|e| e.into_inner());
-        let vector = p.has_interrupt().then(|| p.acknowledge());
-        ack_pending.store(p.has_interrupt(), Ordering::Release);
-        vector
-    });
+        }
+    };
+    pic.lock().unwrap_or_else(|e| e.into_inner()).set_intr_notifier(notifier.clone());
+    lapic.lock().unwrap_or_else(|e| e.into_inner()).set_intr_notifier(notifier);
+    let acknowledge = acknowledge_fn(pic.clone(), lapic.clone(), pending.clone());
     control.add_kick(move || vcpu_thread.unpark());
 
-    let ctx = MachineContext { memory, pio: Arc::new(pio), mmio: Arc::new(Bus::new()), control: control.clone() };
+    let ctx = MachineContext { memory, pio: Arc::new(pio), mmio: Arc::new(mmio), control: control.clone() };
     let mut cpu = Interpreter::new(ctx, boot.cpu.clone());
     cpu.set_interrupt_source(InterruptSource { pending, acknowledge });
-    let timed: Vec<Arc<Mutex<dyn Timed>>> = vec![devs.cmos, pit];
+    cpu.set_has_apic(true);
+    let timed: Vec<Arc<Mutex<dyn Timed>>> = vec![devs.cmos, pit, lapic];
     spawn_device_timers(timed, clock.clone(), control.clone());
     Ok(Backend { vcpu: Box::new(cpu), serial: devs.serial })
+}
+
+/// The INTA cycle for the software CPU: the local APIC's highest pending
+/// vector, else the PIC's through LINT0 when it is in ExtINT mode.
+fn acknowledge_fn(
+    pic: Arc<Mutex<DualPic>>,
+    lapic: SharedLapic,
+    pending: Arc<std::sync::atomic::AtomicBool>,
+) -> Box<dyn FnMut() -> Option<u8> + Send> {
+    Box::new(move || {
+        let from_lapic = {
+            let mut l = lapic.lock().unwrap_or_else(|e| e.into_inner());
+            if l.pending_vector().is_some() {
+                l.acknowledge()
+            } else if l.lint0_is_extint() {
+                None
+            } else {
+                pending.store(false, Ordering::Release);
+                return None;
+            }
+        };
+        let mut p = pic.lock().unwrap_or_else(|e| e.into_inner());
+        let vector = from_lapic.or_else(|| p.has_interrupt().then(|| p.acknowledge()));
+        let more = p.has_interrupt() || lapic.lock().unwrap_or_else(|e| e.into_inner()).pending_vector().is_some();
+        pending.store(more, Ordering::Release);
+        vector
+    })
 }
 
 /// Builds the machine described by `cfg` and runs it until the guest
@@ -416,6 +493,7 @@ pub fn run(cfg: &Config) -> Result<StopReason> {
         None
     };
 
+    let started = std::time::SystemTime::now();
     let reason = loop {
         match vcpu.run()? {
             VmExit::Stopped(reason) => {
@@ -427,7 +505,11 @@ pub fn run(cfg: &Config) -> Result<StopReason> {
     };
     if timing::enabled() {
         timing::event("first-exit", FIRST_EXIT.get().copied());
+        timing::event("vcpu-start", Some(started));
         timing::event("stop", Some(std::time::SystemTime::now()));
+        if let Some(n) = vcpu.instructions_retired() {
+            eprintln!("popek-timing: retired {n}");
+        }
         timing::peak_rss();
     }
     Ok(reason)

@@ -16,6 +16,14 @@
 //! | PCI configuration mechanism #1 | [`PciConfigIo`] | 0xCF8 len 1, 0xCFA len 2, 0xCFC len 4 | |
 //! | PIIX3 reset control register | [`ResetControl`] | 0xCF9, len 1 | |
 //! | ACPI PM1a event/control + PM timer | [`AcpiPm`] | 0x600, len 12 | SCI |
+//! | QEMU fw_cfg (selector + data, DMA) | [`FwCfg`] | 0x510 len 2, 0x514 len 8 | |
+//!
+//! On the MMIO bus, for the software CPU backends (KVM has its own irqchip):
+//!
+//! | Device | Type | Address (insert at) | Notes |
+//! |---|---|---|---|
+//! | 82093AA I/O APIC, 24 pins | [`IoApic`] | 0xFEC00000, len 0x1000 | GSIs via [`IoApicIrqLine`] |
+//! | Local APIC (xAPIC) | [`LapicMmio`] over a [`SharedLapic`] | 0xFEE00000, len 0x1000 | see [`lapic`] for lock order |
 //!
 //! The PCI bus behind [`PciConfigIo`] holds the i440FX host bridge at
 //! 00:00.0 and the PIIX3 PCI-to-ISA bridge at 00:01.0 ([`PciBus::pc`]).
@@ -42,7 +50,10 @@ pub mod acpi_pm;
 pub mod cmos;
 pub mod debug_exit;
 pub mod debugcon;
+pub mod fw_cfg;
 pub mod i8042;
+pub mod ioapic;
+pub mod lapic;
 pub mod pci;
 pub mod pic;
 pub mod pit;
@@ -55,7 +66,10 @@ pub use acpi_pm::AcpiPm;
 pub use cmos::{Cmos, CmosMemoryLayout};
 pub use debug_exit::DebugExit;
 pub use debugcon::DebugCon;
+pub use fw_cfg::{e820_file, AllocZone, FwCfg, TableLoader};
 pub use i8042::I8042;
+pub use ioapic::{IoApic, IoApicIrqLine};
+pub use lapic::{Lapic, LapicMmio, PendingEois, SharedLapic};
 pub use pci::{
     BarKind, ConfigSpace, I440fxHostBridge, PciAddress, PciBus, PciConfigIo, PciDevice,
     Piix3IsaBridge, SharedPciDevice, PCI_CONFIG_IO_RANGES,
@@ -81,6 +95,28 @@ pub enum Error {
     /// too small or too large for its kind.
     #[error("BAR {index} of size {size:#x} is invalid")]
     InvalidBar { index: usize, size: u64 },
+    /// A fw_cfg file name that is empty, longer than 55 bytes or has a NUL.
+    #[error("fw_cfg file name {0:?} is empty, longer than 55 bytes or contains NUL")]
+    FwCfgFileName(String),
+    /// A second fw_cfg file with the same name.
+    #[error("fw_cfg file {0:?} already exists")]
+    FwCfgDuplicateFile(String),
+    /// Every fw_cfg file selector (0x20-0x3fff) is taken.
+    #[error("No fw_cfg file selectors left")]
+    FwCfgTooManyFiles,
+    /// A fw_cfg selector that [`FwCfg::add_item`] may not set: the file
+    /// directory, the file range, or one with the write-channel bit.
+    #[error("fw_cfg selector {0:#06x} is reserved")]
+    FwCfgReservedSelector(u16),
+    /// A fw_cfg item of 4 GiB or more.
+    #[error("fw_cfg item of {0} bytes is too large")]
+    FwCfgItemTooLarge(usize),
+    /// A table-loader ALLOCATE alignment that is not a power of two.
+    #[error("table-loader alignment {0} is not a power of two")]
+    TableLoaderAlignment(u32),
+    /// A table-loader ADD_POINTER size other than 1, 2, 4 or 8.
+    #[error("table-loader pointer size {0} is not 1, 2, 4 or 8")]
+    TableLoaderPointerSize(u8),
 }
 
 /// This crate's result type.

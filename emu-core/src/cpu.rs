@@ -384,6 +384,33 @@ impl LazyFlags {
         }
     }
 
+    /// ZF alone, without computing the other flags.
+    #[inline]
+    pub fn zf(&self) -> bool {
+        self.res & self.mask() == 0
+    }
+
+    /// SF alone.
+    #[inline]
+    pub fn sf(&self) -> bool {
+        self.res & self.sign_bit() != 0
+    }
+
+    /// CF alone.
+    #[inline]
+    pub fn cf(&self) -> bool {
+        let (a, b, r) = (self.src1 & self.mask(), self.src2 & self.mask(), self.res & self.mask());
+        match self.op {
+            FlagsOp::Materialized | FlagsOp::Logic => false,
+            FlagsOp::Add => r < a,
+            FlagsOp::Adc => if self.aux & 1 != 0 { r <= a } else { r < a },
+            FlagsOp::Sub => a < b,
+            FlagsOp::Sbb => if self.aux & 1 != 0 { a <= b } else { a < b },
+            FlagsOp::Inc | FlagsOp::Dec => self.aux & 1 != 0,
+            FlagsOp::Neg => a != 0,
+        }
+    }
+
     /// Computes the six arithmetic flags of the recorded operation.
     pub fn compute(&self) -> u64 {
         let (a, b, r, m, sign) = (self.src1 & self.mask(), self.src2 & self.mask(), self.res & self.mask(), self.mask(), self.sign_bit());

@@ -61,4 +61,10 @@ pub trait Vcpu: Send {
     fn state(&mut self) -> Result<CpuState, VcpuError>;
     /// Replaces the architectural state.
     fn set_state(&mut self, state: &CpuState) -> Result<(), VcpuError>;
+
+    /// Guest instructions retired so far, where the backend counts them
+    /// (the software CPU does; KVM does not).
+    fn instructions_retired(&self) -> Option<u64> {
+        None
+    }
 }

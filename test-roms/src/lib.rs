@@ -344,12 +344,94 @@ pub fn multiboot_hello() -> TestRom {
     )
 }
 
+/// The workload of [`compute`]: each iteration is this many instructions.
+pub const COMPUTE_INSTRUCTIONS_PER_ITERATION: u64 = 15;
+const LCG_MUL: u64 = 6_364_136_223_846_793_005;
+const LCG_ADD: u64 = 1_442_695_040_888_963_407;
+
+/// What [`compute`] prints for `iterations`, computed here the slow way.
+fn compute_expected(iterations: u32) -> (u64, u64) {
+    let (mut x, mut acc, mut odd) = (1u64, 0u64, 0u64);
+    for _ in 0..iterations {
+        x = x.wrapping_mul(LCG_MUL).wrapping_add(LCG_ADD);
+        acc ^= x >> 33;
+        acc = acc.rotate_left(5);
+        if x & 1 != 0 {
+            odd += 1;
+        }
+    }
+    (acc, odd)
+}
+
+/// A compute workload for benchmarks: long mode, then `iterations` rounds
+/// of integer arithmetic (a 64-bit LCG, shifts, XOR), a read-modify-write
+/// of memory, a call and a data-dependent branch; prints two checksums.
+pub fn compute(iterations: u32) -> TestRom {
+    let mut rom = long_mode_hello();
+    let (acc, odd) = compute_expected(iterations);
+    let image = (|| {
+        let mut l = CodeAssembler::new(64)?;
+        let mut top = l.create_label();
+        let mut skip = l.create_label();
+        let mut sub = l.create_label();
+        let mut putc64 = l.create_label();
+        let mut puthex64 = l.create_label();
+        l.mov(rsp, 0x7c00u64)?;
+        l.mov(ecx, iterations)?;
+        l.mov(eax, 1u32)?;
+        l.xor(ebx, ebx)?;
+        l.xor(r10d, r10d)?;
+        l.mov(edi, 0x8_0000u32)?;
+        l.mov(r8, LCG_MUL)?;
+        l.mov(r9, LCG_ADD)?;
+        l.set_label(&mut top)?;
+        l.imul_2(rax, r8)?;
+        l.add(rax, r9)?;
+        l.mov(rdx, rax)?;
+        l.shr(rdx, 33)?;
+        l.xor(rbx, rdx)?;
+        l.and(edx, 0xff8)?;
+        l.add(qword_ptr(rdi + rdx), rbx)?;
+        l.call(sub)?;
+        l.test(al, 1)?;
+        l.jz(skip)?;
+        l.inc(r10)?;
+        l.set_label(&mut skip)?;
+        l.dec(rcx)?;
+        l.jnz(top)?;
+        l.mov(rax, rbx)?;
+        l.call(puthex64)?;
+        l.mov(al, b' ' as u32)?;
+        l.call(putc64)?;
+        l.mov(rax, r10)?;
+        l.call(puthex64)?;
+        l.mov(al, b'\n' as u32)?;
+        l.call(putc64)?;
+        asm::debug_exit(&mut l, PASS)?;
+        l.set_label(&mut sub)?;
+        l.rol(rbx, 5)?;
+        l.ret()?;
+        asm::putc_routine(&mut l, &mut putc64)?;
+        asm::puthex64_routine(&mut l, &mut puthex64, putc64)?;
+        l.assemble(LM_LM64)
+    })();
+    let code = image.unwrap_or_else(|e| panic!("compute ROM does not assemble: {e}"));
+    // Same real- and protected-mode path as long_mode_hello; only the
+    // 64-bit part differs.
+    let off = (LM_LM64 - 0xf_0000) as usize;
+    rom.image[off..off + 0x1000].fill(0xf4);
+    rom.image[off..off + code.len()].copy_from_slice(&code);
+    rom.name = "compute";
+    rom.expected_serial = format!("popek long-mode ROM: real mode\nprotected mode\n{acc:016x} {odd:016x}\n");
+    rom
+}
+
 /// Memory the test programs are run with, in bytes.
 pub const TEST_MEMORY: u64 = 32 << 20;
 
 /// Every test program.
 pub fn all() -> Vec<TestRom> {
-    vec![real_mode_hello(), long_mode_hello(), multiboot_hello(), serial_echo()]
+    vec![real_mode_hello(), long_mode_hello(), multiboot_hello(), serial_echo(), compute(1_000_000)]
 }
 
 #[cfg(test)]

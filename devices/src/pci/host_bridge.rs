@@ -29,6 +29,15 @@ impl Default for I440fxHostBridge {
     }
 }
 
+/// Offset of the subsystem vendor ID in a type-0 header.
+const SUBSYSTEM_VENDOR_ID: usize = 0x2c;
+/// Offset of the subsystem ID.
+const SUBSYSTEM_ID: usize = 0x2e;
+/// Red Hat / Qumranet, which QEMU uses as every device's subsystem vendor.
+pub const QEMU_SUBSYSTEM_VENDOR: u16 = 0x1af4;
+/// QEMU's subsystem device ID.
+pub const QEMU_SUBSYSTEM_DEVICE: u16 = 0x1100;
+
 impl I440fxHostBridge {
     /// Device ID of the 82441FX.
     pub const DEVICE_ID: u16 = 0x1237;
@@ -43,6 +52,10 @@ impl I440fxHostBridge {
         config.set_u16(regs::STATUS, 0x0280);
         config.set_writable_range(0x50..=0x7f);
         config.set_writable_range(0x90..=0x93);
+        // QEMU's subsystem IDs: SeaBIOS recognises the machine by them
+        // ("Running on QEMU") and then trusts fw_cfg.
+        config.set_u16(SUBSYSTEM_VENDOR_ID, QEMU_SUBSYSTEM_VENDOR);
+        config.set_u16(SUBSYSTEM_ID, QEMU_SUBSYSTEM_DEVICE);
         Self { config }
     }
 
@@ -132,6 +145,8 @@ mod tests {
         assert_eq!(u32::from_le_bytes(d), 0x1237_8086);
         host.read_config(regs::REVISION_ID, &mut d);
         assert_eq!(u32::from_le_bytes(d), 0x0600_0002);
+        host.read_config(SUBSYSTEM_VENDOR_ID, &mut d);
+        assert_eq!(u32::from_le_bytes(d), 0x1100_1af4);
         // SeaBIOS makes the BIOS area writable through the PAM registers.
         host.write_config(0x58, &[0x00, 0x30, 0x33, 0x33]);
         host.write_config(0x5c, &[0x33, 0x33, 0x33, 0x33]);

@@ -1,47 +1,65 @@
-//! Instruction fetch and the decoded-instruction cache.
+//! Instruction fetch and the decoded-block cache.
 //!
-//! The cache is direct-mapped and keyed by the host address of the
-//! instruction's first byte (which names guest-physical memory uniquely)
-//! and the decoding mode, so the hot path decodes nothing. A page that
-//! holds cached instructions is a code page: the TLB gives it no write tag,
-//! so a guest write takes the slow path, which drops that page's entries
-//! (self-modifying code). Instructions that cross a page are not cached.
+//! Guest code is decoded a basic block at a time: straight-line
+//! instructions up to a control transfer, an instruction that changes the
+//! CPU mode, or the end of the page. Blocks are cached in a direct-mapped
+//! table keyed by the host address of their first byte (which names
+//! guest-physical memory uniquely), the decoding mode and the RIP they
+//! were decoded at (iced-x86 instructions carry their IP, so a block is
+//! only reused at the same RIP). Each entry carries its handler, so the hot
+//! path neither decodes nor dispatches by mnemonic.
+//!
+//! A page that holds cached blocks is a code page: the TLB gives it no
+//! write tag, so a guest write takes the slow path, which drops the page's
+//! blocks and bumps a generation counter that stops the block running now
+//! (self-modifying code).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
+use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic as M};
 
 use crate::cpu::seg;
 use crate::mmu::Access;
 
+use super::exec::{self, Handler};
 use super::fault::{Fault, R};
 use super::Interpreter;
 
-const SLOTS: usize = 1 << 16;
+const SLOTS: usize = 1 << 14;
 const PAGE: u64 = 4096;
+/// The longest block decoded at once.
+const MAX_BLOCK: usize = 64;
 
-#[derive(Clone)]
+/// Straight-line instructions with their handlers.
+pub(crate) struct Block {
+    /// RIP of the first instruction.
+    pub(crate) rip: u64,
+    /// Offset just past the last byte, for the CS limit check on entry.
+    pub(crate) end: u64,
+    pub(crate) entries: Box<[(Handler, Instruction)]>,
+}
+
+#[derive(Clone, Default)]
 struct Slot {
     /// Host address << 2 | mode, or 0 when empty.
     key: u64,
-    ins: Instruction,
+    block: Option<Arc<Block>>,
 }
 
-/// Decoded instructions by host address.
+/// Decoded blocks by host address.
 pub(crate) struct CodeCache {
     slots: Vec<Slot>,
     /// For each code page (guest-physical page number), the slots used.
     pages: HashMap<u64, Vec<u32>>,
     code_pages: HashSet<u64>,
+    /// Bumped whenever cached code is dropped.
+    pub(crate) generation: u64,
 }
 
 impl Default for CodeCache {
     fn default() -> Self {
-        Self {
-            slots: vec![Slot { key: 0, ins: Instruction::default() }; SLOTS],
-            pages: HashMap::new(),
-            code_pages: HashSet::new(),
-        }
+        Self { slots: vec![Slot::default(); SLOTS], pages: HashMap::new(), code_pages: HashSet::new(), generation: 0 }
     }
 }
 
@@ -54,7 +72,7 @@ fn mode_bits(bitness: u32) -> u64 {
 }
 
 fn slot_of(key: u64) -> usize {
-    let h = key ^ (key >> 17) ^ (key >> 31);
+    let h = key ^ (key >> 14) ^ (key >> 29);
     (h as usize) & (SLOTS - 1)
 }
 
@@ -63,40 +81,65 @@ impl CodeCache {
         !self.code_pages.is_empty() && self.code_pages.contains(&phys_page)
     }
 
-    /// Drops every cached instruction of a guest-physical page.
+    /// Drops every cached block of a guest-physical page.
     pub(crate) fn invalidate_page(&mut self, phys_page: u64) {
         if let Some(slots) = self.pages.remove(&phys_page) {
             for s in slots {
                 if let Some(slot) = self.slots.get_mut(s as usize) {
-                    slot.key = 0;
+                    *slot = Slot::default();
                 }
             }
         }
         self.code_pages.remove(&phys_page);
+        self.generation += 1;
     }
 
     /// Drops everything (a state replacement).
     pub(crate) fn clear(&mut self) {
         for s in &mut self.slots {
-            s.key = 0;
+            *s = Slot::default();
         }
         self.pages.clear();
         self.code_pages.clear();
+        self.generation += 1;
     }
 
-    fn get(&self, host: u64, bitness: u32) -> Option<&Instruction> {
+    fn get(&self, host: u64, bitness: u32, rip: u64) -> Option<&Arc<Block>> {
         let key = host << 2 | mode_bits(bitness);
         let slot = &self.slots[slot_of(key)];
-        (slot.key == key).then_some(&slot.ins)
+        if slot.key != key {
+            return None;
+        }
+        slot.block.as_ref().filter(|b| b.rip == rip)
     }
 
-    /// Caches `ins`; returns true when its page just became a code page.
-    fn insert(&mut self, host: u64, phys_page: u64, bitness: u32, ins: Instruction) -> bool {
+    /// Caches `block`; returns true when its page just became a code page.
+    fn insert(&mut self, host: u64, phys_page: u64, bitness: u32, block: Arc<Block>) -> bool {
         let key = host << 2 | mode_bits(bitness);
         let idx = slot_of(key);
-        self.slots[idx] = Slot { key, ins };
+        self.slots[idx] = Slot { key, block: Some(block) };
         self.pages.entry(phys_page).or_default().push(idx as u32);
         self.code_pages.insert(phys_page)
+    }
+}
+
+/// Whether `ins` must be the last of its block: control transfers, and
+/// instructions that change the mode, paging, or interrupt state that the
+/// following instructions' decoding or checks depend on.
+fn ends_block(ins: &Instruction) -> bool {
+    if ins.flow_control() != FlowControl::Next {
+        return true;
+    }
+    match ins.mnemonic() {
+        M::Mov => {
+            let (d, s) = (ins.op0_register(), ins.op1_register());
+            d.is_cr() || d.is_dr() || d.is_segment_register() || s.is_cr()
+        }
+        M::Pop => ins.op0_register().is_segment_register(),
+        M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss | M::Lgdt | M::Lidt | M::Lldt | M::Ltr | M::Lmsw | M::Clts => true,
+        M::Wrmsr | M::Popf | M::Popfd | M::Popfq | M::Sti | M::Cli | M::Hlt | M::Invlpg | M::Xsetbv | M::Swapgs => true,
+        M::Out | M::Outsb | M::Outsw | M::Outsd | M::Fxrstor | M::Fxrstor64 | M::Xrstor | M::Xrstor64 => true,
+        _ => false,
     }
 }
 
@@ -105,9 +148,7 @@ impl Interpreter {
     pub(crate) fn bitness(&self) -> u32 {
         if self.in_64bit_mode() {
             64
-        } else if self.protected_mode() && !self.vm86() && self.s.segs[seg::CS].db != 0 {
-            32
-        } else if !self.protected_mode() && self.s.segs[seg::CS].db != 0 {
+        } else if !self.vm86() && self.s.segs[seg::CS].db != 0 {
             32
         } else {
             16
@@ -124,20 +165,71 @@ impl Interpreter {
         }
     }
 
-    /// Fetches and decodes the instruction at CS:RIP.
-    pub(crate) fn fetch(&mut self) -> R<Instruction> {
+    /// The block starting at CS:RIP, from the cache or freshly decoded
+    /// (a one-instruction block when it cannot be cached).
+    pub(crate) fn block_at_rip(&mut self) -> R<Arc<Block>> {
         let bitness = self.bitness();
         let rip = self.s.rip;
         let lin = self.linear_code(rip, 1)?;
         let user = self.s.cpl() == 3;
         if let Some(host) = self.tlb.lookup(lin, Access::Execute, user) {
-            if let Some(ins) = self.code.get(host as u64, bitness) {
-                let ins = *ins;
-                self.check_code_limit(rip, ins.len() as u64)?;
-                return Ok(ins);
+            if let Some(block) = self.code.get(host as u64, bitness, rip) {
+                let block = block.clone();
+                self.check_code_limit(rip, block.end - rip)?;
+                return Ok(block);
             }
         }
-        // Slow path: gather bytes up to the page end, then more if needed.
+        self.decode_block(bitness, rip, lin, user)
+    }
+
+    fn decode_block(&mut self, bitness: u32, rip: u64, lin: u64, user: bool) -> R<Arc<Block>> {
+        // The first byte decides the fault for a fetch from an unmapped page.
+        self.read_linear(lin, 1, Access::Execute)?;
+        let host = self.tlb.lookup(lin, Access::Execute, user);
+        let in_page = (PAGE - (lin & (PAGE - 1))) as usize;
+        let limit = if self.in_64bit_mode() { u64::MAX } else { u64::from(self.s.segs[seg::CS].limit) };
+        let (Some(host), Ok(phys)) = (host, self.code_phys(lin)) else {
+            // MMIO or a page the TLB cannot hold: one instruction at a time.
+            let ins = self.fetch_slow(bitness, rip, lin)?;
+            return Ok(single(rip, ins));
+        };
+        // SAFETY: `host` maps the rest of this guest page (the TLB holds it),
+        // and the guest cannot unmap it while we hold the memory Arc.
+        let bytes = unsafe { std::slice::from_raw_parts(host as *const u8, in_page) }.to_vec();
+        let mut d = Decoder::with_ip(bitness, &bytes, rip, DecoderOptions::NONE);
+        let mut entries = Vec::new();
+        let mut end = rip;
+        while entries.len() < MAX_BLOCK {
+            let ins = d.decode();
+            if d.last_error() != DecoderError::None {
+                break;
+            }
+            let last = ins.ip().wrapping_add(ins.len() as u64 - 1);
+            if !self.in_64bit_mode() && (last > limit || last < ins.ip()) {
+                break;
+            }
+            entries.push((exec::handler_of(&ins), ins));
+            end = ins.next_ip();
+            if ends_block(&ins) {
+                break;
+            }
+        }
+        if entries.is_empty() {
+            // An instruction crossing the page, an invalid one, or one past
+            // the CS limit: the slow path raises whatever it must.
+            let ins = self.fetch_slow(bitness, rip, lin)?;
+            return Ok(single(rip, ins));
+        }
+        let block = Arc::new(Block { rip, end, entries: entries.into_boxed_slice() });
+        if self.code.insert(host as u64, phys >> 12, bitness, block.clone()) {
+            self.tlb.protect_phys_page(phys >> 12);
+        }
+        Ok(block)
+    }
+
+    /// Fetches one instruction byte by byte (MMIO, page-crossing,
+    /// faulting and invalid instructions).
+    fn fetch_slow(&mut self, bitness: u32, rip: u64, lin: u64) -> R<Instruction> {
         let in_page = (PAGE - (lin & (PAGE - 1))).min(15) as usize;
         let mut buf = [0u8; 15];
         for (i, b) in buf.iter_mut().take(in_page).enumerate() {
@@ -158,21 +250,10 @@ impl Interpreter {
             }
         };
         self.check_code_limit(rip, ins.len() as u64)?;
-        // Cache it when it lies in one RAM page.
-        if (lin & (PAGE - 1)) as usize + ins.len() <= PAGE as usize {
-            if let Some(host) = self.tlb.lookup(lin, Access::Execute, user) {
-                if let Ok(phys) = self.code_phys(lin) {
-                    if self.code.insert(host as u64, phys >> 12, bitness, ins) {
-                        self.tlb.protect_phys_page(phys >> 12);
-                    }
-                }
-            }
-        }
         Ok(ins)
     }
 
-    /// The physical address of a code byte, by a walk (no side effects
-    /// beyond accessed bits already set by the fetch).
+    /// The physical address of a code byte, by a walk.
     fn code_phys(&self, lin: u64) -> R<u64> {
         let who = crate::mmu::Requester { user: self.s.cpl() == 3, ac: false, implicit: false };
         crate::mmu::translate(&self.mem, &self.paging_mode(), lin, Access::Execute, who)
@@ -196,16 +277,20 @@ impl Interpreter {
         if self.in_64bit_mode() {
             return Ok(());
         }
-        let last = offset.wrapping_add(len - 1);
+        let last = offset.wrapping_add(len.max(1) - 1);
         if last > u64::from(self.s.segs[seg::CS].limit) || last < offset {
             return Err(Fault::gp0());
         }
         Ok(())
     }
 
-    /// Forgets all decoded instructions and translations.
+    /// Forgets all decoded code and translations.
     pub(crate) fn flush_code(&mut self) {
         self.code.clear();
         self.tlb.flush(false);
     }
+}
+
+fn single(rip: u64, ins: Instruction) -> Arc<Block> {
+    Arc::new(Block { rip, end: ins.next_ip(), entries: vec![(exec::handler_of(&ins), ins)].into_boxed_slice() })
 }

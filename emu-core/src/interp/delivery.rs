@@ -1,14 +1,15 @@
 //! Exception and interrupt delivery: the real-mode IVT, protected-mode
-//! interrupt and trap gates with stack switches through the TSS, long-mode
-//! gates with the IST, and the double- and triple-fault rules (SDM Vol. 3A,
-//! chapter 6).
+//! interrupt and trap gates with stack switches through the TSS (from
+//! virtual-8086 mode too), task gates, long-mode gates with the IST, and
+//! the double- and triple-fault rules (SDM Vol. 3A, chapters 6 and 20).
 
 use crate::control::StopReason;
 use crate::cpu::{flags, seg, Segment};
 
+use super::exec::task::TaskSwitch;
 use super::fault::{has_error_code, is_contributory, vector, Exception, Fault, R};
 use super::operand::mask;
-use super::segment::{descriptor_to_segment, is_code, sel_code};
+use super::segment::{decode_gate, descriptor_to_segment, is_code, sel_code, sys, Gate};
 use super::Interpreter;
 
 /// What raised the event: it decides the privilege check on the gate and
@@ -150,60 +151,76 @@ impl Interpreter {
     }
 
     fn deliver_protected(&mut self, v: u8, error_code: Option<u32>, source: Source) -> R<()> {
-        let (gate, _) = self.read_gate(v, source, 8)?;
-        let gate_type = (gate >> 40) & 0x1f;
-        if gate_type == 0x5 {
-            return Err(Fault::unimplemented("task gates in the IDT"));
+        let (lo, _) = self.read_gate(v, source, 8)?;
+        let gate = decode_gate(lo, 0);
+        if gate.type_ == sys::TASK {
+            return self.deliver_through_task_gate(gate, error_code, source);
         }
-        let selector = (gate >> 16) as u16;
-        let offset = (gate & 0xffff) | ((gate >> 48) & 0xffff) << 16;
-        let gate32 = gate_type & 0x8 != 0;
-        let size = if gate32 { 4 } else { 2 };
+        let ext = u32::from(source == Source::External);
+        let selector = gate.selector;
+        let size = if gate.type_ & 0x8 != 0 { 4 } else { 2 };
+        let offset = gate.offset & mask(size);
         let (addr, raw, target) = self.gate_target(selector, source)?;
         let cpl = self.s.cpl();
         let conforming = target.type_ & 0x4 != 0;
         let from_vm86 = self.vm86();
         let new_cpl = if conforming { cpl } else { target.dpl };
+        // A virtual-8086 task is interrupted only into a CPL-0 handler.
         if from_vm86 && new_cpl != 0 {
-            return Err(Fault::gp(sel_code(selector)));
+            return Err(Fault::gp(sel_code(selector) | ext));
         }
+        let mut cs = descriptor_to_segment((selector & !3) | u16::from(new_cpl), raw | 1 << 40);
+        cs.dpl = new_cpl;
+        if offset > u64::from(cs.limit) {
+            return Err(Fault::gp(ext));
+        }
+        let inner = if new_cpl < cpl {
+            let (ss, esp) = self.tss_stack(new_cpl).map_err(|e| add_ext(e, ext))?;
+            Some((esp, self.inner_stack_segment(ss, new_cpl, ext)?))
+        } else {
+            None
+        };
         let old_flags = self.s.flags();
         let old_cs = u64::from(self.s.segs[seg::CS].selector);
         let old_ss = u64::from(self.s.segs[seg::SS].selector);
         let old_esp = self.s.gpr[crate::cpu::reg::RSP];
         let old_segs = self.s.segs;
-        if new_cpl < cpl {
-            let (ss, esp) = self.tss_stack(new_cpl)?;
-            self.switch_stack(ss, esp, new_cpl)?;
-            if from_vm86 {
-                for sreg in [seg::GS, seg::FS, seg::DS, seg::ES] {
-                    self.push(u64::from(old_segs[sreg].selector), size)?;
+        let eip = self.s.rip;
+        self.atomically(|cpu| {
+            // The frame is pushed with the handler's privilege in force, so
+            // that pushes to a CPL-0 stack are supervisor accesses.
+            cpu.s.rflags &= !flags::VM;
+            cpu.s.segs[seg::CS] = cs;
+            if let Some((esp, (_, _, ss_cache))) = inner {
+                cpu.s.segs[seg::SS] = ss_cache;
+                cpu.s.gpr[crate::cpu::reg::RSP] = esp;
+                if from_vm86 {
+                    for sreg in [seg::GS, seg::FS, seg::DS, seg::ES] {
+                        cpu.push(u64::from(old_segs[sreg].selector), size)?;
+                    }
                 }
+                cpu.push(old_ss, size)?;
+                cpu.push(old_esp & mask(size), size)?;
             }
-            self.push(old_ss, size)?;
-            self.push(old_esp & mask(size), size)?;
+            cpu.push(old_flags & mask(size), size)?;
+            cpu.push(old_cs, size)?;
+            cpu.push(eip & mask(size), size)?;
+            if let Some(code) = error_code {
+                cpu.push(u64::from(code), size)?;
+            }
+            Ok(())
+        })?;
+        if let Some((_, (ss_addr, ss_raw, _))) = inner {
+            self.set_accessed(ss_addr, ss_raw)?;
         }
-        self.push(old_flags & mask(size), size)?;
-        self.push(old_cs, size)?;
-        self.push(self.s.rip & mask(size), size)?;
-        if let Some(code) = error_code {
-            self.push(u64::from(code), size)?;
-        }
+        self.set_accessed(addr, raw)?;
         if from_vm86 {
             for sreg in [seg::ES, seg::DS, seg::FS, seg::GS] {
                 self.s.segs[sreg] = Segment { unusable: 1, ..Segment::default() };
             }
         }
-        let cs_raw = raw | 1 << 40;
-        self.set_accessed(addr, raw)?;
-        let mut cs = descriptor_to_segment((selector & !3) | u16::from(new_cpl), cs_raw);
-        cs.dpl = new_cpl;
-        if offset > u64::from(cs.limit) {
-            return Err(Fault::gp0());
-        }
-        self.s.segs[seg::CS] = cs;
         let mut clear = flags::TF | flags::NT | flags::RF | flags::VM;
-        if gate_type & 1 == 0 {
+        if gate.type_ & 1 == 0 {
             clear |= flags::IF;
         }
         self.s.rflags &= !clear;
@@ -211,38 +228,36 @@ impl Interpreter {
         Ok(())
     }
 
+    /// An interrupt or exception through a task gate (SDM INT n,
+    /// "TASK-GATE"): a nested task switch, then the error code, if any,
+    /// pushed on the new task's stack.
+    fn deliver_through_task_gate(&mut self, gate: Gate, error_code: Option<u32>, source: Source) -> R<()> {
+        let ext = u32::from(source == Source::External);
+        let (addr, raw) = self.available_tss(gate.selector, Fault::gp, ext)?;
+        let eip = self.s.rip;
+        self.task_switch(gate.selector, addr, raw, TaskSwitch::Interrupt, eip, ext)?;
+        if let Some(code) = error_code {
+            let size = if (raw >> 40) & 0x8 != 0 { 4 } else { 2 };
+            self.push(u64::from(code), size).map_err(|e| match e {
+                Fault::Exception(x) if x.vector == vector::SS || x.vector == vector::GP => Fault::ss(ext),
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
     /// SS:ESP for privilege level `dpl` from the current 32-bit (or
     /// 16-bit) TSS.
-    fn tss_stack(&mut self, dpl: u8) -> R<(u16, u64)> {
+    pub(crate) fn tss_stack(&mut self, dpl: u8) -> R<(u16, u64)> {
         let tr = self.s.tr;
         let tss32 = tr.type_ & 0x8 != 0;
         let (off, width) = if tss32 { (4 + 8 * u64::from(dpl), 4) } else { (2 + 4 * u64::from(dpl), 2) };
-        if off + 2 * width - 1 > u64::from(tr.limit) {
+        if off + width + 1 > u64::from(tr.limit) {
             return Err(Fault::ts(sel_code(tr.selector)));
         }
         let esp = self.read_linear_implicit(tr.base.wrapping_add(off), width as usize)?;
         let ss = self.read_linear_implicit(tr.base.wrapping_add(off + width), 2)? as u16;
         Ok((ss, esp))
-    }
-
-    /// Loads the inner stack for an interrupt, with #TS for a bad SS.
-    fn switch_stack(&mut self, ss: u16, esp: u64, new_cpl: u8) -> R<()> {
-        if ss & 0xfffc == 0 {
-            return Err(Fault::ts(0));
-        }
-        let (addr, raw) = self.read_descriptor(ss).map_err(|_| Fault::ts(sel_code(ss)))?;
-        let d = descriptor_to_segment(ss, raw);
-        let writable_data = d.s != 0 && d.type_ & 0xa == 0x2;
-        if (ss & 3) as u8 != new_cpl || d.dpl != new_cpl || !writable_data {
-            return Err(Fault::ts(sel_code(ss)));
-        }
-        if d.present == 0 {
-            return Err(Fault::ss(sel_code(ss)));
-        }
-        self.set_accessed(addr, raw)?;
-        self.s.segs[seg::SS] = descriptor_to_segment(ss, raw | 1 << 40);
-        self.s.gpr[crate::cpu::reg::RSP] = esp;
-        Ok(())
     }
 
     fn deliver_long(&mut self, v: u8, error_code: Option<u32>, source: Source) -> R<()> {
@@ -304,7 +319,8 @@ impl Interpreter {
         Ok(())
     }
 
-    fn tss64_field(&mut self, off: u64) -> R<u64> {
+    /// An 8-byte field of the 64-bit TSS (RSPn, ISTn).
+    pub(crate) fn tss64_field(&mut self, off: u64) -> R<u64> {
         let tr = self.s.tr;
         if off + 7 > u64::from(tr.limit) {
             return Err(Fault::ts(sel_code(tr.selector)));
@@ -313,7 +329,8 @@ impl Interpreter {
     }
 }
 
-fn add_ext(f: Fault, ext: u32) -> Fault {
+/// Sets the EXT bit in a fault's error code.
+pub(crate) fn add_ext(f: Fault, ext: u32) -> Fault {
     match f {
         Fault::Exception(mut e) => {
             e.error_code = e.error_code.map(|c| c | ext);

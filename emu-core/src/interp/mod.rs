@@ -66,8 +66,8 @@ pub enum Step {
     Stopped(StopReason),
 }
 
-/// How many instructions run between checks of the machine control.
-const BATCH: u32 = 4096;
+/// How many blocks run between checks of the machine control.
+const BATCH: u32 = 1024;
 
 /// The interpreter: one virtual CPU.
 pub struct Interpreter {
@@ -152,6 +152,13 @@ impl Interpreter {
 
     /// Executes one instruction, or delivers one pending interrupt.
     pub fn step(&mut self) -> Step {
+        self.step_up_to(1)
+    }
+
+    /// Executes up to `max` instructions of one block (stopping early at a
+    /// taken branch, a mode change or self-modified code), or delivers one
+    /// pending interrupt. Interrupts are taken between blocks.
+    fn step_up_to(&mut self, max: usize) -> Step {
         let shadow = std::mem::take(&mut self.s.interrupt_shadow);
         if !shadow && self.s.rflags & crate::cpu::flags::IF != 0 && self.interrupt_ready() {
             let vector = self.intr.as_mut().and_then(|i| (i.acknowledge)());
@@ -166,9 +173,8 @@ impl Interpreter {
         if self.s.halted {
             return Step::Halted;
         }
-        match self.execute_one() {
+        match self.execute_block(max) {
             Ok(()) => {
-                self.retired += 1;
                 if self.s.halted {
                     Step::Halted
                 } else {
@@ -183,11 +189,19 @@ impl Interpreter {
         }
     }
 
-    fn execute_one(&mut self) -> fault::R<()> {
-        let ins = self.fetch()?;
-        self.next_rip = self.advance_ip(self.s.rip, ins.len() as u64);
-        exec::execute(self, &ins)?;
-        self.s.rip = self.next_rip;
+    fn execute_block(&mut self, max: usize) -> fault::R<()> {
+        let block = self.block_at_rip()?;
+        let generation = self.code.generation;
+        for (handler, ins) in block.entries.iter().take(max) {
+            let fallthrough = self.advance_ip(self.s.rip, ins.len() as u64);
+            self.next_rip = fallthrough;
+            handler(self, ins)?;
+            self.s.rip = self.next_rip;
+            self.retired += 1;
+            if self.next_rip != fallthrough || self.code.generation != generation || self.s.halted {
+                break;
+            }
+        }
         Ok(())
     }
 
@@ -211,7 +225,7 @@ impl Vcpu for Interpreter {
                 return Ok(VmExit::Stopped(reason));
             }
             for _ in 0..BATCH {
-                match self.step() {
+                match self.step_up_to(usize::MAX) {
                     Step::Executed => {}
                     Step::Halted => {
                         if self.s.rflags & crate::cpu::flags::IF == 0 && self.intr.is_none() {
@@ -243,6 +257,10 @@ impl Vcpu for Interpreter {
         self.s = state.clone();
         self.state_changed();
         Ok(())
+    }
+
+    fn instructions_retired(&self) -> Option<u64> {
+        Some(self.retired)
     }
 }
 

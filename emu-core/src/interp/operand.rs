@@ -127,6 +127,7 @@ impl Interpreter {
 
     /// Reads operand `n`, zero-extended (immediates as the instruction
     /// sign-extends them, truncated to their size).
+    #[inline]
     pub(crate) fn read_op(&mut self, ins: &Instruction, n: u32) -> R<u64> {
         match ins.op_kind(n) {
             OpKind::Register => Ok(self.reg_any(ins.op_register(n))),
@@ -149,6 +150,7 @@ impl Interpreter {
     }
 
     /// Writes operand `n` (a register or memory).
+    #[inline]
     pub(crate) fn write_op(&mut self, ins: &Instruction, n: u32, v: u64) -> R<()> {
         match ins.op_kind(n) {
             OpKind::Register => {
@@ -252,7 +254,23 @@ impl Interpreter {
     }
 
     /// Evaluates a condition code.
+    #[inline]
     pub(crate) fn cond(&self, cc: ConditionCode) -> bool {
+        // The common conditions straight from the lazy record.
+        let lazy = &self.s.lazy;
+        if lazy.op != FlagsOp::Materialized {
+            match cc {
+                ConditionCode::e => return lazy.zf(),
+                ConditionCode::ne => return !lazy.zf(),
+                ConditionCode::b => return lazy.cf(),
+                ConditionCode::ae => return !lazy.cf(),
+                ConditionCode::s => return lazy.sf(),
+                ConditionCode::ns => return !lazy.sf(),
+                ConditionCode::be => return lazy.cf() || lazy.zf(),
+                ConditionCode::a => return !lazy.cf() && !lazy.zf(),
+                _ => {}
+            }
+        }
         let f = self.s.flags();
         let cf = f & flags::CF != 0;
         let zf = f & flags::ZF != 0;

@@ -3,15 +3,22 @@
 //! family can be added or extended without touching the others.
 
 mod alu;
+mod bcd;
 mod bits;
 mod control;
 mod data;
+mod fastcall;
 mod io;
 mod muldiv;
+mod protect;
 mod shift;
+mod softfp;
 mod stack;
 mod string;
 mod system;
+mod x87;
+mod x87_ctl;
+pub(super) mod task;
 
 use std::sync::OnceLock;
 
@@ -42,23 +49,29 @@ fn table() -> &'static Table {
     TABLE.get_or_init(|| {
         let mut t = Table(vec![None; Mnemonic::values().len()]);
         alu::register(&mut t);
+        bcd::register(&mut t);
         bits::register(&mut t);
         control::register(&mut t);
         data::register(&mut t);
+        fastcall::register(&mut t);
         io::register(&mut t);
         muldiv::register(&mut t);
+        protect::register(&mut t);
         shift::register(&mut t);
         stack::register(&mut t);
         string::register(&mut t);
         system::register(&mut t);
+        x87::register(&mut t);
+        x87_ctl::register(&mut t);
         t
     })
 }
 
-/// Runs `ins` on `cpu`.
-pub(crate) fn execute(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
-    match table().0.get(ins.mnemonic() as usize).copied().flatten() {
-        Some(handler) => handler(cpu, ins),
-        None => Err(Fault::unimplemented(format!("{:?} ({:?})", ins.mnemonic(), ins.code()))),
-    }
+/// The handler for `ins`, or one that reports it unimplemented.
+pub(crate) fn handler_of(ins: &Instruction) -> Handler {
+    table().0.get(ins.mnemonic() as usize).copied().flatten().unwrap_or(unimplemented)
+}
+
+fn unimplemented(_: &mut Interpreter, ins: &Instruction) -> R<()> {
+    Err(Fault::unimplemented(format!("{:?} ({:?})", ins.mnemonic(), ins.code())))
 }
