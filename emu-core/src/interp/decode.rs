@@ -104,13 +104,30 @@ impl CodeCache {
         self.generation += 1;
     }
 
-    fn get(&self, host: u64, bitness: u32, rip: u64) -> Option<&Arc<Block>> {
+    /// Takes the block out of its slot (no reference-count traffic on the
+    /// hot path); [`CodeCache::put_back`] returns it.
+    fn take(&mut self, host: u64, bitness: u32, rip: u64) -> Option<(usize, Arc<Block>)> {
         let key = host << 2 | mode_bits(bitness);
-        let slot = &self.slots[slot_of(key)];
-        if slot.key != key {
+        let idx = slot_of(key);
+        let slot = &mut self.slots[idx];
+        if slot.key != key || slot.block.as_ref().is_none_or(|b| b.rip != rip) {
             return None;
         }
-        slot.block.as_ref().filter(|b| b.rip == rip)
+        slot.block.take().map(|b| (idx, b))
+    }
+
+    /// Returns a block taken with [`CodeCache::take`], unless its page was
+    /// invalidated meanwhile (`generation` changed).
+    pub(crate) fn put_back(&mut self, taken: Option<usize>, block: Arc<Block>, generation: u64) {
+        if let Some(idx) = taken {
+            if self.generation == generation {
+                if let Some(slot) = self.slots.get_mut(idx) {
+                    if slot.block.is_none() {
+                        slot.block = Some(block);
+                    }
+                }
+            }
+        }
     }
 
     /// Caches `block`; returns true when its page just became a code page.
@@ -165,21 +182,25 @@ impl Interpreter {
         }
     }
 
-    /// The block starting at CS:RIP, from the cache or freshly decoded
-    /// (a one-instruction block when it cannot be cached).
-    pub(crate) fn block_at_rip(&mut self) -> R<Arc<Block>> {
+    /// The block starting at CS:RIP, from the cache (taken out of its
+    /// slot, with the slot's index) or freshly decoded (a one-instruction
+    /// block when it cannot be cached).
+    pub(crate) fn block_at_rip(&mut self) -> R<(Option<usize>, Arc<Block>)> {
         let bitness = self.bitness();
         let rip = self.s.rip;
         let lin = self.linear_code(rip, 1)?;
         let user = self.s.cpl() == 3;
         if let Some(host) = self.tlb.lookup(lin, Access::Execute, user) {
-            if let Some(block) = self.code.get(host as u64, bitness, rip) {
-                let block = block.clone();
-                self.check_code_limit(rip, block.end - rip)?;
-                return Ok(block);
+            if let Some((idx, block)) = self.code.take(host as u64, bitness, rip) {
+                if let Err(e) = self.check_code_limit(rip, block.end - rip) {
+                    let generation = self.code.generation;
+                    self.code.put_back(Some(idx), block, generation);
+                    return Err(e);
+                }
+                return Ok((Some(idx), block));
             }
         }
-        self.decode_block(bitness, rip, lin, user)
+        self.decode_block(bitness, rip, lin, user).map(|b| (None, b))
     }
 
     fn decode_block(&mut self, bitness: u32, rip: u64, lin: u64, user: bool) -> R<Arc<Block>> {

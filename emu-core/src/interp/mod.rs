@@ -190,19 +190,25 @@ impl Interpreter {
     }
 
     fn execute_block(&mut self, max: usize) -> fault::R<()> {
-        let block = self.block_at_rip()?;
+        let (slot, block) = self.block_at_rip()?;
         let generation = self.code.generation;
+        let wrap = if self.in_64bit_mode() { u64::MAX } else { 0xffff_ffff };
+        let mut result = Ok(());
         for (handler, ins) in block.entries.iter().take(max) {
-            let fallthrough = self.advance_ip(self.s.rip, ins.len() as u64);
+            let fallthrough = self.s.rip.wrapping_add(ins.len() as u64) & wrap;
             self.next_rip = fallthrough;
-            handler(self, ins)?;
+            if let Err(e) = handler(self, ins) {
+                result = Err(e);
+                break;
+            }
             self.s.rip = self.next_rip;
             self.retired += 1;
             if self.next_rip != fallthrough || self.code.generation != generation || self.s.halted {
                 break;
             }
         }
-        Ok(())
+        self.code.put_back(slot, block, generation);
+        result
     }
 
     /// Waits while halted until an interrupt may be pending or the machine
@@ -266,3 +272,5 @@ impl Vcpu for Interpreter {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fpu;

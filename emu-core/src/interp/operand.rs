@@ -36,31 +36,41 @@ pub(crate) fn seg_index(r: Register) -> usize {
 
 impl Interpreter {
     /// Reads any general-purpose register at its own size.
+    #[inline]
     pub(crate) fn reg(&self, r: Register) -> u64 {
-        let idx = gpr_index(r);
-        let full = self.s.gpr[idx];
-        if r.is_gpr8() {
-            if is_high_byte(r) {
-                (full >> 8) & 0xff
-            } else {
-                full & 0xff
-            }
-        } else {
-            full & mask(r.size())
+        let info = reg_info(r);
+        let full = self.s.gpr[usize::from(info.index)];
+        match info.kind {
+            RegKind::High8 => (full >> 8) & 0xff,
+            RegKind::Low8 => full & 0xff,
+            RegKind::R16 => full & 0xffff,
+            RegKind::R32 => full & 0xffff_ffff,
+            _ => full,
         }
     }
 
     /// Writes a general-purpose register with the x86 rules: 8- and 16-bit
     /// writes merge, 32-bit writes zero-extend, 64-bit writes replace.
+    #[inline]
     pub(crate) fn set_reg(&mut self, r: Register, v: u64) {
-        let idx = gpr_index(r);
-        let full = &mut self.s.gpr[idx];
-        match r.size() {
-            1 if is_high_byte(r) => *full = (*full & !0xff00) | (v & 0xff) << 8,
-            1 => *full = (*full & !0xff) | (v & 0xff),
-            2 => *full = (*full & !0xffff) | (v & 0xffff),
-            4 => *full = v & 0xffff_ffff,
+        let info = reg_info(r);
+        let full = &mut self.s.gpr[usize::from(info.index)];
+        match info.kind {
+            RegKind::High8 => *full = (*full & !0xff00) | (v & 0xff) << 8,
+            RegKind::Low8 => *full = (*full & !0xff) | (v & 0xff),
+            RegKind::R16 => *full = (*full & !0xffff) | (v & 0xffff),
+            RegKind::R32 => *full = v & 0xffff_ffff,
             _ => *full = v,
+        }
+    }
+
+    /// CF, without computing the other lazy flags.
+    #[inline]
+    pub(crate) fn carry(&self) -> bool {
+        if self.s.lazy.op == FlagsOp::Materialized {
+            self.s.rflags & flags::CF != 0
+        } else {
+            self.s.lazy.cf()
         }
     }
 
@@ -114,9 +124,10 @@ impl Interpreter {
     }
 
     /// The size in bytes of operand `n`.
+    #[inline]
     pub(crate) fn op_size(&self, ins: &Instruction, n: u32) -> usize {
         match ins.op_kind(n) {
-            OpKind::Register => ins.op_register(n).size(),
+            OpKind::Register => usize::from(reg_info(ins.op_register(n)).size),
             OpKind::Memory => ins.memory_size().size(),
             OpKind::Immediate8 | OpKind::Immediate8_2nd => 1,
             OpKind::Immediate16 | OpKind::Immediate8to16 => 2,
@@ -167,8 +178,9 @@ impl Interpreter {
     }
 
     /// Reads a general-purpose or segment register.
+    #[inline]
     pub(crate) fn reg_any(&self, r: Register) -> u64 {
-        if r.is_segment_register() {
+        if reg_info(r).kind == RegKind::Segment {
             u64::from(self.s.segs[seg_index(r)].selector)
         } else {
             self.reg(r)
@@ -231,7 +243,7 @@ impl Interpreter {
     /// Records a lazily evaluated flag-setting operation.
     pub(crate) fn set_lazy(&mut self, op: FlagsOp, size: usize, src1: u64, src2: u64, res: u64) {
         let aux = match op {
-            FlagsOp::Inc | FlagsOp::Dec => self.s.flags() & flags::CF,
+            FlagsOp::Inc | FlagsOp::Dec => u64::from(self.carry()),
             _ => 0,
         };
         self.s.lazy = LazyFlags { op, size: size as u8, src1, src2, res, aux };
@@ -244,7 +256,8 @@ impl Interpreter {
 
     /// Sets the six arithmetic flags outright.
     pub(crate) fn set_arith_flags(&mut self, f: u64) {
-        self.s.rflags = (self.s.flags() & !flags::ARITH) | (f & flags::ARITH) | flags::FIXED;
+        // The non-arithmetic bits of `rflags` are always current.
+        self.s.rflags = (self.s.rflags & !flags::ARITH) | (f & flags::ARITH) | flags::FIXED;
         self.s.lazy.op = FlagsOp::Materialized;
     }
 
@@ -299,6 +312,61 @@ impl Interpreter {
     }
 }
 
+/// How a register maps onto the state, precomputed for every iced-x86
+/// register so the hot path does one table read instead of several.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RegKind {
+    Low8,
+    High8,
+    R16,
+    R32,
+    R64,
+    Segment,
+    Other,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RegInfo {
+    pub(crate) kind: RegKind,
+    pub(crate) index: u8,
+    pub(crate) size: u8,
+}
+
+fn reg_table() -> &'static [RegInfo; 256] {
+    static TABLE: std::sync::OnceLock<[RegInfo; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [RegInfo { kind: RegKind::Other, index: 0, size: 8 }; 256];
+        for r in Register::values() {
+            let i = r as usize;
+            if i >= 256 {
+                continue;
+            }
+            let kind = if r.is_gpr8() {
+                if is_high_byte(r) { RegKind::High8 } else { RegKind::Low8 }
+            } else if r.is_gpr16() {
+                RegKind::R16
+            } else if r.is_gpr32() {
+                RegKind::R32
+            } else if r.is_gpr64() {
+                RegKind::R64
+            } else if r.is_segment_register() {
+                RegKind::Segment
+            } else {
+                RegKind::Other
+            };
+            let index = if r.is_gpr() { gpr_index(r) as u8 } else { 0 };
+            t[i] = RegInfo { kind, index, size: r.size() as u8 };
+        }
+        t
+    })
+}
+
+/// The precomputed facts of a register.
+#[inline]
+pub(crate) fn reg_info(r: Register) -> RegInfo {
+    reg_table()[(r as usize) & 0xff]
+}
+
 /// The index in `CpuState::gpr` of any general-purpose register.
 pub(crate) fn gpr_index(r: Register) -> usize {
     let full = r.full_register();
@@ -322,5 +390,9 @@ mod tests {
         assert_eq!(gpr_index(Register::SIL), 6);
         assert_eq!(seg_index(Register::GS), 5);
         assert_eq!(mask(2), 0xffff);
+        assert_eq!(reg_info(Register::BH).kind, RegKind::High8);
+        assert_eq!(reg_info(Register::BH).index, 3);
+        assert_eq!(reg_info(Register::R9W).size, 2);
+        assert_eq!(reg_info(Register::FS).kind, RegKind::Segment);
     }
 }

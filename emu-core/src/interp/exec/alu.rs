@@ -3,7 +3,7 @@
 
 use iced_x86::{Instruction, Mnemonic as M};
 
-use crate::cpu::{flags, FlagsOp};
+use crate::cpu::FlagsOp;
 
 use super::super::fault::R;
 use super::super::operand::mask;
@@ -20,7 +20,7 @@ fn binary(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     let m = mask(size);
     let a = cpu.read_op(ins, 0)?;
     let b = cpu.read_op(ins, 1)? & m;
-    let carry = || cpu.flag(flags::CF);
+    let carry = || cpu.carry();
     let (res, op, c) = match ins.mnemonic() {
         M::Add => (a.wrapping_add(b), FlagsOp::Add, None),
         M::Adc => {
