@@ -10,6 +10,13 @@ fn run_rom(rom: &TestRom, accel: &str) {
     if accel == "kvm" && !common::kvm_or_skip(rom.name) {
         return;
     }
+    run_rom_checked(rom, accel);
+}
+
+/// Runs `rom`; returns false when KVM itself could not run it (an internal
+/// error, as kvm_pvm gives for some instructions): the oracle is then
+/// unavailable, which is printed, never counted as a pass of the guest.
+fn run_rom_checked(rom: &TestRom, accel: &str) -> bool {
     let dir = common::temp_dir(&format!("{}-{accel}", rom.name));
     let path = dir.join(rom.name);
     std::fs::write(&path, &rom.image).unwrap();
@@ -21,9 +28,15 @@ fn run_rom(rom: &TestRom, accel: &str) {
     let out = common::run(&["run", "--accel", accel, "-m", &mem, "--timeout", "30s", flag, path.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(dir);
+    if accel == "kvm" && out.status.code() == Some(6) && stderr.contains("KVM internal error") {
+        eprintln!("oracle unavailable: KVM could not run {} ({}); it printed {:?} before", rom.name, stderr.trim(), stdout);
+        assert!(rom.expected_serial.starts_with(&*stdout), "{} under kvm diverged before failing: {stdout}", rom.name);
+        return false;
+    }
     assert_eq!(stdout, rom.expected_serial, "{} under {accel}: stderr: {stderr}", rom.name);
     assert_eq!(out.status.code(), Some(rom.expected_status()), "{} under {accel}: stderr: {stderr}", rom.name);
-    let _ = std::fs::remove_dir_all(dir);
+    true
 }
 
 #[test]
@@ -42,6 +55,23 @@ fn long_mode_rom_prints_and_exits() {
 fn multiboot_kernel_sees_its_entry_state() {
     run_rom(&test_roms::multiboot_hello(), "kvm");
     run_rom(&test_roms::multiboot_hello(), "interp");
+}
+
+#[test]
+fn exceptions_error_codes_paging_and_the_lapic_timer() {
+    // kvm_pvm cannot deliver INT3 in long mode (an emulation failure
+    // inside KVM); QEMU's software emulator prints exactly the expected
+    // text (scripts/compare-qemu.sh).
+    if common::kvm_or_skip("exceptions") {
+        run_rom_checked(&test_roms::exceptions(), "kvm");
+    }
+    run_rom(&test_roms::exceptions(), "interp");
+}
+
+#[test]
+fn pit_interrupts_through_the_8259() {
+    run_rom(&test_roms::pit_timer(), "kvm");
+    run_rom(&test_roms::pit_timer(), "interp");
 }
 
 #[test]

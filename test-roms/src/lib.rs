@@ -426,12 +426,276 @@ pub fn compute(iterations: u32) -> TestRom {
     rom
 }
 
+/// Replaces the 64-bit part of [`long_mode_hello`] with `code` (assembled
+/// at LM_LM64), keeping its way up through real and protected mode.
+fn long_mode_rom(name: &'static str, code: Result<Vec<u8>, IcedError>, expected_tail: &str) -> TestRom {
+    let mut rom = long_mode_hello();
+    let code = code.unwrap_or_else(|e| panic!("test ROM {name} does not assemble: {e}"));
+    let off = (LM_LM64 - 0xf_0000) as usize;
+    assert!(code.len() <= (LM_GDT - LM_LM64) as usize, "{name} outgrew its space");
+    rom.image[off..(LM_GDT - 0xf_0000) as usize].fill(0xf4);
+    rom.image[off..off + code.len()].copy_from_slice(&code);
+    rom.name = name;
+    rom.expected_serial = format!("popek long-mode ROM: real mode\nprotected mode\n{expected_tail}");
+    rom
+}
+
+/// One exception or interrupt the exceptions ROM raises, and what its
+/// handler must see: (vector, error code or None, CR2 for #PF).
+const EXCEPTION_CASES: [(u8, Option<u64>, u64); 8] = [
+    (0x00, None, 0),
+    (0x06, None, 0),
+    (0x03, None, 0),
+    (0x0d, Some(0x1234), 0),
+    (0x0d, Some(0), 0),
+    (0x0e, Some(0), 0x4000_0000),
+    (0x0e, Some(3), 0x20_0000),
+    (0x80, None, 0),
+];
+
+/// Long mode: exceptions with their error codes and CR2 (#DE, #UD, #BP,
+/// #GP for a bad selector and a non-canonical address, #PF for a missing
+/// page and a write to a read-only page under CR0.WP), INT 0x80, the
+/// accessed and dirty bits of a page walk, and the local APIC timer.
+pub fn exceptions() -> TestRom {
+    let mut expected = String::new();
+    for (v, err, fault_addr) in EXCEPTION_CASES {
+        expected.push_str(&format!("exc {:016x} {:016x} {fault_addr:016x}\n", u64::from(v), err.unwrap_or(u64::MAX)));
+    }
+    // The read-only page's PDE after a read: present | accessed | PS.
+    expected.insert_str(expected.find("exc 000000000000000e 0000000000000003").unwrap_or(0), "pde 00000000002000a1\n");
+    expected.push_str("lapic timer: 5 ticks\n");
+    const IDT: u64 = 0x5000;
+    const RESUME: u64 = 0x500;
+    const TICKS: u64 = 0x508;
+    let code = (|| {
+        let mut l = CodeAssembler::new(64)?;
+        let mut putc = l.create_label();
+        let mut puthex = l.create_label();
+        let mut common = l.create_label();
+        let mut idtr = l.create_label();
+        let mut msg_exc = l.create_label();
+        let mut msg_pde = l.create_label();
+        let mut msg_timer = l.create_label();
+        let mut puts = l.create_label();
+        let mut timer = l.create_label();
+        let mut spurious = l.create_label();
+        let mut wait = l.create_label();
+        // One stub per vector: it pushes a dummy error code where the CPU
+        // pushes none, then its vector.
+        let vectors: [(u64, bool); 6] = [(0, false), (3, false), (6, false), (0x80, false), (13, true), (14, true)];
+        let mut stubs: Vec<CodeLabel> = vectors.iter().map(|_| l.create_label()).collect();
+        l.mov(rsp, 0x7c00u64)?;
+        // More page tables: 2..4 MiB read-only, the local APIC's page.
+        l.mov(qword_ptr(0x3008), 0x20_0081)?;
+        l.mov(qword_ptr(0x2018), 0x4003)?;
+        l.mov(rax, 0xfee0_0093u64)?;
+        l.mov(qword_ptr(0x4000 + 8 * 0x1f7), rax)?;
+        l.mov(rax, cr3)?;
+        l.mov(cr3, rax)?;
+        l.mov(rax, cr0)?;
+        l.or(eax, 0x1_0000)?; // WP
+        l.mov(cr0, rax)?;
+        // IDT: interrupt gates to the stubs.
+        let gates: Vec<(u64, CodeLabel)> =
+            vectors.iter().zip(&stubs).map(|(&(v, _), &s)| (v, s)).chain([(0x40, timer), (0xff, spurious)]).collect();
+        for (v, target) in gates {
+            l.lea(rax, ptr(target))?;
+            let e = IDT + 16 * v;
+            l.mov(word_ptr(e), ax)?;
+            l.mov(word_ptr(e + 2), 0x18u32)?;
+            l.mov(word_ptr(e + 4), 0x8e00u32)?;
+            l.shr(rax, 16)?;
+            l.mov(word_ptr(e + 6), ax)?;
+            l.shr(rax, 16)?;
+            l.mov(dword_ptr(e + 8), eax)?;
+            l.mov(dword_ptr(e + 12), 0u32)?;
+        }
+        l.lidt(ptr(idtr))?;
+        // The cases, each resuming at the label after it.
+        let mut case = |l: &mut CodeAssembler, trigger: &dyn Fn(&mut CodeAssembler) -> Result<(), IcedError>| -> Result<(), IcedError> {
+            let mut resume = l.create_label();
+            l.lea(rax, ptr(resume))?;
+            l.mov(qword_ptr(RESUME), rax)?;
+            trigger(l)?;
+            l.set_label(&mut resume)?;
+            l.nop()
+        };
+        case(&mut l, &|l| {
+            l.xor(ecx, ecx)?;
+            l.div(ecx)
+        })?;
+        case(&mut l, &|l| l.ud2())?;
+        case(&mut l, &|l| l.int3())?;
+        case(&mut l, &|l| {
+            l.mov(ax, 0x1234u32)?;
+            l.mov(ds, ax)
+        })?;
+        case(&mut l, &|l| {
+            l.mov(rax, 0x8000_0000_0000_0000u64)?;
+            l.mov(rbx, qword_ptr(rax))
+        })?;
+        case(&mut l, &|l| {
+            l.mov(eax, 0x4000_0000u32)?;
+            l.mov(rbx, qword_ptr(rax))
+        })?;
+        // Read the read-only page (sets A), show its PDE, then write it.
+        l.mov(eax, 0x20_0000u32)?;
+        l.mov(rbx, qword_ptr(rax))?;
+        l.lea(rsi, ptr(msg_pde))?;
+        l.call(puts)?;
+        l.mov(rax, qword_ptr(0x3008))?;
+        l.call(puthex)?;
+        l.mov(al, b'\n' as u32)?;
+        l.call(putc)?;
+        case(&mut l, &|l| {
+            l.mov(eax, 0x20_0000u32)?;
+            l.mov(byte_ptr(rax), 1u32)
+        })?;
+        case(&mut l, &|l| l.int(0x80))?;
+        // The LAPIC timer: periodic, vector 0x40, five ticks.
+        l.mov(rdi, 0xfee0_0000u64)?;
+        l.mov(dword_ptr(rdi + 0xf0), 0x1ffu32)?;
+        l.mov(dword_ptr(rdi + 0x3e0), 0xbu32)?;
+        l.mov(dword_ptr(rdi + 0x320), 0x2_0040u32)?;
+        l.mov(qword_ptr(TICKS), 0)?;
+        l.mov(dword_ptr(rdi + 0x380), 100_000u32)?;
+        l.sti()?;
+        l.set_label(&mut wait)?;
+        l.hlt()?;
+        l.cmp(qword_ptr(TICKS), 5)?;
+        l.jb(wait)?;
+        l.cli()?;
+        l.mov(dword_ptr(rdi + 0x320), 0x1_0000u32)?;
+        l.lea(rsi, ptr(msg_timer))?;
+        l.call(puts)?;
+        asm::debug_exit(&mut l, PASS)?;
+
+        for (&(v, has_code), stub) in vectors.iter().zip(stubs.iter_mut()) {
+            l.set_label(stub)?;
+            if !has_code {
+                l.push(-1)?;
+            }
+            l.push(v as i32)?;
+            l.jmp(common)?;
+        }
+        l.set_label(&mut timer)?;
+        l.inc(qword_ptr(TICKS))?;
+        l.push(rax)?;
+        l.mov(rax, 0xfee0_00b0u64)?;
+        l.mov(dword_ptr(rax), 0u32)?;
+        l.pop(rax)?;
+        l.iretq()?;
+        l.set_label(&mut spurious)?;
+        l.iretq()?;
+        // common: [rsp] = vector, [rsp + 8] = error code.
+        l.set_label(&mut common)?;
+        l.lea(rsi, ptr(msg_exc))?;
+        l.call(puts)?;
+        l.pop(rax)?;
+        l.call(puthex)?;
+        l.mov(al, b' ' as u32)?;
+        l.call(putc)?;
+        l.pop(rax)?;
+        l.call(puthex)?;
+        l.mov(al, b' ' as u32)?;
+        l.call(putc)?;
+        l.mov(rax, cr2)?;
+        l.call(puthex)?;
+        l.mov(al, b'\n' as u32)?;
+        l.call(putc)?;
+        l.xor(eax, eax)?;
+        l.mov(cr2, rax)?;
+        l.mov(rax, qword_ptr(RESUME))?;
+        l.mov(qword_ptr(rsp), rax)?;
+        l.iretq()?;
+        asm::putc_routine(&mut l, &mut putc)?;
+        asm::puts_routine64(&mut l, &mut puts, putc)?;
+        asm::puthex64_routine(&mut l, &mut puthex, putc)?;
+        l.set_label(&mut idtr)?;
+        l.dw(&[0xfff])?;
+        l.dq(&[IDT])?;
+        l.set_label(&mut msg_exc)?;
+        l.db(b"exc \0")?;
+        l.set_label(&mut msg_pde)?;
+        l.db(b"pde \0")?;
+        l.set_label(&mut msg_timer)?;
+        l.db(b"lapic timer: 5 ticks\n\0")?;
+        l.assemble(LM_LM64)
+    })();
+    long_mode_rom("exceptions", code, &expected)
+}
+
+/// Real mode: the PIT at 1 kHz through the 8259, counted by an IRQ0
+/// handler in the IVT while the CPU halts between ticks.
+pub fn pit_timer() -> TestRom {
+    const HANDLER: u32 = 0x9000;
+    let image = (|| {
+        let mut a = CodeAssembler::new(16)?;
+        let mut putc = a.create_label();
+        let mut puts = a.create_label();
+        let mut wait = a.create_label();
+        a.cli()?;
+        a.xor(ax, ax)?;
+        a.mov(ss, ax)?;
+        a.mov(sp, 0x7c00u32)?;
+        a.mov(ds, ax)?;
+        a.mov(word_ptr(0x20), HANDLER)?;
+        a.mov(word_ptr(0x22), 0xf000u32)?;
+        a.mov(word_ptr(0x500), 0u32)?;
+        asm::uart_init(&mut a)?;
+        // 8259: ICW1-ICW4, vectors 0x08 and 0x70, only IRQ0 unmasked.
+        for (port, v) in [(0x20u32, 0x11u32), (0x21, 0x08), (0x21, 0x04), (0x21, 0x01), (0x21, 0xfe), (0xa0, 0x11), (0xa1, 0x70), (0xa1, 0x02), (0xa1, 0x01), (0xa1, 0xff)] {
+            a.mov(al, v)?;
+            a.out(port, al)?;
+        }
+        // PIT channel 0, mode 2, 1193 counts: 1 kHz.
+        a.mov(al, 0x34u32)?;
+        a.out(0x43u32, al)?;
+        a.mov(al, 0xa9u32)?;
+        a.out(0x40u32, al)?;
+        a.mov(al, 0x04u32)?;
+        a.out(0x40u32, al)?;
+        a.sti()?;
+        a.set_label(&mut wait)?;
+        a.hlt()?;
+        a.cmp(word_ptr(0x500), 10)?;
+        a.jb(wait)?;
+        a.cli()?;
+        a.mov(ax, cs)?;
+        a.mov(ds, ax)?;
+        a.mov(si, RM_MSG)?;
+        a.call(puts)?;
+        asm::debug_exit(&mut a, PASS)?;
+        asm::putc_routine(&mut a, &mut putc)?;
+        asm::puts_routine16(&mut a, &mut puts, putc)?;
+
+        let mut h = CodeAssembler::new(16)?;
+        h.push(ax)?;
+        h.push(ds)?;
+        h.xor(ax, ax)?;
+        h.mov(ds, ax)?;
+        h.inc(word_ptr(0x500))?;
+        h.mov(al, 0x20u32)?;
+        h.out(0x20u32, al)?;
+        h.pop(ds)?;
+        h.pop(ax)?;
+        h.iret()?;
+        Ok(rom64k(&[
+            (0, a.assemble(0)?),
+            (HANDLER as usize, h.assemble(u64::from(HANDLER))?),
+            (RM_MSG as usize, cstr("pit: 10 ticks through the 8259\n")),
+        ]))
+    })();
+    build("pit-timer", BootKind::Firmware, image, "pit: 10 ticks through the 8259\n".to_string())
+}
+
 /// Memory the test programs are run with, in bytes.
 pub const TEST_MEMORY: u64 = 32 << 20;
 
 /// Every test program.
 pub fn all() -> Vec<TestRom> {
-    vec![real_mode_hello(), long_mode_hello(), multiboot_hello(), serial_echo(), compute(1_000_000)]
+    vec![real_mode_hello(), long_mode_hello(), multiboot_hello(), serial_echo(), compute(1_000_000), exceptions(), pit_timer()]
 }
 
 #[cfg(test)]
