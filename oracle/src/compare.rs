@@ -143,3 +143,49 @@ fn finish(differences: Vec<Difference>) -> Result<(), Mismatch> {
         Err(Mismatch { differences, ..Mismatch::default() })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::flags;
+
+    #[test]
+    fn equal_states_match_and_undefined_flags_are_ignored() {
+        let mut native = UserState::default();
+        native.gpr[3] = 7;
+        native.rflags = flags::FIXED | flags::AF | flags::CF;
+        let mut interp = native;
+        assert_eq!(compare(&native, &interp, 0), Ok(()));
+        interp.rflags = flags::FIXED | flags::CF | flags::IF;
+        assert_eq!(compare(&native, &interp, flags::AF), Ok(()), "AF undefined; IF not a user flag");
+        assert!(compare(&native, &interp, 0).is_err());
+    }
+
+    #[test]
+    fn mismatch_report_names_registers_and_lists_the_snippet() {
+        let native = UserState::default();
+        let mut interp = native;
+        interp.gpr[0] = 1;
+        interp.rflags |= flags::OF;
+        interp.xmm[5] = 2;
+        interp.mxcsr = 0x1F80;
+        let mismatch = compare(&native, &interp, 0).unwrap_err().with_disassembly("0000  4801c8  add rax,rcx");
+        let locations: Vec<&str> = mismatch.differences.iter().map(|d| d.location.as_str()).collect();
+        assert_eq!(locations, ["rax", "rflags.OF", "xmm5", "mxcsr"]);
+        let report = mismatch.to_string();
+        assert!(report.contains("rax") && report.contains("0x0000000000000001") && report.contains("add rax,rcx"), "{report}");
+    }
+
+    #[test]
+    fn data_differences_are_grouped() {
+        let native = vec![0u8; 64];
+        let mut interp = native.clone();
+        interp[10] = 1;
+        interp[11] = 2;
+        interp[40] = 3;
+        let mismatch = compare_data(&native, &interp).unwrap_err();
+        let locations: Vec<&str> = mismatch.differences.iter().map(|d| d.location.as_str()).collect();
+        assert_eq!(locations, ["data[0xa..0xc]", "data[0x28..0x29]"]);
+        assert_eq!(compare_data(&native, &native), Ok(()));
+    }
+}

@@ -248,3 +248,91 @@ fn masked_count(instruction: &Instruction, operand: u32, rcx: Option<u64>, bits:
     };
     raw.map(|count| count & mask)
 }
+
+#[cfg(test)]
+mod tests {
+    use iced_x86::{Code, Instruction, MemoryOperand, Register};
+
+    use super::*;
+
+    /// `Instruction::with2(...).unwrap()`.
+    macro_rules! instruction2 {
+        ($code:expr, $a:expr, $b:expr) => {
+            Instruction::with2($code, $a, $b).unwrap()
+        };
+    }
+
+    #[test]
+    fn table_matches_the_sdm_examples() {
+        let and = instruction2!(Code::And_rm64_r64, Register::RAX, Register::RCX);
+        assert_eq!(effect(&and, None), FlagEffect::new(CF | OF | SF | ZF | PF, AF));
+        let mul = Instruction::with1(Code::Mul_rm32, Register::ECX).unwrap();
+        assert_eq!(effect(&mul, None), FlagEffect::new(CF | OF, SF | ZF | AF | PF));
+        let div = Instruction::with1(Code::Div_rm8, Register::CL).unwrap();
+        assert_eq!(effect(&div, None).undefined, ARITH);
+        let bsf = instruction2!(Code::Bsf_r32_rm32, Register::EAX, Register::ECX);
+        assert_eq!(effect(&bsf, None), FlagEffect::new(ZF, CF | OF | SF | AF | PF));
+        let bt = instruction2!(Code::Bt_rm64_imm8, Register::RAX, 3);
+        assert_eq!(effect(&bt, None), FlagEffect::new(CF, OF | SF | AF | PF));
+        let inc = Instruction::with1(Code::Inc_rm16, Register::AX).unwrap();
+        assert_eq!(effect(&inc, None), FlagEffect::defines(OF | SF | ZF | AF | PF));
+    }
+
+    #[test]
+    fn shift_flags_depend_on_the_count() {
+        let by_one = instruction2!(Code::Shl_rm32_1, Register::EAX, 1);
+        assert_eq!(effect(&by_one, None), FlagEffect::new(CF | SF | ZF | PF | OF, AF));
+        let by_zero = instruction2!(Code::Shl_rm32_imm8, Register::EAX, 32); // masked to 0
+        assert_eq!(effect(&by_zero, None), FlagEffect::NONE);
+        let by_three = instruction2!(Code::Sar_rm64_imm8, Register::RAX, 3);
+        assert_eq!(effect(&by_three, None), FlagEffect::new(CF | SF | ZF | PF, AF | OF));
+        // SHL of a byte by 9: CF undefined too.
+        let past_width = instruction2!(Code::Shl_rm8_imm8, Register::AL, 9);
+        assert_eq!(effect(&past_width, None), FlagEffect::new(SF | ZF | PF, AF | OF | CF));
+        let by_cl = instruction2!(Code::Shr_rm64_CL, Register::RAX, Register::CL);
+        assert_eq!(effect(&by_cl, None), FlagEffect::new(0, AF | OF));
+        assert_eq!(effect(&by_cl, Some(0x40)), FlagEffect::NONE, "count masked to 0");
+        assert_eq!(effect(&by_cl, Some(1)), FlagEffect::new(CF | SF | ZF | PF | OF, AF));
+        let rotate = instruction2!(Code::Rol_rm16_CL, Register::AX, Register::CL);
+        assert_eq!(effect(&rotate, Some(5)), FlagEffect::new(CF, OF));
+        let through_carry = instruction2!(Code::Rcr_rm8_imm8, Register::AL, 1);
+        assert_eq!(effect(&through_carry, None), FlagEffect::defines(OF));
+        let shld = Instruction::with3(Code::Shld_rm16_r16_imm8, Register::AX, Register::CX, 17).unwrap();
+        assert_eq!(effect(&shld, None), FlagEffect::new(0, ARITH));
+    }
+
+    #[test]
+    fn rep_compare_with_zero_count_leaves_flags() {
+        let plain = Instruction::with_cmpsb(64, Register::None, iced_x86::RepPrefixKind::None).unwrap();
+        assert_eq!(effect(&plain, None), FlagEffect::defines(ARITH));
+        let repeated = Instruction::with_repe_cmpsb(64).unwrap();
+        assert_eq!(effect(&repeated, None), FlagEffect::NONE);
+        assert_eq!(effect(&repeated, Some(0)), FlagEffect::NONE);
+        assert_eq!(effect(&repeated, Some(3)), FlagEffect::defines(ARITH));
+        // SSE CMPSD is not a string instruction.
+        let sse = Instruction::with3(Code::Cmpsd_xmm_xmmm64_imm8, Register::XMM0, Register::XMM1, 0).unwrap();
+        assert_eq!(effect(&sse, None), FlagEffect::NONE);
+    }
+
+    #[test]
+    fn tracker_follows_definitions() {
+        let mul = Instruction::with1(Code::Mul_rm64, MemoryOperand::with_base(Register::RBX)).unwrap();
+        let add = instruction2!(Code::Add_rm32_r32, Register::EAX, Register::ECX);
+        let and = instruction2!(Code::And_rm32_r32, Register::EAX, Register::ECX);
+        let inc = Instruction::with1(Code::Inc_rm32, Register::EAX).unwrap();
+        let mov = instruction2!(Code::Mov_r32_rm32, Register::EAX, Register::ECX);
+        assert_eq!(undefined_flags(&[mul]), SF | ZF | AF | PF);
+        assert_eq!(undefined_flags(&[mul, mov]), SF | ZF | AF | PF);
+        assert_eq!(undefined_flags(&[mul, add]), 0);
+        assert_eq!(undefined_flags(&[and, inc]), 0);
+        assert_eq!(undefined_flags(&[inc, and]), AF);
+    }
+
+    #[test]
+    fn reads_come_from_iced() {
+        let adc = instruction2!(Code::Adc_rm32_r32, Register::EAX, Register::ECX);
+        assert_eq!(flags_read(&adc), CF);
+        let setle = Instruction::with1(Code::Setle_rm8, Register::AL).unwrap();
+        assert_eq!(flags_read(&setle), ZF | SF | OF);
+    }
+}

@@ -11,8 +11,9 @@
 //!   data region, or the fault it raised;
 //! * [`flags`] says which RFLAGS bits a snippet leaves undefined;
 //! * [`compare`] diffs two final states, ignoring undefined flags;
-//! * [`guest`] describes how the interpreter side maps a [`UserState`]
-//!   onto its CPU state.
+//! * [`guest`] runs a case in `emu_core::interp::Interpreter` (a 64-bit
+//!   guest with the same addresses) and [`guest::differential`] checks it
+//!   against the host; `tests/interp_vs_host.rs` drives it.
 //!
 //! The crate only builds for x86-64 Linux.
 

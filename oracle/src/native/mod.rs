@@ -309,3 +309,6 @@ impl NativeRunner {
 fn normalize_final(state: &UserState) -> UserState {
     UserState { rflags: (state.rflags & USER_FLAGS) | flags::FIXED, ..*state }
 }
+
+#[cfg(test)]
+mod tests;

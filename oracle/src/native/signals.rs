@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crate::layout::{in_code_region, RECOVERY_ADDR};
-use crate::native::trampoline::{FaultRecord, CONTROL};
+use crate::native::trampoline::CONTROL;
 use crate::state::{flags, UserState};
 use crate::OracleError;
 

@@ -32,9 +32,18 @@ pub(crate) fn szp(res: u64, size: usize) -> u64 {
     f
 }
 
+/// A masked count of zero changes no flags, but a 32-bit register
+/// destination is still written, which clears its upper half in 64-bit
+/// mode (found by the host-CPU oracle).
+fn unchanged(cpu: &mut Interpreter, ins: &Instruction, value: u64) -> R<()> {
+    if ins.op0_kind() == OpKind::Register {
+        cpu.write_op(ins, 0, value)?;
+    }
+    Ok(())
+}
+
 fn count_of(cpu: &mut Interpreter, ins: &Instruction, n: u32, size: usize) -> R<u32> {
     let raw = if ins.op_count() > n { cpu.read_op(ins, n)? } else { 1 };
-    let _ = OpKind::Register;
     Ok((raw as u32) & if size == 8 { 0x3f } else { 0x1f })
 }
 
@@ -44,7 +53,7 @@ fn shift(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     let count = count_of(cpu, ins, 1, size)?;
     let a = cpu.read_op(ins, 0)?;
     if count == 0 {
-        return Ok(());
+        return unchanged(cpu, ins, a);
     }
     let m = mask(size);
     let wide = u128::from(a);
@@ -92,7 +101,7 @@ fn rotate(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     let (res, cf, of) = match ins.mnemonic() {
         M::Rol | M::Ror => {
             if raw == 0 {
-                return Ok(());
+                return unchanged(cpu, ins, a);
             }
             let c = raw % bits;
             let res = if ins.mnemonic() == M::Rol {
@@ -111,7 +120,7 @@ fn rotate(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
             // RCL/RCR rotate through CF: a (bits + 1)-bit rotation.
             let c = raw % (bits + 1);
             if raw == 0 {
-                return Ok(());
+                return unchanged(cpu, ins, a);
             }
             let width = bits + 1;
             let full = u128::from(a) | u128::from(cf_in) << bits;
@@ -143,10 +152,10 @@ fn double_shift(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     let size = cpu.op_size(ins, 0);
     let bits = (size * 8) as u32;
     let count = count_of(cpu, ins, 2, size)?;
-    if count == 0 {
-        return Ok(());
-    }
     let a = cpu.read_op(ins, 0)?;
+    if count == 0 {
+        return unchanged(cpu, ins, a);
+    }
     let b = cpu.read_op(ins, 1)?;
     let m = mask(size);
     // Concatenate into 128 bits and shift: for 16-bit operands with counts
