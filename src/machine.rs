@@ -503,6 +503,15 @@ pub fn run(cfg: &Config) -> Result<StopReason> {
             VmExit::Interrupted => continue,
         }
     };
+    if !matches!(reason, StopReason::PowerOff | StopReason::Reset | StopReason::DebugExit(_) | StopReason::UserQuit) {
+        if let Ok(st) = vcpu.state() {
+            let cs = st.segs[emu_core::cpu::seg::CS];
+            tracing::info!(
+                "guest state at stop: cs:rip {:04x}:{:x} (cs base {:#x}) rsp {:#x} rflags {:#x} cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x}",
+                cs.selector, st.rip, cs.base, st.gpr[emu_core::cpu::reg::RSP], st.rflags, st.cr0, st.cr3, st.cr4, st.efer
+            );
+        }
+    }
     if timing::enabled() {
         timing::event("first-exit", FIRST_EXIT.get().copied());
         timing::event("vcpu-start", Some(started));
