@@ -140,3 +140,39 @@ fn self_modifying_code_is_seen() {
     run(&mut cpu, 12);
     assert_eq!(cpu.s.gpr[reg::RBX], 1, "the patched INC must not run again");
 }
+
+#[test]
+fn jumping_to_unmapped_memory_is_a_triple_fault_not_a_panic() {
+    // No IDT: the #PF cannot be delivered, nor the #DF after it.
+    let code = assemble64(|a| {
+        a.mov(rax, 0x4000_0000u64)?;
+        a.jmp(rax)?;
+        Ok(())
+    });
+    let mut cpu = long_mode_cpu(&code);
+    run(&mut cpu, 2);
+    assert_eq!(cpu.step(), Step::Stopped(crate::control::StopReason::TripleFault));
+    assert_eq!(cpu.s.cr2, 0x4000_0000);
+}
+
+#[test]
+fn garbage_bytes_never_panic() {
+    // Every byte pattern either executes, faults or stops the machine.
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    for _ in 0..200 {
+        let code: Vec<u8> = (0..64)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let mut cpu = long_mode_cpu(&code);
+        for _ in 0..64 {
+            if let Step::Stopped(_) = cpu.step() {
+                break;
+            }
+        }
+    }
+}
