@@ -308,6 +308,9 @@ impl Default for TlbEntry {
 pub struct Tlb {
     /// `[supervisor, user]`.
     pub sets: [Box<[TlbEntry]>; 2],
+    /// Bumped by every flush, so caches derived from translations (the
+    /// interpreter's jump cache) know when to drop theirs.
+    pub epoch: u64,
 }
 
 impl Default for Tlb {
@@ -320,7 +323,7 @@ impl Tlb {
     /// An empty TLB.
     pub fn new() -> Self {
         let empty = || vec![TlbEntry::default(); TLB_ENTRIES].into_boxed_slice();
-        Self { sets: [empty(), empty()] }
+        Self { sets: [empty(), empty()], epoch: 0 }
     }
 
     fn index(vpn: u64) -> usize {
@@ -365,6 +368,7 @@ impl Tlb {
     /// Drops everything (CR0/CR4/EFER changes), or everything but global
     /// entries (a CR3 write with CR4.PGE).
     pub fn flush(&mut self, keep_global: bool) {
+        self.epoch += 1;
         for set in &mut self.sets {
             for e in set.iter_mut() {
                 if !(keep_global && e.global) {
@@ -377,6 +381,7 @@ impl Tlb {
     /// INVLPG: drops the entries for the page of `linear`. Large pages are
     /// cached per 4 KiB page, so a large-page INVLPG drops everything.
     pub fn flush_page(&mut self, linear: u64) {
+        self.epoch += 1;
         let vpn = linear >> 12;
         for set in &mut self.sets {
             let e = &mut set[Self::index(vpn)];

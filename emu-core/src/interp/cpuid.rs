@@ -8,14 +8,20 @@ pub const BMI1: bool = false;
 /// The vendor string, in EBX, EDX, ECX order.
 pub const VENDOR: &[u8; 12] = b"GenuineIntel";
 
-/// Leaf 1 EDX: PSE, TSC, MSR, PAE, CX8, PGE, CMOV, PAT, PSE-36, CLFSH.
-const LEAF1_EDX: u32 = 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 8 | 1 << 13 | 1 << 15 | 1 << 16 | 1 << 17 | 1 << 19;
-/// Leaf 1 ECX: CMPXCHG16B, POPCNT, running under a hypervisor.
-const LEAF1_ECX: u32 = 1 << 13 | 1 << 23 | 1 << 31;
+/// Leaf 1 EDX: PSE, TSC, MSR, PAE, CX8, SEP, PGE, CMOV, PAT, PSE-36, CLFSH,
+/// and the FPU group (exec/x87*, sse*, fxsave): FPU, MMX, FXSR, SSE, SSE2.
+const LEAF1_EDX: u32 = 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 8 | 1 << 11 | 1 << 13 | 1 << 15 | 1 << 16 | 1 << 17 | 1 << 19 | FPU_EDX;
+/// FPU (0), MMX (23), FXSR (24), SSE (25), SSE2 (26).
+const FPU_EDX: u32 = 1 << 0 | 1 << 23 | 1 << 24 | 1 << 25 | 1 << 26;
+/// Leaf 1 ECX: SSE3 (bit 0, with FISTTP), CMPXCHG16B, POPCNT, running
+/// under a hypervisor.
+const LEAF1_ECX: u32 = 1 << 0 | 1 << 13 | 1 << 23 | 1 << 31;
+/// Leaf 7 EBX: FCS and FDS deprecated (stored as zero; bit 13).
+const LEAF7_EBX: u32 = 1 << 13;
 /// Leaf 1 EDX bit for an on-chip APIC, set when the machine has one.
 const APIC: u32 = 1 << 9;
-/// Extended leaf 1 EDX: NX, 1 GiB pages, RDTSCP, long mode.
-const EXT1_EDX: u32 = 1 << 20 | 1 << 26 | 1 << 27 | 1 << 29;
+/// Extended leaf 1 EDX: SYSCALL/SYSRET, NX, 1 GiB pages, RDTSCP, long mode.
+const EXT1_EDX: u32 = 1 << 11 | 1 << 20 | 1 << 26 | 1 << 27 | 1 << 29;
 /// Extended leaf 1 ECX: LAHF/SAHF in 64-bit mode, LZCNT (ABM).
 const EXT1_ECX: u32 = 1 << 0 | 1 << 5;
 
@@ -45,6 +51,7 @@ pub fn cpuid(leaf: u32, subleaf: u32, platform: Platform) -> (u32, u32, u32, u32
             (0x0000_06f1, u32::from(platform.apic_id) << 24 | 8 << 8, LEAF1_ECX, edx)
         }
         // Structured extended features: none yet.
+        7 if subleaf == 0 => (0, LEAF7_EBX, 0, 0),
         7 => (0, 0, 0, 0),
         0x8000_0000 => (0x8000_0008, 0, 0, 0),
         0x8000_0001 => (0, 0, EXT1_ECX, EXT1_EDX),

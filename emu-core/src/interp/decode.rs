@@ -47,8 +47,25 @@ struct Slot {
     block: Option<Arc<Block>>,
 }
 
+/// A recent block by RIP, valid while the translations, the cached code
+/// and the mode it was found under are unchanged (QEMU's tb_jmp_cache).
+#[derive(Clone, Copy, Default)]
+struct Jump {
+    rip: u64,
+    cs_base: u64,
+    /// Bitness and CPL.
+    mode: u32,
+    tlb_epoch: u64,
+    generation: u64,
+    slot: u32,
+    valid: bool,
+}
+
+const JUMP_SLOTS: usize = 4096;
+
 /// Decoded blocks by host address.
 pub(crate) struct CodeCache {
+    jumps: Box<[Jump]>,
     slots: Vec<Slot>,
     /// For each code page (guest-physical page number), the slots used.
     pages: HashMap<u64, Vec<u32>>,
@@ -59,7 +76,13 @@ pub(crate) struct CodeCache {
 
 impl Default for CodeCache {
     fn default() -> Self {
-        Self { slots: vec![Slot::default(); SLOTS], pages: HashMap::new(), code_pages: HashSet::new(), generation: 0 }
+        Self {
+            jumps: vec![Jump::default(); JUMP_SLOTS].into_boxed_slice(),
+            slots: vec![Slot::default(); SLOTS],
+            pages: HashMap::new(),
+            code_pages: HashSet::new(),
+            generation: 0,
+        }
     }
 }
 
@@ -114,6 +137,26 @@ impl CodeCache {
             return None;
         }
         slot.block.take().map(|b| (idx, b))
+    }
+
+    /// Takes the block recorded for `rip` in the jump cache, if still valid.
+    fn take_by_rip(&mut self, rip: u64, cs_base: u64, mode: u32, tlb_epoch: u64) -> Option<(usize, Arc<Block>)> {
+        let j = self.jumps[(rip as usize ^ (rip >> 12) as usize) & (JUMP_SLOTS - 1)];
+        if !j.valid || j.rip != rip || j.cs_base != cs_base || j.mode != mode || j.tlb_epoch != tlb_epoch || j.generation != self.generation {
+            return None;
+        }
+        let idx = j.slot as usize;
+        let slot = self.slots.get_mut(idx)?;
+        if slot.block.as_ref().is_none_or(|b| b.rip != rip) {
+            return None;
+        }
+        slot.block.take().map(|b| (idx, b))
+    }
+
+    fn remember(&mut self, rip: u64, cs_base: u64, mode: u32, tlb_epoch: u64, slot: usize) {
+        let generation = self.generation;
+        self.jumps[(rip as usize ^ (rip >> 12) as usize) & (JUMP_SLOTS - 1)] =
+            Jump { rip, cs_base, mode, tlb_epoch, generation, slot: slot as u32, valid: true };
     }
 
     /// Returns a block taken with [`CodeCache::take`], unless its page was
@@ -172,26 +215,27 @@ impl Interpreter {
         }
     }
 
-    /// RIP after `len` more bytes, wrapped to the code size.
-    pub(crate) fn advance_ip(&self, rip: u64, len: u64) -> u64 {
-        let next = rip.wrapping_add(len);
-        if self.in_64bit_mode() {
-            next
-        } else {
-            next & 0xffff_ffff
-        }
-    }
-
     /// The block starting at CS:RIP, from the cache (taken out of its
     /// slot, with the slot's index) or freshly decoded (a one-instruction
     /// block when it cannot be cached).
     pub(crate) fn block_at_rip(&mut self) -> R<(Option<usize>, Arc<Block>)> {
         let bitness = self.bitness();
         let rip = self.s.rip;
+        let cpl = self.s.cpl();
+        let cs_base = self.s.segs[seg::CS].base;
+        let mode = bitness | u32::from(cpl) << 8;
+        if let Some((idx, block)) = self.code.take_by_rip(rip, cs_base, mode, self.tlb.epoch) {
+            if self.in_64bit_mode() || block.end - 1 <= u64::from(self.s.segs[seg::CS].limit) {
+                return Ok((Some(idx), block));
+            }
+            let generation = self.code.generation;
+            self.code.put_back(Some(idx), block, generation);
+        }
         let lin = self.linear_code(rip, 1)?;
-        let user = self.s.cpl() == 3;
+        let user = cpl == 3;
         if let Some(host) = self.tlb.lookup(lin, Access::Execute, user) {
             if let Some((idx, block)) = self.code.take(host as u64, bitness, rip) {
+                self.code.remember(rip, cs_base, mode, self.tlb.epoch, idx);
                 if let Err(e) = self.check_code_limit(rip, block.end - rip) {
                     let generation = self.code.generation;
                     self.code.put_back(Some(idx), block, generation);

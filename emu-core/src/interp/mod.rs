@@ -274,3 +274,5 @@ impl Vcpu for Interpreter {
 mod tests;
 #[cfg(test)]
 mod tests_fpu;
+#[cfg(test)]
+mod tests_protect;

@@ -8,11 +8,15 @@ mod bits;
 mod control;
 mod data;
 mod fastcall;
+mod fxsave;
 mod io;
 mod muldiv;
 mod protect;
 mod shift;
 mod softfp;
+mod sse;
+mod sse_float;
+mod sse_int;
 mod stack;
 mod string;
 mod system;
@@ -54,6 +58,7 @@ fn table() -> &'static Table {
         control::register(&mut t);
         data::register(&mut t);
         fastcall::register(&mut t);
+        fxsave::register(&mut t);
         io::register(&mut t);
         muldiv::register(&mut t);
         protect::register(&mut t);
@@ -63,6 +68,10 @@ fn table() -> &'static Table {
         system::register(&mut t);
         x87::register(&mut t);
         x87_ctl::register(&mut t);
+        // After `string`, whose MOVSD/CMPSD the SSE handlers defer to.
+        sse::register(&mut t);
+        sse_float::register(&mut t);
+        sse_int::register(&mut t);
         t
     })
 }

@@ -173,6 +173,17 @@ pub(crate) fn is_unsupported80(v: F80) -> bool {
     exp80(v) != 0 && v.signif >> 63 == 0
 }
 
+/// A pseudo-denormal (exponent 0, integer bit set) rewritten with
+/// exponent 1, the same value, which SoftFloat compares and computes
+/// correctly.
+pub(crate) fn canon80(v: F80) -> F80 {
+    if exp80(v) == 0 && v.signif >> 63 == 1 {
+        f80(v.signExp | 1, v.signif)
+    } else {
+        v
+    }
+}
+
 /// The value with its sign flipped.
 pub(crate) fn neg80(v: F80) -> F80 {
     f80(v.signExp ^ 0x8000, v.signif)

@@ -17,7 +17,7 @@
 //! the result with its exponent wrapped by 24576; this stores the masked
 //! result instead (and raises #MF on the next waiting instruction).
 
-use iced_x86::{Instruction, MemorySize, Mnemonic as M, OpKind, Register};
+use iced_x86::{Instruction, MemorySize, Mnemonic as M, OpKind};
 
 use crate::cpu::{cr0, flags};
 
@@ -139,12 +139,13 @@ impl Interpreter {
     }
 
     /// FCW.PC as SoftFloat's rounding precision (24 bits -> 32, 53 -> 64,
-    /// 64 -> 80; the reserved encoding 01 acts as 24 bits).
+    /// 64 -> 80; the reserved encoding 01 acts as 64 bits, as on the
+    /// hardware).
     pub(super) fn fpu_pc(&self) -> u8 {
         match (self.s.fx.fcw >> 8) & 3 {
+            0 => 32,
             2 => 64,
-            3 => 80,
-            _ => 32,
+            _ => 80,
         }
     }
 
@@ -412,11 +413,12 @@ fn op80(op: Op, a: F80, b: F80, rc: u32, pc: u8, extra_de: bool) -> Out {
     if let Some(o) = unsupported(&[a, b]) {
         return o;
     }
+    let (ca, cb) = (sp::canon80(a), sp::canon80(b));
     let mut out = run80(rc, pc, || match op {
-        Op::Add => sfc!(extF80_add(a, b)),
-        Op::Sub => sfc!(extF80_sub(a, b)),
-        Op::Mul => sfc!(extF80_mul(a, b)),
-        Op::Div => sfc!(extF80_div(a, b)),
+        Op::Add => sfc!(extF80_add(ca, cb)),
+        Op::Sub => sfc!(extF80_sub(ca, cb)),
+        Op::Mul => sfc!(extF80_mul(ca, cb)),
+        Op::Div => sfc!(extF80_div(ca, cb)),
     });
     denormal_check(&mut out, &[a, b], extra_de);
     out
@@ -452,18 +454,19 @@ fn fld(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     if !cpu.push_room() {
         return Ok(());
     }
-    let mut flags = 0;
     let mut v = v;
     if ins.op0_kind() == OpKind::Memory && ins.memory_size() != MemorySize::Float80 {
         if sp::is_snan80(v) {
-            flags |= fl::IE;
+            // An unmasked invalid loads nothing.
+            cpu.set_cc(sw::C1, 0);
+            if !cpu.fpu_report(fl::IE, false) {
+                return Ok(());
+            }
             v.signif |= 1 << 62;
         } else if de {
-            flags |= fl::DE;
+            // A denormal is loaded even when DE is unmasked.
+            cpu.fpu_flag(fl::DE);
         }
-    }
-    if !cpu.fpu_report(flags, false) {
-        return Ok(());
     }
     cpu.set_cc(sw::C1, 0);
     cpu.fpu_push(v);
@@ -527,7 +530,7 @@ fn fst(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     }
     cpu.x87_note(ins);
     if !store {
-        let pre = if flags & (fl::IE | fl::DE) & blocking != 0 { flags & (fl::IE | fl::DE) } else { flags };
+        let pre = if flags & (fl::IE | fl::DE) & blocking != 0 { flags & (fl::IE | fl::DE) } else { flags & !fl::PE };
         cpu.fpu_flag(pre);
         cpu.set_cc(sw::C1, 0);
         return Ok(());
@@ -541,22 +544,21 @@ fn fst(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
 }
 
 /// Rounds an 80-bit value to binary32/binary64 with the x87 rules:
-/// unsupported encodings are invalid, a signalling NaN raises IE, a
-/// denormal source raises DE. Returns bits, flags and the round-up bit.
+/// unsupported encodings are invalid, a signalling NaN raises IE (a
+/// denormal source raises no DE). Returns bits, flags and the round-up
+/// bit.
 pub(super) fn narrow(v: F80, ty: Ty, rc: u32) -> (u64, u32, bool) {
     if sp::is_unsupported80(v) {
         return (ty.indefinite(), fl::IE, false);
     }
-    let (bits, mut flags) = sp::with(rc, 80, || sp::from80(ty, v));
+    let v = sp::canon80(v);
+    let (bits, flags) = sp::with(rc, 80, || sp::from80(ty, v));
     let c1 = if flags & fl::PE != 0 && rc != sp::RC_ZERO {
         let (z, _) = sp::with(sp::RC_ZERO, 80, || sp::from80(ty, v));
         z != bits
     } else {
         false
     };
-    if sp::is_denormal80(v) {
-        flags |= fl::DE;
-    }
     (bits, flags, c1)
 }
 
@@ -593,6 +595,7 @@ pub(super) fn to_int(v: F80, size: usize, rc: u32, trunc: bool) -> (i64, u32, bo
     if sp::is_unsupported80(v) || sp::is_nan80(v) {
         return (indefinite, fl::IE, false);
     }
+    let v = sp::canon80(v);
     let rc = if trunc { sp::RC_ZERO } else { rc };
     let mode = sp::sf_mode(rc);
     let (r, flags) = sp::with(rc, 80, || sfc!(extF80_to_i64(v, mode, true)));
@@ -726,7 +729,9 @@ fn fsqrt(cpu: &mut Interpreter, _ins: &Instruction) -> R<()> {
     }
     let a = cpu.st(0);
     let out = unsupported(&[a]).unwrap_or_else(|| {
-        let mut o = run80(cpu.fpu_rc(), cpu.fpu_pc(), || sfc!(extF80_sqrt(a)));
+        let c = sp::canon80(a);
+        let mut o = run80(cpu.fpu_rc(), cpu.fpu_pc(), || sfc!(extF80_sqrt(c)));
+        let a = cpu.st(0);
         denormal_check(&mut o, &[a], false);
         o
     });
@@ -745,6 +750,8 @@ fn frndint(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     let rc = cpu.fpu_rc();
     let out = unsupported(&[a]).unwrap_or_else(|| {
         let mode = sp::sf_mode(rc);
+        let orig = a;
+        let a = sp::canon80(a);
         let mut o = run80(rc, 80, || sfc!(extF80_roundToInt(a, mode, true)));
         // roundToInt rounds toward zero when rerun with RC_ZERO's mode
         // only if the mode argument says so: redo C1 explicitly.
@@ -752,7 +759,7 @@ fn frndint(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
             let z = sp::with(rc, 80, || sfc!(extF80_roundToInt(a, sp::sf_mode(sp::RC_ZERO), false))).0;
             o.c1 = !sp::eq80(z, o.v);
         }
-        denormal_check(&mut o, &[a], false);
+        denormal_check(&mut o, &[orig], false);
         o
     });
     commit(cpu, 0, out, 0);
@@ -797,6 +804,7 @@ pub(super) fn compare80(a: F80, b: F80, quiet: bool) -> (Rel, u32) {
         return (Rel::Unordered, if signal { fl::IE } else { 0 });
     }
     let de = if sp::is_denormal80(a) || sp::is_denormal80(b) { fl::DE } else { 0 };
+    let (a, b) = (sp::canon80(a), sp::canon80(b));
     let (lt, _) = sp::with(0, 80, || sfc!(extF80_lt_quiet(a, b)));
     let (eq, _) = sp::with(0, 80, || sfc!(extF80_eq(a, b)));
     (if eq { Rel::Eq } else if lt { Rel::Lt } else { Rel::Gt }, de)
@@ -826,8 +834,8 @@ fn fcom(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     if cpu.st_empty(0) || src_empty {
         cpu.set_cc(sw::C1, 0);
         cpu.fpu_flag(fl::IE | u32::from(sw::SF));
+        cpu.set_cc(all, all);
         if cpu.fpu_masked(fl::IE) {
-            cpu.set_cc(all, all);
             for _ in 0..pops {
                 cpu.fpu_pop();
             }
@@ -839,9 +847,9 @@ fn fcom(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         flags |= fl::DE;
     }
     cpu.set_cc(sw::C1, 0);
-    if !cpu.fpu_report(flags, false) {
-        return Ok(());
-    }
+    // The condition codes are set even for unmasked exceptions, which
+    // only suppress the pops.
+    cpu.fpu_flag(flags);
     let cc = match rel {
         Rel::Gt => 0,
         Rel::Lt => sw::C0,
@@ -849,6 +857,9 @@ fn fcom(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         Rel::Unordered => all,
     };
     cpu.set_cc(all, cc);
+    if !cpu.fpu_masked(flags) {
+        return Ok(());
+    }
     for _ in 0..pops {
         cpu.fpu_pop();
     }
@@ -867,11 +878,11 @@ fn fcomi(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         cpu.s.set_flags(cur | f);
     };
     let zpc = flags::ZF | flags::PF | flags::CF;
-    cpu.set_cc(sw::C1, 0);
     if cpu.st_empty(0) || cpu.st_empty(i) {
+        cpu.set_cc(sw::C1, 0);
         cpu.fpu_flag(fl::IE | u32::from(sw::SF));
+        set(cpu, zpc);
         if cpu.fpu_masked(fl::IE) {
-            set(cpu, zpc);
             for _ in 0..pops {
                 cpu.fpu_pop();
             }
@@ -879,9 +890,8 @@ fn fcomi(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         return Ok(());
     }
     let (rel, flags) = compare80(cpu.st(0), cpu.st(i), quiet);
-    if !cpu.fpu_report(flags, false) {
-        return Ok(());
-    }
+    cpu.fpu_flag(flags);
+    let pops = if cpu.fpu_masked(flags) { pops } else { 0 };
     let f = match rel {
         Rel::Gt => 0,
         Rel::Lt => flags::CF,
@@ -959,6 +969,7 @@ fn ffree(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     cpu.x87_note(ins);
     let p = cpu.st_phys(st_index(ins, 0));
     cpu.s.fx.ftw &= !(1 << p);
+    cpu.set_cc(sw::C1, 0);
     if ins.mnemonic() == M::Ffreep {
         cpu.fpu_pop();
     }
@@ -981,8 +992,8 @@ fn fcmov(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         _ => !pf,
     };
     let i = st_index(ins, 1);
-    cpu.set_cc(sw::C1, 0);
     if cpu.st_empty(0) || cpu.st_empty(i) {
+        cpu.set_cc(sw::C1, 0);
         cpu.fpu_flag(fl::IE | u32::from(sw::SF));
         if cpu.fpu_masked(fl::IE) {
             cpu.set_st(0, sp::INDEFINITE);
@@ -1037,6 +1048,7 @@ fn fbstp(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     }
     if flags & fl::IE != 0 && !cpu.fpu_masked(fl::IE) {
         cpu.x87_note(ins);
+        cpu.set_cc(sw::C1, 0);
         cpu.fpu_flag(fl::IE);
         return Ok(());
     }

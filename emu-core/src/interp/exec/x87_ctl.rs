@@ -6,8 +6,11 @@
 //! Precision limit: FSIN, FCOS, FSINCOS, FPTAN, FPATAN, F2XM1, FYL2X and
 //! FYL2XP1 evaluate the function in binary64 (Rust's libm) and widen the
 //! result, so they are accurate to about 2^-52 relative rather than the
-//! hardware's ~2^-63; their special cases (zeros, infinities, NaNs,
-//! out-of-range arguments with C2, stack faults, the flags) follow the SDM.
+//! hardware's ~2^-63. FSIN/FCOS/FSINCOS/FPTAN reduce their argument
+//! exactly modulo the hardware's 66-bit pi first, so large arguments give
+//! the hardware's (not the mathematical) values; FYL2X takes the exponent
+//! exactly. Special cases (zeros, infinities, NaNs, out-of-range
+//! arguments with C2, stack faults, the flags) follow the SDM.
 
 use iced_x86::{Instruction, MemorySize, Mnemonic as M, OpKind, Register};
 
@@ -142,7 +145,7 @@ impl Interpreter {
             }
         };
         let real = !self.protected_mode() || self.vm86();
-        self.s.fx.fcw = word(0) as u16;
+        self.s.fx.fcw = (word(0) as u16 & 0x1f7f) | 0x40;
         self.s.fx.fsw = word(1) as u16;
         self.set_full_tag_word(word(2) as u16);
         if real {
@@ -279,7 +282,7 @@ fn scale80(v: F80, k: i64, rc: u32) -> Out {
     }
     // Out of range: one rounding through SoftFloat's multiply, with the
     // significand moved to a safe exponent and the rest as a power of two.
-    let (base_e, rest) = if target > 0 { (16000i64, (target - 16000).min(20000)) } else { (-10000i64, (target + 10000).max(-6445)) };
+    let (base_e, rest) = if target > 0 { (16000i64, (target - 16000).min(16383)) } else { (-10100i64, (target + 10100).max(-6400)) };
     let x = sp::exact80(neg, u128::from(sig), base_e as i32 - 63);
     let p = pow2(rest as i32);
     run80(rc, 80, || sfc!(extF80_mul(x, p)))
@@ -310,19 +313,20 @@ fn fscale(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
             Out { v: sp::INDEFINITE, flags: fl::IE, c1: false }
         } else if sp::is_zero80(a) || sp::is_inf80(a) {
             Out { v: a, flags: 0, c1: false }
-        } else if neg_b {
-            Out { v: sp::zero80(sp::sign80(a)), flags: 0, c1: false }
         } else {
-            Out { v: sp::inf80(sp::sign80(a)), flags: 0, c1: false }
+            let de = if sp::is_denormal80(a) { fl::DE } else { 0 };
+            let v = if neg_b { sp::zero80(sp::sign80(a)) } else { sp::inf80(sp::sign80(a)) };
+            Out { v, flags: de, c1: false }
         }
     } else if sp::is_zero80(a) || sp::is_inf80(a) {
         Out { v: a, flags: if sp::is_denormal80(b) { fl::DE } else { 0 }, c1: false }
     } else {
         let mode = sp::sf_mode(sp::RC_ZERO);
-        let (k, _) = sp::with(sp::RC_ZERO, 80, || sfc!(extF80_to_i64(b, mode, false)));
-        // Saturated at +-2^63 for huge values; clamp to a range that still
-        // over- or underflows any operand.
-        let k = k.clamp(-70000, 70000);
+        let bc = sp::canon80(b);
+        let (k, f) = sp::with(sp::RC_ZERO, 80, || sfc!(extF80_to_i64(bc, mode, false)));
+        // Clamp to a range that still over- or underflows any operand
+        // (an out-of-range conversion gives the integer indefinite).
+        let k = if f & fl::IE != 0 { if sp::sign80(b) { -70000 } else { 70000 } } else { k.clamp(-70000, 70000) };
         let mut o = scale80(a, k, rc);
         denormal_check(&mut o, &[a, b], false);
         o
@@ -367,10 +371,10 @@ fn fxtract(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         let de = if sp::is_denormal80(a) { fl::DE } else { 0 };
         (ev, sp::exact80(sp::sign80(a), u128::from(s), -63), de)
     };
+    cpu.set_cc(sw::C1, 0);
     if !cpu.fpu_report(flags, false) {
         return Ok(());
     }
-    cpu.set_cc(sw::C1, 0);
     cpu.set_st(0, exp);
     cpu.fpu_push(sig);
     Ok(())
@@ -384,6 +388,7 @@ fn fprem(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     cpu.x87_note(ins);
     let ieee = ins.mnemonic() == M::Fprem1;
     if cpu.st_empty(0) || cpu.st_empty(1) {
+        cpu.set_cc(sw::C2, 0);
         cpu.stack_underflow(Some(0), 0);
         return Ok(());
     }
@@ -400,12 +405,14 @@ fn fprem(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         Some(Out { v: sp::INDEFINITE, flags: fl::IE, c1: false })
     } else if sp::is_zero80(a) || sp::is_inf80(b) {
         let de = if sp::is_denormal80(a) || sp::is_denormal80(b) { fl::DE } else { 0 };
-        Some(Out { v: a, flags: de, c1: false })
+        Some(Out { v: sp::canon80(a), flags: de, c1: false })
     } else {
         None
     };
     if let Some(o) = special {
-        cpu.set_cc(sw::C0 | sw::C2 | sw::C3, 0);
+        // An invalid operand leaves C0 and C3 alone.
+        let bits = if o.flags & fl::IE != 0 || sp::is_nan80(o.v) { sw::C2 } else { sw::C0 | sw::C2 | sw::C3 };
+        cpu.set_cc(bits, 0);
         commit(cpu, 0, o, 0);
         return Ok(());
     }
@@ -428,7 +435,7 @@ fn fprem(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
             let r = (u128::from(sb) << 1) - u128::from(sa);
             (sp::exact80(!neg, r, eb - 64), quotient_cc(1))
         } else {
-            (a, 0)
+            (sp::exact80(neg, u128::from(sa), ea - 63), 0)
         }
     } else {
         let num = u128::from(sa) << d;
@@ -444,7 +451,13 @@ fn fprem(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         let v = if r == 0 { sp::zero80(neg) } else { sp::exact80(rneg, r, eb - 63) };
         (v, quotient_cc(q as u64))
     };
-    if !cpu.fpu_report(de, false) {
+    // A denormal result signals an unmasked underflow (also alongside an
+    // unmasked denormal operand, which stores nothing and clears the
+    // condition codes).
+    let tiny = if sp::is_denormal80(v) && !cpu.fpu_masked(fl::UE) { fl::UE } else { 0 };
+    cpu.fpu_flag(de | tiny);
+    if !cpu.fpu_masked(de) {
+        cpu.set_cc(sw::CC, 0);
         return Ok(());
     }
     cpu.set_cc(sw::CC, cc);
@@ -475,12 +488,60 @@ fn approx(x: f64) -> Out {
     Out { v: from_f64(x), flags: fl::PE, c1: false }
 }
 
+/// The hardware's 66-bit pi, as pi * 2^64 truncated to 66 bits.
+const PI66: u128 = 0x3_243f_6a88_85a3_08d3;
+
+/// sin and cos of a finite value with |x| < 2^63, with the argument
+/// reduced exactly modulo the 66-bit pi/2 as the hardware does, then the
+/// functions evaluated in binary64.
+fn sin_cos(a: F80) -> (f64, f64) {
+    if sp::is_zero80(a) {
+        return (if sp::sign80(a) { -0.0 } else { 0.0 }, 1.0);
+    }
+    let (sig, e) = sp::unpack80(a);
+    let neg = sp::sign80(a);
+    let (q, s, c) = if e < 0 {
+        let y = to_f64(sp::f80(a.signExp & 0x7fff, a.signif));
+        (0u32, y.sin(), y.cos())
+    } else {
+        // x = sig * 2^(e + 2) * 2^-65, pi/2 = PI66 * 2^-65: double the
+        // remainder e + 2 times, keeping the quotient's low bits.
+        let mut r = u128::from(sig) % PI66;
+        let mut q = 0u32;
+        for _ in 0..e + 2 {
+            r <<= 1;
+            q <<= 1;
+            if r >= PI66 {
+                r -= PI66;
+                q |= 1;
+            }
+        }
+        let scale = 2f64.powi(-65);
+        let (s, c) = if r <= PI66 / 2 {
+            let y = r as f64 * scale;
+            (y.sin(), y.cos())
+        } else {
+            let t = (PI66 - r) as f64 * scale;
+            (t.cos(), t.sin())
+        };
+        (q & 3, s, c)
+    };
+    let (s, c) = match q {
+        0 => (s, c),
+        1 => (c, -s),
+        2 => (-s, -c),
+        _ => (-c, s),
+    };
+    (if neg { -s } else { s }, c)
+}
+
 fn trig(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     cpu.x87_enter(true)?;
     cpu.x87_note(ins);
     let m = ins.mnemonic();
     let pushes = matches!(m, M::Fsincos | M::Fptan);
     if cpu.st_empty(0) {
+        cpu.set_cc(sw::C2, 0);
         if cpu.stack_underflow(Some(0), 0) && pushes && cpu.push_room() {
             cpu.fpu_push(sp::INDEFINITE);
         }
@@ -512,7 +573,7 @@ fn trig(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         let o = Out { v: sp::INDEFINITE, flags: fl::IE, c1: false };
         (o, pushes.then_some(Out { v: sp::INDEFINITE, flags: 0, c1: false }))
     } else {
-        let x = to_f64(a);
+        let (sin, cos) = sin_cos(a);
         let tiny = sp::is_zero80(a) || sp::unpack80(a).1 < -32;
         let de = if sp::is_denormal80(a) { fl::DE } else { 0 };
         let exact_zero = sp::is_zero80(a);
@@ -521,22 +582,22 @@ fn trig(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         let pe = if exact_zero { 0 } else { fl::PE };
         match m {
             M::Fsin if tiny => (same(pe | de), None),
-            M::Fsin => (approx(x.sin()), None),
+            M::Fsin => (approx(sin), None),
             M::Fcos if tiny => (one(pe | de), None),
-            M::Fcos => (approx(x.cos()), None),
+            M::Fcos => (approx(cos), None),
             // FSINCOS: ST(0) = cos, then push sin.
             M::Fsincos if tiny => (one(pe | de), Some(same(pe))),
-            M::Fsincos => (approx(x.cos()), Some(approx(x.sin()))),
+            M::Fsincos => (approx(cos), Some(approx(sin))),
             // FPTAN: ST(0) = tan, then push 1.0.
             _ if tiny => (same(pe | de), Some(one(0))),
-            _ => (approx(x.tan()), Some(one(0))),
+            _ => (approx(sin / cos), Some(one(0))),
         }
     };
     let flags = first.flags | second.as_ref().map_or(0, |o| o.flags);
+    cpu.set_cc(sw::C1, 0);
     if !cpu.fpu_report(flags, false) {
         return Ok(());
     }
-    cpu.set_cc(sw::C1, 0);
     cpu.set_st(0, first.v);
     if let Some(s) = second {
         cpu.fpu_push(s.v);
