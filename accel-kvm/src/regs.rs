@@ -134,7 +134,8 @@ pub fn to_kvm_fpu(fx: &FxState) -> kvm_fpu {
         *dst = src.to_le_bytes();
     }
     kvm_fpu {
-        fpr: fx.st,
+        // KVM holds the data registers in stack order, as FXSAVE does.
+        fpr: fx.st_stack_order(),
         fcw: fx.fcw,
         fsw: fx.fsw,
         ftwx: fx.ftw,
@@ -149,7 +150,7 @@ pub fn to_kvm_fpu(fx: &FxState) -> kvm_fpu {
 
 /// The x87/SSE state from `kvm_fpu`.
 pub fn from_kvm_fpu(f: &kvm_fpu) -> FxState {
-    FxState {
+    let mut fx = FxState {
         fcw: f.fcw,
         fsw: f.fsw,
         ftw: f.ftwx,
@@ -157,10 +158,11 @@ pub fn from_kvm_fpu(f: &kvm_fpu) -> FxState {
         fip: f.last_ip,
         fdp: f.last_dp,
         mxcsr: f.mxcsr,
-        st: f.fpr,
         xmm: f.xmm.map(u128::from_le_bytes),
         ..FxState::default()
-    }
+    };
+    fx.set_st_stack_order(&f.fpr);
+    fx
 }
 
 #[cfg(test)]
@@ -185,7 +187,10 @@ mod tests {
         let mut fx = FxState::default();
         fx.xmm[15] = 42 << 64 | 7;
         fx.st[0][0] = 1;
-        fx.fsw = 0x1234;
-        assert_eq!(from_kvm_fpu(&to_kvm_fpu(&fx)), fx);
+        fx.st[3][0] = 3;
+        fx.fsw = 0x1234; // TOP = 2
+        let k = to_kvm_fpu(&fx);
+        assert_eq!(k.fpr[1][0], 3, "ST(1) is physical R3 when TOP = 2");
+        assert_eq!(from_kvm_fpu(&k), fx);
     }
 }

@@ -170,7 +170,10 @@ pub struct FxState {
     pub mxcsr: u32,
     /// Which MXCSR bits may be set.
     pub mxcsr_mask: u32,
-    /// ST0-ST7 / MM0-MM7, 80 bits each in 16-byte slots.
+    /// The eight x87 data registers R0-R7 in *physical* order (ST(i) is
+    /// R((TOP + i) mod 8)), 80 bits each in 16-byte slots. The
+    /// architectural FXSAVE image and KVM's `kvm_fpu` hold them in stack
+    /// order instead: see [`FxState::st_stack_order`].
     pub st: [[u8; 16]; 8],
     /// XMM0-XMM15.
     pub xmm: [u128; 16],
@@ -198,7 +201,29 @@ impl Default for FxState {
 }
 
 impl FxState {
-    /// The 512-byte FXSAVE image.
+    /// TOP, the stack top, from the status word.
+    pub fn top(&self) -> usize {
+        usize::from((self.fsw >> 11) & 7)
+    }
+
+    /// The data registers in stack order, ST(0) first, as FXSAVE stores
+    /// them.
+    pub fn st_stack_order(&self) -> [[u8; 16]; 8] {
+        let top = self.top();
+        std::array::from_fn(|i| self.st[(top + i) & 7])
+    }
+
+    /// Sets the data registers from stack order (ST(0) first), using the
+    /// current TOP.
+    pub fn set_st_stack_order(&mut self, st: &[[u8; 16]; 8]) {
+        let top = self.top();
+        for (i, v) in st.iter().enumerate() {
+            self.st[(top + i) & 7] = *v;
+        }
+    }
+
+    /// This struct's 512 bytes, with the data registers in physical order
+    /// (the interpreter's FXSAVE rotates them into stack order).
     pub fn to_bytes(&self) -> [u8; 512] {
         let mut b = [0u8; 512];
         b[0..2].copy_from_slice(&self.fcw.to_le_bytes());
@@ -218,7 +243,7 @@ impl FxState {
         b
     }
 
-    /// Reads a 512-byte FXSAVE image.
+    /// The inverse of [`FxState::to_bytes`].
     pub fn from_bytes(b: &[u8; 512]) -> Self {
         let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
         let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
@@ -629,6 +654,18 @@ mod tests {
         // NEG 0 leaves CF clear; NEG 1 sets it.
         assert_eq!(lf(FlagsOp::Neg, 4, 0, 0, 0, 0) & flags::CF, 0);
         assert_eq!(lf(FlagsOp::Neg, 4, 1, 0, 0xffff_ffff, 0) & flags::CF, flags::CF);
+    }
+
+    #[test]
+    fn stack_order_rotates_by_top() {
+        let mut fx = FxState { fsw: 5 << 11, ..FxState::default() };
+        fx.st[5][0] = 0xaa; // ST(0) when TOP = 5
+        fx.st[4][0] = 0xbb; // ST(7)
+        let st = fx.st_stack_order();
+        assert_eq!((st[0][0], st[7][0]), (0xaa, 0xbb));
+        let mut back = FxState { fsw: 5 << 11, ..FxState::default() };
+        back.set_st_stack_order(&st);
+        assert_eq!(back.st, fx.st);
     }
 
     #[test]

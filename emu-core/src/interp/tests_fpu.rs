@@ -769,7 +769,8 @@ fn environment_images_match_host() {
         ("fnsave", asm(|a| a.fnsave(ptr(rsi))), 0..12),
         ("fnsave regs", asm(|a| a.fnsave(ptr(rsi))), 28..108),
         ("fxsave64", asm(|a| a.fxsave64(ptr(rsi))), 0..8),
-        ("fxsave64 regs", asm(|a| a.fxsave64(ptr(rsi))), 24..416),
+        ("fxsave64 mxcsr", asm(|a| a.fxsave64(ptr(rsi))), 24..28),
+        ("fxsave64 regs", asm(|a| a.fxsave64(ptr(rsi))), 32..416),
     ];
     for (name, ins, range) in store {
         let host = Host::new(&ins);
@@ -1096,4 +1097,24 @@ fn to_f64(v: u128) -> f64 {
     }
     let m = sig as f64 * 2f64.powi((e.max(1) - 16383 - 63).max(-1074));
     if se & 0x8000 != 0 { -m } else { m }
+}
+
+#[test]
+fn string_movsd_and_cmpsd_still_run() {
+    let code = asm(|a| {
+        a.mov(rsi, MEM)?;
+        a.mov(rdi, MEM + 0x100)?;
+        a.movsd()?;
+        a.mov(rsi, MEM)?;
+        a.mov(rdi, MEM + 0x100)?;
+        a.cmpsd()
+    });
+    let mut cpu = cpu_for(&code);
+    cpu.mem.write(MEM, &0x1234_5678u32.to_le_bytes()).unwrap();
+    for _ in 0..6 {
+        run_one(&mut cpu).unwrap();
+    }
+    assert_eq!(cpu.mem.read_u32(MEM + 0x100).unwrap(), 0x1234_5678);
+    assert_ne!(cpu.s.flags() & flags::ZF, 0);
+    assert_eq!(cpu.s.gpr[reg::RDI], MEM + 0x104);
 }

@@ -115,6 +115,7 @@ fn fxrstor(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     let fcw = (u16::from_le_bytes([b[0], b[1]]) & 0x1f7f) | 0x40;
     b[0..2].copy_from_slice(&fcw.to_le_bytes());
     cpu.load_fx_image(&b);
+    cpu.fpu_update_es();
     Ok(())
 }
 

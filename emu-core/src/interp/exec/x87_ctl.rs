@@ -585,9 +585,9 @@ fn trig(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
             M::Fsin => (approx(sin), None),
             M::Fcos if tiny => (one(pe | de), None),
             M::Fcos => (approx(cos), None),
-            // FSINCOS: ST(0) = cos, then push sin.
-            M::Fsincos if tiny => (one(pe | de), Some(same(pe))),
-            M::Fsincos => (approx(cos), Some(approx(sin))),
+            // FSINCOS: ST(0) = sin, then push cos.
+            M::Fsincos if tiny => (same(pe | de), Some(one(pe))),
+            M::Fsincos => (approx(sin), Some(approx(cos))),
             // FPTAN: ST(0) = tan, then push 1.0.
             _ if tiny => (same(pe | de), Some(one(0))),
             _ => (approx(sin / cos), Some(one(0))),
@@ -640,8 +640,16 @@ fn two_operand_transcendental(cpu: &mut Interpreter, ins: &Instruction) -> R<()>
                 } else if sp::is_inf80(x) {
                     Out { v: x, flags: 0, c1: false }
                 } else {
-                    let (s, e) = sp::unpack80(x);
-                    let m = to_f64(sp::exact80(false, u128::from(s), -63)).log2();
+                    // x = m * 2^e with m in [sqrt(1/2), sqrt(2)); log2(m)
+                    // from the exact m - 1.
+                    let (s, mut e) = sp::unpack80(x);
+                    let mut mv = sp::exact80(false, u128::from(s), -63);
+                    if s > 0xb504_f333_f9de_6484 {
+                        mv = sp::exact80(false, u128::from(s), -64);
+                        e += 1;
+                    }
+                    let d = sp::with(0, 80, || sfc!(extF80_sub(mv, sp::ONE80))).0;
+                    let m = to_f64(d).ln_1p() / std::f64::consts::LN_2;
                     let ev = sfc!(i32_to_extF80(e));
                     let mv = from_f64(m);
                     let (v, f) = sp::with(rc, 80, || sfc!(extF80_add(ev, mv)));
