@@ -176,3 +176,25 @@ fn garbage_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn zero_count_32_bit_shifts_still_clear_the_upper_half() {
+    // Found by the host-CPU oracle: `ror edx, 0`, `shl r10d, cl` with
+    // CL = 32 and `shrd r8d, ebp, 0x20` write their 32-bit destination,
+    // which zero-extends, even though the flags stay untouched.
+    let code = assemble64(|a| {
+        a.mov(rdx, 0xffff_ffff_1234_5678u64)?;
+        a.ror(edx, 0)?;
+        a.mov(r10, 0xffff_ffff_0000_0001u64)?;
+        a.mov(ecx, 32u32)?;
+        a.shl(r10d, cl)?;
+        a.mov(r8, 0xaaaa_aaaa_5555_5555u64)?;
+        a.shrd(r8d, ebp, 0x20)?;
+        Ok(())
+    });
+    let mut cpu = long_mode_cpu(&code);
+    run(&mut cpu, 7);
+    assert_eq!(cpu.s.gpr[reg::RDX], 0x1234_5678);
+    assert_eq!(cpu.s.gpr[10], 1);
+    assert_eq!(cpu.s.gpr[8], 0x5555_5555);
+}
