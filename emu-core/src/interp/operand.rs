@@ -332,39 +332,46 @@ pub(crate) struct RegInfo {
     pub(crate) size: u8,
 }
 
-fn reg_table() -> &'static [RegInfo; 256] {
-    static TABLE: std::sync::OnceLock<[RegInfo; 256]> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut t = [RegInfo { kind: RegKind::Other, index: 0, size: 8 }; 256];
-        for r in Register::values() {
-            let i = r as usize;
-            if i >= 256 {
-                continue;
-            }
-            let kind = if r.is_gpr8() {
-                if is_high_byte(r) { RegKind::High8 } else { RegKind::Low8 }
-            } else if r.is_gpr16() {
-                RegKind::R16
-            } else if r.is_gpr32() {
-                RegKind::R32
-            } else if r.is_gpr64() {
-                RegKind::R64
-            } else if r.is_segment_register() {
-                RegKind::Segment
+/// Built at compile time from iced-x86's register numbering: AL..R15L,
+/// AX..R15W, EAX..R15D, RAX..R15 and ES..GS are consecutive runs (checked
+/// against iced's own predicates in the tests).
+static REG_TABLE: [RegInfo; 256] = build_reg_table();
+
+const fn build_reg_table() -> [RegInfo; 256] {
+    let mut t = [RegInfo { kind: RegKind::Other, index: 0, size: 8 }; 256];
+    let mut i = 0;
+    while i < 256 {
+        let (kind, index, size) = if i >= Register::AL as usize && i <= Register::R15L as usize {
+            let n = i - Register::AL as usize;
+            // AL CL DL BL AH CH DH BH SPL BPL SIL DIL R8L..R15L
+            if n >= 4 && n < 8 {
+                (RegKind::High8, n - 4, 1)
+            } else if n < 4 {
+                (RegKind::Low8, n, 1)
             } else {
-                RegKind::Other
-            };
-            let index = if r.is_gpr() { gpr_index(r) as u8 } else { 0 };
-            t[i] = RegInfo { kind, index, size: r.size() as u8 };
-        }
-        t
-    })
+                (RegKind::Low8, n - 4, 1)
+            }
+        } else if i >= Register::AX as usize && i <= Register::R15W as usize {
+            (RegKind::R16, i - Register::AX as usize, 2)
+        } else if i >= Register::EAX as usize && i <= Register::R15D as usize {
+            (RegKind::R32, i - Register::EAX as usize, 4)
+        } else if i >= Register::RAX as usize && i <= Register::R15 as usize {
+            (RegKind::R64, i - Register::RAX as usize, 8)
+        } else if i >= Register::ES as usize && i <= Register::GS as usize {
+            (RegKind::Segment, i - Register::ES as usize, 2)
+        } else {
+            (RegKind::Other, 0, 8)
+        };
+        t[i] = RegInfo { kind, index: index as u8, size };
+        i += 1;
+    }
+    t
 }
 
 /// The precomputed facts of a register.
 #[inline]
 pub(crate) fn reg_info(r: Register) -> RegInfo {
-    reg_table()[(r as usize) & 0xff]
+    REG_TABLE[(r as usize) & 0xff]
 }
 
 /// The index in `CpuState::gpr` of any general-purpose register.
@@ -373,6 +380,7 @@ pub(crate) fn gpr_index(r: Register) -> usize {
     (full as usize).wrapping_sub(Register::RAX as usize) & 15
 }
 
+#[cfg(test)]
 fn is_high_byte(r: Register) -> bool {
     matches!(r, Register::AH | Register::CH | Register::DH | Register::BH)
 }
@@ -394,5 +402,16 @@ mod tests {
         assert_eq!(reg_info(Register::BH).index, 3);
         assert_eq!(reg_info(Register::R9W).size, 2);
         assert_eq!(reg_info(Register::FS).kind, RegKind::Segment);
+        // The compile-time table agrees with iced-x86 for every register.
+        for r in Register::values() {
+            let info = reg_info(r);
+            if r.is_gpr() {
+                assert_eq!(usize::from(info.index), gpr_index(r), "{r:?}");
+                assert_eq!(usize::from(info.size), r.size(), "{r:?}");
+                assert_eq!(info.kind == RegKind::High8, is_high_byte(r), "{r:?}");
+            } else {
+                assert_eq!(info.kind == RegKind::Segment, r.is_segment_register(), "{r:?}");
+            }
+        }
     }
 }

@@ -69,8 +69,11 @@ fn is_far_memory(ins: &Instruction) -> bool {
 }
 
 fn jmp(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
-    if let Some((sel, off, _)) = far_target(cpu, ins)? {
-        return cpu.far_jump(sel, off);
+    let near = matches!(ins.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64);
+    if !near {
+        if let Some((sel, off, _)) = far_target(cpu, ins)? {
+            return cpu.far_jump(sel, off);
+        }
     }
     let target = match ins.op0_kind() {
         OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => ins.near_branch_target(),
@@ -87,8 +90,11 @@ fn jcc(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
 }
 
 fn call(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
-    if let Some((sel, off, size)) = far_target(cpu, ins)? {
-        return cpu.far_call(sel, off, size);
+    let near = matches!(ins.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64);
+    if !near {
+        if let Some((sel, off, size)) = far_target(cpu, ins)? {
+            return cpu.far_call(sel, off, size);
+        }
     }
     let size = ip_size(cpu, ins);
     let target = match ins.op0_kind() {
@@ -106,12 +112,10 @@ fn call(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
 
 fn ret(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     let imm = if ins.op_count() > 0 { u64::from(ins.immediate16()) } else { 0 };
-    let size = match (cpu.in_64bit_mode(), ins.code().op_code().operand_size()) {
-        (_, 16) => 2,
-        (_, 32) => 4,
-        (true, _) => 8,
-        _ => (cpu.bitness() / 8) as usize,
-    };
+    // The stack moves by one (near) or two (far) values plus the
+    // immediate, which gives the operand size without the opcode tables.
+    let values = if ins.mnemonic() == M::Retf { 2 } else { 1 };
+    let size = ((ins.stack_pointer_increment() as u64).wrapping_sub(imm) / values) as usize;
     if ins.mnemonic() == M::Retf {
         return cpu.far_return(size, imm);
     }
