@@ -198,3 +198,58 @@ fn zero_count_32_bit_shifts_still_clear_the_upper_half() {
     assert_eq!(cpu.s.gpr[10], 1);
     assert_eq!(cpu.s.gpr[8], 0x5555_5555);
 }
+
+/// A machine in real mode (or, with `protected`, flat 32-bit protected
+/// mode without an IDT) running `code` from 0x10000 with random registers.
+fn legacy_cpu(code: &[u8], protected: bool, regs: &[u64; 16]) -> Interpreter {
+    let mut cpu = long_mode_cpu(code);
+    let mut s = CpuState::reset();
+    s.gpr = *regs;
+    if protected {
+        s.cr0 = crate::cpu::cr0::PE | crate::cpu::cr0::ET;
+        s.segs[seg::CS] = crate::cpu::Segment::flat(0x8, true, false);
+        for r in [seg::DS, seg::ES, seg::SS, seg::FS, seg::GS] {
+            s.segs[r] = crate::cpu::Segment::flat(0x10, false, false);
+        }
+        s.rip = 0x1_0000;
+    } else {
+        s.segs[seg::CS] = crate::cpu::Segment::real_mode(0x1000, true);
+        s.rip = 0;
+    }
+    s.idtr = crate::cpu::DescriptorTable { base: 0, limit: if protected { 0 } else { 0x3ff } };
+    cpu.s = s;
+    cpu.state_changed();
+    cpu
+}
+
+#[test]
+fn random_code_in_every_mode_never_panics() {
+    // "The guest never crashes the host": random bytes from random register
+    // states in real, protected and long mode must execute, fault, or stop
+    // the machine, never panic (test builds keep overflow checks on).
+    let mut seed = 0x0bad_cafe_f00d_d00du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..std::env::var("POPEK_FUZZ_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(600u64) {
+        let code: Vec<u8> = (0..48).map(|_| next() as u8).collect();
+        let regs: [u64; 16] = std::array::from_fn(|_| if next() & 1 == 0 { next() } else { next() & 0xffff });
+        let mut cpu = match round % 3 {
+            0 => legacy_cpu(&code, false, &regs),
+            1 => legacy_cpu(&code, true, &regs),
+            _ => {
+                let mut c = long_mode_cpu(&code);
+                c.s.gpr = regs;
+                c
+            }
+        };
+        for _ in 0..48 {
+            if let Step::Stopped(_) = cpu.step() {
+                break;
+            }
+        }
+    }
+}
