@@ -257,6 +257,19 @@ impl Interpreter {
         true
     }
 
+    /// The start of an instruction that reads ST(0) alone: the #NM and
+    /// pending-#MF checks, FOP/FIP, then ST(0), or `None` after the masked
+    /// stack-underflow response when it is empty.
+    pub(super) fn x87_st0_operand(&mut self, ins: &Instruction) -> R<Option<F80>> {
+        self.x87_enter(true)?;
+        self.x87_note(ins);
+        if self.st_empty(0) {
+            self.stack_underflow(Some(0), 0);
+            return Ok(None);
+        }
+        Ok(Some(self.st(0)))
+    }
+
     /// Checks that a push has room (ST(7) empty); on overflow raises IE
     /// and SF with C1 set and, when masked, pushes the indefinite.
     /// Returns whether the caller may push its value.
@@ -740,13 +753,7 @@ fn fsqrt(cpu: &mut Interpreter, _ins: &Instruction) -> R<()> {
 }
 
 fn frndint(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
-    cpu.x87_enter(true)?;
-    cpu.x87_note(ins);
-    if cpu.st_empty(0) {
-        cpu.stack_underflow(Some(0), 0);
-        return Ok(());
-    }
-    let a = cpu.st(0);
+    let Some(a) = cpu.x87_st0_operand(ins)? else { return Ok(()) };
     let rc = cpu.fpu_rc();
     let out = unsupported(&[a]).unwrap_or_else(|| {
         let mode = sp::sf_mode(rc);
@@ -767,13 +774,7 @@ fn frndint(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
 }
 
 fn fchs_fabs(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
-    cpu.x87_enter(true)?;
-    cpu.x87_note(ins);
-    if cpu.st_empty(0) {
-        cpu.stack_underflow(Some(0), 0);
-        return Ok(());
-    }
-    let a = cpu.st(0);
+    let Some(a) = cpu.x87_st0_operand(ins)? else { return Ok(()) };
     let v = if ins.mnemonic() == M::Fchs { sp::neg80(a) } else { sp::f80(a.signExp & 0x7fff, a.signif) };
     cpu.set_cc(sw::C1, 0);
     cpu.set_st(0, v);

@@ -693,13 +693,7 @@ fn two_operand_transcendental(cpu: &mut Interpreter, ins: &Instruction) -> R<()>
 }
 
 fn f2xm1(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
-    cpu.x87_enter(true)?;
-    cpu.x87_note(ins);
-    if cpu.st_empty(0) {
-        cpu.stack_underflow(Some(0), 0);
-        return Ok(());
-    }
-    let a = cpu.st(0);
+    let Some(a) = cpu.x87_st0_operand(ins)? else { return Ok(()) };
     let out = if let Some(o) = unsupported(&[a]) {
         o
     } else if sp::is_nan80(a) {
