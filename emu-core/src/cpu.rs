@@ -438,7 +438,7 @@ impl LazyFlags {
 
     /// Computes the six arithmetic flags of the recorded operation.
     pub fn compute(&self) -> u64 {
-        let (a, b, r, m, sign) = (self.src1 & self.mask(), self.src2 & self.mask(), self.res & self.mask(), self.mask(), self.sign_bit());
+        let (a, b, r, sign) = (self.src1 & self.mask(), self.src2 & self.mask(), self.res & self.mask(), self.sign_bit());
         let cf = match self.op {
             FlagsOp::Materialized | FlagsOp::Logic => false,
             FlagsOp::Add => r < a,
@@ -462,7 +462,6 @@ impl LazyFlags {
             FlagsOp::Neg => (a ^ r) & 0x10 != 0,
             _ => (a ^ b ^ r) & 0x10 != 0,
         };
-        let _ = m;
         let mut f = 0;
         if cf {
             f |= flags::CF;

@@ -1,7 +1,7 @@
 //! The GDT and page tables a loader writes so the CPU can start directly in
 //! protected or long mode, as Firecracker and QEMU's direct kernel boot do.
 
-use emu_core::cpu::{cr0, efer, reg, seg};
+use emu_core::cpu::{cr0, efer};
 use emu_core::{CpuState, DescriptorTable, GuestMemory, MemoryError, Segment};
 
 /// The boot GDT (null, code, data, TSS), below the BIOS data area's users.
@@ -70,8 +70,6 @@ pub fn long_mode(mem: &GuestMemory) -> Result<CpuState, MemoryError> {
     s.cr3 = PML4_ADDR;
     s.cr4 = 1 << 5; // PAE
     s.efer = efer::LME | efer::LMA;
-    debug_assert_eq!(s.segs[seg::CS].l, 1);
-    let _ = reg::RAX;
     Ok(s)
 }
 
@@ -95,7 +93,7 @@ mod tests {
         let mem = GuestMemory::new(16 << 20).unwrap();
         let s = protected_mode(&mem).unwrap();
         assert_eq!(s.cr0 & cr0::PG, 0);
-        assert_eq!(s.segs[seg::CS].db, 1);
+        assert_eq!(s.segs[emu_core::cpu::seg::CS].db, 1);
         assert_eq!(mem.read_u64(BOOT_GDT_ADDR + 16).unwrap(), 0x00cf_9300_0000_ffff);
     }
 }

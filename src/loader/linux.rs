@@ -56,9 +56,7 @@ fn le32(d: &[u8], off: usize) -> u32 {
 #[derive(Debug, Clone, Copy)]
 struct HeaderFacts {
     version: u16,
-    setup_size: usize,
     protected_size: usize,
-    xloadflags: u16,
     init_size: u64,
 }
 
@@ -89,16 +87,15 @@ fn check_image(path: &Path, data: &[u8]) -> Result<HeaderFacts> {
         0 => 4,
         n => usize::from(n),
     };
-    let setup_size = (setup_sects + 1) * 512;
     let protected_size = le32(data, 0x1f4) as usize * 16;
-    let expected = setup_size + protected_size;
+    let expected = (setup_sects + 1) * 512 + protected_size;
     if data.len() < expected {
         return Err(bad(format!(
             "is truncated: its header describes {expected} bytes but the file has {}",
             data.len()
         )));
     }
-    Ok(HeaderFacts { version, setup_size, protected_size, xloadflags, init_size: u64::from(le32(data, 0x260)) })
+    Ok(HeaderFacts { version, protected_size, init_size: u64::from(le32(data, 0x260)) })
 }
 
 fn e820_table(mem: &GuestMemory) -> Vec<boot_e820_entry> {
@@ -211,7 +208,6 @@ pub fn load(
     cpu.gpr[reg::RSI] = ZERO_PAGE_ADDR;
     cpu.gpr[reg::RSP] = BOOT_STACK_POINTER;
     cpu.gpr[reg::RBP] = BOOT_STACK_POINTER;
-    let _ = (facts.setup_size, facts.xloadflags);
     let summary = format!(
         "Linux bzImage {} (boot protocol {}.{:02}, {} KiB at {:#x}){}",
         path.display(),

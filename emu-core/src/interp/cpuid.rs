@@ -42,7 +42,6 @@ fn le(b: &[u8]) -> u32 {
 
 /// CPUID for `leaf` and `subleaf`: (EAX, EBX, ECX, EDX).
 pub fn cpuid(leaf: u32, subleaf: u32, platform: Platform) -> (u32, u32, u32, u32) {
-    let _ = subleaf;
     match leaf {
         0 => (7, le(&VENDOR[0..4]), le(&VENDOR[8..12]), le(&VENDOR[4..8])),
         // Family 6, model 15, stepping 1; CLFLUSH line 64 bytes; APIC ID.

@@ -3,7 +3,7 @@
 
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
 
-use crate::cpu::{flags, reg, seg};
+use crate::cpu::{flags, seg};
 
 use super::super::fault::{vector, Fault, R};
 use super::super::operand::mask;
@@ -179,7 +179,6 @@ fn int(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     if cpu.vm86() && ins.mnemonic() == M::Int && (cpu.s.rflags & flags::IOPL) >> 12 != 3 {
         return Err(Fault::gp0());
     }
-    let _ = reg::RSP;
     cpu.software_interrupt(v)
 }
 
