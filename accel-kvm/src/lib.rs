@@ -133,20 +133,18 @@ impl KvmVm {
 
     fn map_memory(&self) -> Result<(), Error> {
         let readonly = self.kvm.check_extension(Cap::ReadonlyMem);
-        let mut slot = 0u32;
         let ram = self.memory.ram_regions().iter().map(|r| {
             (r.guest_start, r.len, self.memory.ram_host_address() as u64 + r.host_offset, 0)
         });
         let roms = self.memory.rom_regions().iter().map(|r| {
             (r.guest_start, r.len, r.host_address() as u64, if readonly { KVM_MEM_READONLY } else { 0 })
         });
-        for (guest_phys_addr, memory_size, userspace_addr, flags) in ram.chain(roms).collect::<Vec<_>>() {
+        for (slot, (guest_phys_addr, memory_size, userspace_addr, flags)) in (0u32..).zip(ram.chain(roms).collect::<Vec<_>>()) {
             let region = kvm_userspace_memory_region { slot, flags, guest_phys_addr, memory_size, userspace_addr };
             // SAFETY: the host range is a live mapping owned by
             // `self.memory`, which this VM holds an Arc to, so it outlives
             // the slot.
             unsafe { self.vm.set_user_memory_region(region) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
-            slot += 1;
         }
         Ok(())
     }

@@ -513,7 +513,7 @@ pub fn exceptions() -> TestRom {
         }
         l.lidt(ptr(idtr))?;
         // The cases, each resuming at the label after it.
-        let mut case = |l: &mut CodeAssembler, trigger: &dyn Fn(&mut CodeAssembler) -> Result<(), IcedError>| -> Result<(), IcedError> {
+        let case = |l: &mut CodeAssembler, trigger: &dyn Fn(&mut CodeAssembler) -> Result<(), IcedError>| -> Result<(), IcedError> {
             let mut resume = l.create_label();
             l.lea(rax, ptr(resume))?;
             l.mov(qword_ptr(RESUME), rax)?;

@@ -19,7 +19,7 @@ pub(crate) fn sel_code(selector: u16) -> u32 {
 
 /// Decodes an 8-byte descriptor into a segment cache.
 pub(crate) fn descriptor_to_segment(selector: u16, raw: u64) -> Segment {
-    let limit_raw = (raw & 0xffff) as u32 | ((raw >> 48) & 0xf) as u32 * 0x1_0000;
+    let limit_raw = (raw & 0xffff) as u32 | (((raw >> 48) & 0xf) as u32) << 16;
     let g = ((raw >> 55) & 1) as u8;
     let limit = if g != 0 { (limit_raw << 12) | 0xfff } else { limit_raw };
     Segment {

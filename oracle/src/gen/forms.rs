@@ -164,7 +164,7 @@ fn usable(code: Code, config: &GenConfig) -> bool {
         && !EXCLUDED.contains(&code)
         && op_code.op_kinds().iter().all(|&kind| fillable(kind))
         && code.cpuid_features().iter().all(|&feature| feature_available(feature, config))
-        && !(matches!(code.mnemonic(), M::Lahf | M::Sahf) && !config.lahf_sahf)
+        && (!matches!(code.mnemonic(), M::Lahf | M::Sahf) || config.lahf_sahf)
 }
 
 /// Operand kinds the generic builder fills.

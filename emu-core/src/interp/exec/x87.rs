@@ -642,7 +642,7 @@ fn fist(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         return Ok(());
     }
     let (r, flags, c1) = to_int(cpu.st(0), size, cpu.fpu_rc(), ins.mnemonic() == M::Fisttp);
-    let store = !(flags & fl::IE != 0 && !cpu.fpu_masked(fl::IE));
+    let store = flags & fl::IE == 0 || cpu.fpu_masked(fl::IE);
     if store {
         cpu.write_mem(sreg, off, size, r as u64)?;
     }
