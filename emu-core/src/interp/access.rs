@@ -244,18 +244,41 @@ pub(crate) fn is_canonical(addr: u64) -> bool {
     ((addr as i64) << 16 >> 16) as u64 == addr
 }
 
+#[inline]
 fn read_host(p: *mut u8, size: usize) -> u64 {
-    let mut buf = [0u8; 8];
     // SAFETY: `p..p+size` lies inside one guest page of a live mapping
-    // (the TLB or the walk found it); guest memory may change under us,
-    // which is why this is a plain byte copy into a local buffer.
-    unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), size) };
-    u64::from_le_bytes(buf)
+    // (the TLB or the walk found it). Unaligned loads of the access's own
+    // width (a plain memcpy call for a variable size would dominate);
+    // guest memory may change under us, which only changes the value.
+    unsafe {
+        match size {
+            1 => u64::from(p.read()),
+            2 => u64::from(u16::from_le(p.cast::<u16>().read_unaligned())),
+            4 => u64::from(u32::from_le(p.cast::<u32>().read_unaligned())),
+            8 => u64::from_le(p.cast::<u64>().read_unaligned()),
+            _ => {
+                let mut buf = [0u8; 8];
+                std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), size.min(8));
+                u64::from_le_bytes(buf)
+            }
+        }
+    }
 }
 
+#[inline]
 fn write_host(p: *mut u8, size: usize, value: u64) {
-    let bytes = value.to_le_bytes();
     // SAFETY: as in `read_host`; the TLB gives write tags only to
     // writable RAM pages.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, size) };
+    unsafe {
+        match size {
+            1 => p.write(value as u8),
+            2 => p.cast::<u16>().write_unaligned((value as u16).to_le()),
+            4 => p.cast::<u32>().write_unaligned((value as u32).to_le()),
+            8 => p.cast::<u64>().write_unaligned(value.to_le()),
+            _ => {
+                let bytes = value.to_le_bytes();
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, size.min(8));
+            }
+        }
+    }
 }
