@@ -7,6 +7,7 @@ mod bcd;
 mod bits;
 mod control;
 mod data;
+mod fast;
 mod fastcall;
 mod fxsave;
 mod io;
@@ -78,6 +79,9 @@ fn table() -> &'static Table {
 
 /// The handler for `ins`, or one that reports it unimplemented.
 pub(crate) fn handler_of(ins: &Instruction) -> Handler {
+    if let Some(h) = fast::select(ins) {
+        return h;
+    }
     table().0.get(ins.mnemonic() as usize).copied().flatten().unwrap_or(unimplemented)
 }
 
