@@ -28,12 +28,14 @@ impl Interpreter {
     }
 
     /// Whether data accesses count as user-mode accesses for paging.
+    #[inline]
     fn user_access(&self) -> bool {
         self.s.cpl() == 3
     }
 
     /// Checks a data access of `size` bytes at `offset` in segment `sreg`
     /// and returns its linear address.
+    #[inline]
     pub(crate) fn linear(&self, sreg: usize, offset: u64, size: u64, access: Access) -> R<u64> {
         let sg = &self.s.segs[sreg];
         let fault = |code| if sreg == seg::SS { Fault::ss(code) } else { Fault::gp(code) };
@@ -198,16 +200,34 @@ impl Interpreter {
     }
 
     /// Reads through segment `sreg`.
+    #[inline]
     pub(crate) fn read_mem(&mut self, sreg: usize, offset: u64, size: usize) -> R<u64> {
         let lin = self.linear(sreg, offset, size as u64, Access::Read)?;
-        self.check_alignment(lin, size)?;
+        if self.s.rflags & flags::AC != 0 {
+            self.check_alignment(lin, size)?;
+        }
+        // The common case inline: within one page and in the TLB.
+        if (lin & (PAGE - 1)) as usize + size <= PAGE as usize {
+            if let Some(p) = self.tlb.lookup(lin, Access::Read, self.user_access()) {
+                return Ok(read_host(p, size));
+            }
+        }
         self.read_linear(lin, size, Access::Read)
     }
 
     /// Writes through segment `sreg`.
+    #[inline]
     pub(crate) fn write_mem(&mut self, sreg: usize, offset: u64, size: usize, value: u64) -> R<()> {
         let lin = self.linear(sreg, offset, size as u64, Access::Write)?;
-        self.check_alignment(lin, size)?;
+        if self.s.rflags & flags::AC != 0 {
+            self.check_alignment(lin, size)?;
+        }
+        if (lin & (PAGE - 1)) as usize + size <= PAGE as usize {
+            if let Some(p) = self.tlb.lookup(lin, Access::Write, self.user_access()) {
+                write_host(p, size, value);
+                return Ok(());
+            }
+        }
         self.write_linear(lin, size, value)
     }
 
