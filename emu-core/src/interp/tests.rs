@@ -253,3 +253,24 @@ fn random_code_in_every_mode_never_panics() {
         }
     }
 }
+
+#[test]
+fn linux_microcode_revision_msr_is_readable() {
+    // Linux's early_init_intel writes IA32_BIOS_SIGN_ID, runs CPUID and
+    // reads it back without a fixup: it must not #GP.
+    let code = assemble64(|a| {
+        a.mov(ecx, 0x8bu32)?;
+        a.xor(eax, eax)?;
+        a.xor(edx, edx)?;
+        a.wrmsr()?;
+        a.mov(eax, 1u32)?;
+        a.cpuid()?;
+        a.mov(ecx, 0x8bu32)?;
+        a.rdmsr()?;
+        Ok(())
+    });
+    let mut cpu = long_mode_cpu(&code);
+    run(&mut cpu, 8);
+    assert_eq!(cpu.s.gpr[reg::RDX], 0);
+    assert_eq!(cpu.s.rip, 0x1_0000 + code.len() as u64);
+}

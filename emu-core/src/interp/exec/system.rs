@@ -293,6 +293,10 @@ fn privileged_nop(cpu: &mut Interpreter, _: &Instruction) -> R<()> {
 /// MSR numbers.
 mod msr {
     pub const TSC: u32 = 0x10;
+    pub const PLATFORM_ID: u32 = 0x17;
+    /// IA32_BIOS_SIGN_ID: the microcode revision (Linux writes 0, runs
+    /// CPUID, then reads it back on Intel family 6).
+    pub const BIOS_SIGN_ID: u32 = 0x8b;
     pub const APIC_BASE: u32 = 0x1b;
     pub const MTRRCAP: u32 = 0xfe;
     pub const SYSENTER_CS: u32 = 0x174;
@@ -317,6 +321,7 @@ fn rdmsr(cpu: &mut Interpreter, _: &Instruction) -> R<()> {
     let m = &cpu.s.msrs;
     let v = match index {
         msr::TSC => cpu.tsc(),
+        msr::PLATFORM_ID | msr::BIOS_SIGN_ID => 0,
         msr::APIC_BASE => cpu.s.apic_base,
         msr::MTRRCAP => 0,
         msr::SYSENTER_CS => m.sysenter_cs,
@@ -347,6 +352,8 @@ fn wrmsr(cpu: &mut Interpreter, _: &Instruction) -> R<()> {
     let canonical = super::super::access::is_canonical(v);
     match index {
         msr::TSC => cpu.s.msrs.tsc_offset = v.wrapping_sub(cpu.tsc().wrapping_sub(cpu.s.msrs.tsc_offset)),
+        // No microcode to load: the write only resets the revision field.
+        msr::BIOS_SIGN_ID => {}
         msr::APIC_BASE => cpu.s.apic_base = v & !0x6ff,
         msr::SYSENTER_CS => cpu.s.msrs.sysenter_cs = v & 0xffff,
         msr::SYSENTER_ESP if canonical => cpu.s.msrs.sysenter_esp = v,
