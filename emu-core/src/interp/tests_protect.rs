@@ -1421,3 +1421,41 @@ fn cpuid_advertises_sep_and_syscall() {
     assert_ne!(cpuid(1, 0, Platform::default()).3 & (1 << 11), 0, "SEP");
     assert_ne!(cpuid(0x8000_0001, 0, Platform::default()).3 & (1 << 11), 0, "SYSCALL");
 }
+
+#[test]
+fn random_code_with_descriptor_tables_never_panics() {
+    // Random bytes in a protected-mode system with a GDT, LDT, IDT and
+    // TSSs reach segment loads, gates and task switches with garbage
+    // operands: they must fault or stop, never panic.
+    let mut seed = 0x5eed_f00d_1234_abcdu64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let rounds = std::env::var("POPEK_FUZZ_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(300u64);
+    for _ in 0..rounds {
+        // Bias towards system opcodes: far transfers, segment loads,
+        // descriptor-table and task instructions.
+        const SYSTEM: [&[u8]; 10] = [&[0x0f, 0x00], &[0x0f, 0x01], &[0x0f, 0x02], &[0x0f, 0x03], &[0x8e], &[0xea], &[0x9a], &[0xcf], &[0xcb], &[0xff]];
+        let mut code = Vec::new();
+        while code.len() < 48 {
+            if next() % 3 == 0 {
+                code.extend_from_slice(SYSTEM[(next() % SYSTEM.len() as u64) as usize]);
+            }
+            code.push(next() as u8);
+        }
+        let mut cpu = protected_mode_cpu(&code);
+        for r in 0..8 {
+            if r != crate::cpu::reg::RSP {
+                cpu.s.gpr[r] = if next() & 1 == 0 { next() & 0xffff } else { next() };
+            }
+        }
+        for _ in 0..48 {
+            if let Step::Stopped(_) = cpu.step() {
+                break;
+            }
+        }
+    }
+}
