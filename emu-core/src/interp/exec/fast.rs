@@ -6,8 +6,10 @@
 
 use iced_x86::{Instruction, Mnemonic as M, OpKind};
 
+use crate::cpu::FlagsOp;
+
 use super::super::fault::R;
-use super::super::operand::{reg_info, RegKind};
+use super::super::operand::{mask, reg_info, RegKind};
 use super::super::Interpreter;
 use super::alu::{alu, AluOp};
 use super::Handler;
@@ -26,10 +28,24 @@ fn is_imm(ins: &Instruction, n: u32) -> bool {
 
 /// A specialised handler for `ins`, if it has one.
 pub(super) fn select(ins: &Instruction) -> Option<Handler> {
-    if ins.op_count() != 2 || ins.has_lock_prefix() {
+    if ins.has_lock_prefix() {
+        return None;
+    }
+    if ins.op_count() == 1 && is_gpr(ins, 0) {
+        return match ins.mnemonic() {
+            M::Push => Some(push_r),
+            M::Pop => Some(pop_r),
+            M::Inc => Some(inc_dec_r::<true>),
+            M::Dec => Some(inc_dec_r::<false>),
+            _ => None,
+        };
+    }
+    if ins.op_count() != 2 {
         return None;
     }
     match ins.mnemonic() {
+        M::Lea if is_gpr(ins, 0) => Some(lea_r),
+        M::Movzx if is_gpr(ins, 0) && is_gpr(ins, 1) => Some(mov_rr),
         M::Mov if is_gpr(ins, 0) && is_gpr(ins, 1) => Some(mov_rr),
         M::Mov if is_gpr(ins, 0) && is_imm(ins, 1) => Some(mov_ri),
         M::Mov if is_gpr(ins, 0) && ins.op1_kind() == OpKind::Memory => Some(mov_rm),
@@ -45,6 +61,38 @@ pub(super) fn select(ins: &Instruction) -> Option<Handler> {
             }
         }
     }
+}
+
+fn push_r(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
+    let r = ins.op0_register();
+    let v = cpu.reg(r);
+    cpu.push(v, usize::from(reg_info(r).size))
+}
+
+fn pop_r(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
+    let r = ins.op0_register();
+    // POP RSP loads the popped value over the incremented RSP.
+    let v = cpu.pop(usize::from(reg_info(r).size))?;
+    cpu.set_reg(r, v);
+    Ok(())
+}
+
+fn inc_dec_r<const INC: bool>(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
+    let r = ins.op0_register();
+    let size = usize::from(reg_info(r).size);
+    let a = cpu.reg(r);
+    let (res, op) = if INC { (a.wrapping_add(1), FlagsOp::Inc) } else { (a.wrapping_sub(1), FlagsOp::Dec) };
+    let res = res & mask(size);
+    cpu.set_reg(r, res);
+    cpu.set_lazy(op, size, a, 1, res);
+    Ok(())
+}
+
+fn lea_r(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
+    let r = ins.op0_register();
+    let ea = cpu.effective_address(ins);
+    cpu.set_reg(r, ea & mask(usize::from(reg_info(r).size)));
+    Ok(())
 }
 
 fn mov_rr(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
