@@ -32,6 +32,18 @@ pub(crate) fn szp(res: u64, size: usize) -> u64 {
     f
 }
 
+/// Sets the arithmetic flags to `base` with CF and OF replaced.
+fn set_cf_of(cpu: &mut Interpreter, base: u64, cf: bool, of: bool) {
+    let mut f = base & !(flags::CF | flags::OF);
+    if cf {
+        f |= flags::CF;
+    }
+    if of {
+        f |= flags::OF;
+    }
+    cpu.set_arith_flags(f);
+}
+
 /// A masked count of zero changes no flags, but a 32-bit register
 /// destination is still written, which clears its upper half in 64-bit
 /// mode (found by the host-CPU oracle).
@@ -76,16 +88,9 @@ fn shift(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         }
     };
     cpu.write_op(ins, 0, res)?;
-    let mut f = szp(res, size);
-    if cf {
-        f |= flags::CF;
-    }
     // OF is defined for 1-bit shifts; for others, hardware computes the
     // same expression on the last step, which we keep.
-    if of {
-        f |= flags::OF;
-    }
-    cpu.set_arith_flags(f);
+    set_cf_of(cpu, szp(res, size), cf, of);
     Ok(())
 }
 
@@ -137,14 +142,7 @@ fn rotate(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         }
     };
     cpu.write_op(ins, 0, res)?;
-    let mut f = old & !(flags::CF | flags::OF);
-    if cf {
-        f |= flags::CF;
-    }
-    if of {
-        f |= flags::OF;
-    }
-    cpu.set_arith_flags(f);
+    set_cf_of(cpu, old, cf, of);
     Ok(())
 }
 
@@ -173,13 +171,6 @@ fn double_shift(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         (res, cf)
     };
     cpu.write_op(ins, 0, res)?;
-    let mut f = szp(res, size);
-    if cf {
-        f |= flags::CF;
-    }
-    if (res ^ a) & sign_bit(size) != 0 {
-        f |= flags::OF;
-    }
-    cpu.set_arith_flags(f);
+    set_cf_of(cpu, szp(res, size), cf, (res ^ a) & sign_bit(size) != 0);
     Ok(())
 }
