@@ -225,7 +225,7 @@ impl Interpreter {
         let cs_base = self.s.segs[seg::CS].base;
         let mode = bitness | u32::from(cpl) << 8;
         if let Some((idx, block)) = self.code.take_by_rip(rip, cs_base, mode, self.tlb.epoch) {
-            if self.in_64bit_mode() || block.end - 1 <= u64::from(self.s.segs[seg::CS].limit) {
+            if self.in_64bit_mode() || self.check_code_limit(rip, block.end.wrapping_sub(rip)).is_ok() {
                 return Ok((Some(idx), block));
             }
             let generation = self.code.generation;
@@ -236,7 +236,7 @@ impl Interpreter {
         if let Some(host) = self.tlb.lookup(lin, Access::Execute, user) {
             if let Some((idx, block)) = self.code.take(host as u64, bitness, rip) {
                 self.code.remember(rip, cs_base, mode, self.tlb.epoch, idx);
-                if let Err(e) = self.check_code_limit(rip, block.end - rip) {
+                if let Err(e) = self.check_code_limit(rip, block.end.wrapping_sub(rip)) {
                     let generation = self.code.generation;
                     self.code.put_back(Some(idx), block, generation);
                     return Err(e);
