@@ -524,23 +524,17 @@ impl Interpreter {
         Ok((addr, raw, descriptor_to_segment(ss, raw | 1 << 40)))
     }
 
-    /// A far RET popping `size`-byte values, then `imm` more bytes.
-    pub(crate) fn far_return(&mut self, size: usize, imm: u64) -> R<()> {
-        let rip = self.peek(0, size)?;
-        let selector = self.peek(size as u64, size)? as u16;
-        if !self.protected_mode() || self.vm86() {
-            self.adjust_sp(2 * size as u64 + imm);
-            self.load_cs_real(selector);
-            self.next_rip = rip;
-            return Ok(());
-        }
+    /// The code segment a far RET or IRET returns to, with the checks
+    /// both make (SDM RET, IRET): not null, a code segment, RPL >= CPL,
+    /// DPL == RPL (DPL <= RPL when conforming), present. Returns the
+    /// descriptor's address, its bytes and the decoded segment.
+    fn return_code_segment(&mut self, selector: u16, cpl: u8) -> R<(u64, u64, Segment)> {
         if selector & 0xfffc == 0 {
             return Err(Fault::gp0());
         }
         let (addr, raw) = self.read_descriptor(selector)?;
         let d = descriptor_to_segment(selector, raw);
         let code = sel_code(selector);
-        let cpl = self.s.cpl();
         let rpl = (selector & 3) as u8;
         if !is_code(&d) || rpl < cpl {
             return Err(Fault::gp(code));
@@ -552,6 +546,22 @@ impl Interpreter {
         if d.present == 0 {
             return Err(Fault::np(code));
         }
+        Ok((addr, raw, d))
+    }
+
+    /// A far RET popping `size`-byte values, then `imm` more bytes.
+    pub(crate) fn far_return(&mut self, size: usize, imm: u64) -> R<()> {
+        let rip = self.peek(0, size)?;
+        let selector = self.peek(size as u64, size)? as u16;
+        if !self.protected_mode() || self.vm86() {
+            self.adjust_sp(2 * size as u64 + imm);
+            self.load_cs_real(selector);
+            self.next_rip = rip;
+            return Ok(());
+        }
+        let cpl = self.s.cpl();
+        let (addr, raw, _) = self.return_code_segment(selector, cpl)?;
+        let rpl = (selector & 3) as u8;
         if rpl == cpl {
             return self.atomically(|cpu| {
                 cpu.enter_code_segment(selector, addr, raw, rip, cpl)?;
@@ -642,23 +652,8 @@ impl Interpreter {
         if new_flags & flags::VM != 0 && cpl == 0 && !self.s.long_mode() && size == 4 {
             return self.iret_to_vm86(rip, selector, new_flags);
         }
-        if selector & 0xfffc == 0 {
-            return Err(Fault::gp0());
-        }
-        let (addr, raw) = self.read_descriptor(selector)?;
-        let d = descriptor_to_segment(selector, raw);
-        let code = sel_code(selector);
+        let (addr, raw, d) = self.return_code_segment(selector, cpl)?;
         let rpl = (selector & 3) as u8;
-        if !is_code(&d) || rpl < cpl {
-            return Err(Fault::gp(code));
-        }
-        let conforming = d.type_ & 0x4 != 0;
-        if (conforming && d.dpl > rpl) || (!conforming && d.dpl != rpl) {
-            return Err(Fault::gp(code));
-        }
-        if d.present == 0 {
-            return Err(Fault::np(code));
-        }
         let to_64 = self.s.long_mode() && d.l != 0;
         // 64-bit mode always pops SS:RSP; otherwise only on a privilege change.
         let pops_stack = self.in_64bit_mode() || rpl != cpl;
