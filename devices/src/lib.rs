@@ -24,6 +24,7 @@
 //! |---|---|---|---|
 //! | 82093AA I/O APIC, 24 pins | [`IoApic`] | 0xFEC00000, len 0x1000 | GSIs via [`IoApicIrqLine`] |
 //! | Local APIC (xAPIC) | [`LapicMmio`] over a [`SharedLapic`] | 0xFEE00000, len 0x1000 | see [`lapic`] for lock order |
+//! | HPET, 3 comparators | [`Hpet`] | 0xFED00000, len 0x400 | legacy IRQ0/IRQ8 or GSIs 2, 20-23; see [`hpet`] |
 //!
 //! The PCI bus behind [`PciConfigIo`] holds the i440FX host bridge at
 //! 00:00.0 and the PIIX3 PCI-to-ISA bridge at 00:01.0 ([`PciBus::pc`]).
@@ -51,6 +52,7 @@ pub mod cmos;
 pub mod debug_exit;
 pub mod debugcon;
 pub mod fw_cfg;
+pub mod hpet;
 pub mod i8042;
 pub mod ioapic;
 pub mod lapic;
@@ -67,6 +69,7 @@ pub use cmos::{Cmos, CmosMemoryLayout};
 pub use debug_exit::DebugExit;
 pub use debugcon::DebugCon;
 pub use fw_cfg::{e820_file, AllocZone, FwCfg, TableLoader};
+pub use hpet::{Hpet, HpetLegacyGate};
 pub use i8042::I8042;
 pub use ioapic::{IoApic, IoApicIrqLine};
 pub use lapic::{Lapic, LapicMmio, PendingEois, SharedLapic};

@@ -43,9 +43,10 @@
 //!   drives the thermal and performance entries. Delivery status reads 0;
 //!   remote IRR (bit 14 of LINT0/1) is read-only.
 //! * Timer: initial count (0x380), current count (0x390, read-only), divide
-//!   configuration (0x3E0: bits 0, 1 and 3; divide by 1-128). One-shot and
-//!   periodic modes; TSC-deadline mode is not implemented (LVT timer bit 18
-//!   is reserved and reads 0, so the CPU must not advertise it in CPUID).
+//!   configuration (0x3E0: bits 0, 1 and 3; divide by 1-128). The LVT timer's
+//!   mode field (bits 17-18) selects one-shot (00), periodic (01) or
+//!   TSC-deadline (10) mode; 11 is reserved, kept as written and counts as
+//!   one-shot, as in KVM. See "TSC-deadline mode" below.
 //!
 //! Only aligned 32-bit accesses at 16-byte-aligned offsets reach a
 //! register; other widths and offsets read 0 and ignore writes. The APIC base
@@ -65,6 +66,24 @@
 //! is due (several missed periods coalesce into one interrupt) and
 //! [`Lapic::next_deadline_ns`] says when the next one is. Every register
 //! access first catches up the same way.
+//!
+//! # TSC-deadline mode
+//!
+//! As the SDM's section 11.5.4.1 describes: in TSC-deadline mode the initial
+//! count register ignores writes and reads 0, the current count reads 0, and
+//! the timer is armed through IA32_TSC_DEADLINE ([`MSR_IA32_TSC_DEADLINE`]).
+//! The TSC is the CPU's, so the APIC takes the deadline as a time on its
+//! monotonic clock: the CPU converts the MSR value (its TSC runs at 1 GHz,
+//! one tick per clock nanosecond plus an offset) and calls
+//! [`Lapic::set_tsc_deadline_ns`], `None` for an MSR write of 0, which
+//! disarms. When the clock reaches the deadline the timer interrupts once
+//! (if the LVT entry is unmasked) and disarms, so the MSR reads 0 again
+//! ([`Lapic::tsc_deadline_ns`] gives `None`); a deadline already past fires
+//! at once. Outside TSC-deadline mode the MSR reads 0 and writes are
+//! ignored, as in KVM. Changing the mode field into or out of TSC-deadline
+//! mode disarms the timer (clearing the initial count and the deadline);
+//! switching between one-shot and periodic keeps the count going. CPUID
+//! may advertise TSC-deadline (leaf 1, ECX bit 24).
 //!
 //! # The CPU's side
 //!
@@ -181,17 +200,24 @@ pub const LVT_REMOTE_IRR: u32 = 1 << 14;
 pub const LVT_LEVEL_TRIGGERED: u32 = 1 << 15;
 /// LVT timer mode field value for periodic mode (bits 17-18).
 pub const LVT_TIMER_PERIODIC: u32 = 1 << 17;
+/// LVT timer mode field value for TSC-deadline mode.
+pub const LVT_TIMER_TSC_DEADLINE: u32 = 2 << 17;
+/// LVT timer mode field (bits 17-18).
+pub const LVT_TIMER_MODE_MASK: u32 = 3 << 17;
+/// The IA32_TSC_DEADLINE MSR, which the CPU handles through
+/// [`Lapic::set_tsc_deadline_ns`] and [`Lapic::tsc_deadline_ns`].
+pub const MSR_IA32_TSC_DEADLINE: u32 = 0x6e0;
 
 const LVT_TIMER: usize = 0;
 const LVT_LINT0: usize = 3;
 const LVT_LINT1: usize = 4;
 const LVT_ERROR: usize = 5;
 const LVT_COUNT: usize = 6;
-/// Writable bits per LVT entry: timer (vector, mask, one-shot/periodic),
-/// thermal and perf (vector, delivery mode, mask), LINT0/1 (vector,
-/// delivery mode, polarity, trigger mode, mask), error (vector, mask).
+/// Writable bits per LVT entry: timer (vector, mask, mode), thermal and
+/// perf (vector, delivery mode, mask), LINT0/1 (vector, delivery mode,
+/// polarity, trigger mode, mask), error (vector, mask).
 const LVT_WRITABLE: [u32; LVT_COUNT] = [
-    0x0003_00ff,
+    0x0007_00ff,
     0x0001_07ff,
     0x0001_07ff,
     0x0001_a7ff,
@@ -330,7 +356,8 @@ pub struct Lapic {
     /// A time at which the current count was `timer_ref_count`.
     timer_ref_ns: u64,
     timer_ref_count: u32,
-    /// The next expiry; `None` when stopped or after a one-shot expiry.
+    /// The next expiry; `None` when stopped or after a one-shot expiry. In
+    /// TSC-deadline mode, the armed deadline.
     timer_next_ns: Option<u64>,
     lint_level: [bool; 2],
     nmi_pending: bool,
@@ -772,6 +799,15 @@ impl Lapic {
             new &= !LVT_REMOTE_IRR;
         }
         self.lvt[index] = new;
+        if index == LVT_TIMER
+            && (old & LVT_TIMER_MODE_MASK == LVT_TIMER_TSC_DEADLINE)
+                != (new & LVT_TIMER_MODE_MASK == LVT_TIMER_TSC_DEADLINE)
+        {
+            // Entering or leaving TSC-deadline mode disarms the timer.
+            self.timer_initial = 0;
+            self.timer_ref_count = 0;
+            self.timer_next_ns = None;
+        }
         if index == LVT_LINT0 || index == LVT_LINT1 {
             self.sample_lint_level(index - LVT_LINT0);
         }
@@ -821,10 +857,17 @@ impl Lapic {
     }
 
     fn timer_periodic(&self) -> bool {
-        self.lvt[LVT_TIMER] & (3 << 17) == LVT_TIMER_PERIODIC
+        self.lvt[LVT_TIMER] & LVT_TIMER_MODE_MASK == LVT_TIMER_PERIODIC
+    }
+
+    fn timer_tsc_deadline(&self) -> bool {
+        self.lvt[LVT_TIMER] & LVT_TIMER_MODE_MASK == LVT_TIMER_TSC_DEADLINE
     }
 
     fn current_count(&self, now: u64) -> u32 {
+        if self.timer_tsc_deadline() {
+            return 0;
+        }
         let Some(next) = self.timer_next_ns else {
             return 0;
         };
@@ -853,6 +896,9 @@ impl Lapic {
     }
 
     fn write_timer_initial(&mut self, now: u64, value: u32) {
+        if self.timer_tsc_deadline() {
+            return;
+        }
         self.timer_initial = value;
         self.timer_load(now, value);
     }
@@ -860,7 +906,7 @@ impl Lapic {
     fn write_timer_divide(&mut self, now: u64, value: u32) {
         let current = self.current_count(now);
         self.timer_divide = value & DIVIDE_WRITABLE;
-        if self.timer_next_ns.is_some() {
+        if self.timer_next_ns.is_some() && !self.timer_tsc_deadline() {
             // Keep the current count; count on at the new rate.
             self.timer_load(now, current);
         }
@@ -900,9 +946,35 @@ impl Lapic {
         self.catch_up();
     }
 
-    /// The monotonic time of the next timer interrupt, if the timer is
-    /// running and unmasked; already past when one is waiting for
-    /// [`Lapic::tick`].
+    /// A write to IA32_TSC_DEADLINE, as the monotonic clock time at which
+    /// the timer fires; `None` (the MSR written with 0) disarms it. Ignored
+    /// unless the timer is in TSC-deadline mode. A deadline at or before
+    /// now fires at once (a masked timer just disarms).
+    pub fn set_tsc_deadline_ns(&mut self, deadline_ns: Option<u64>) {
+        let now = self.clock.monotonic_ns();
+        self.timer_catch_up(now);
+        if !self.timer_tsc_deadline() {
+            return;
+        }
+        self.timer_next_ns = deadline_ns;
+        self.timer_catch_up(now);
+    }
+
+    /// IA32_TSC_DEADLINE as the monotonic clock time of the armed deadline;
+    /// `None` (the MSR reads 0) when disarmed, after the deadline has fired,
+    /// or outside TSC-deadline mode. Delivers an expiry that is due first.
+    pub fn tsc_deadline_ns(&mut self) -> Option<u64> {
+        self.catch_up();
+        if self.timer_tsc_deadline() {
+            self.timer_next_ns
+        } else {
+            None
+        }
+    }
+
+    /// The monotonic time of the next timer interrupt (the armed TSC
+    /// deadline in TSC-deadline mode), if the timer is running and unmasked;
+    /// already past when one is waiting for [`Lapic::tick`].
     pub fn next_deadline_ns(&self) -> Option<u64> {
         if self.lvt[LVT_TIMER] & LVT_MASKED != 0 {
             return None;

@@ -62,8 +62,8 @@ fn register_write_masks() {
     l.write_register(REG_LVT_TIMER, 0xffff_ffff);
     assert_eq!(
         l.read_register(REG_LVT_TIMER),
-        0x0003_00ff,
-        "no TSC-deadline"
+        0x0007_00ff,
+        "vector, mask and the two mode bits"
     );
     l.write_register(REG_LVT_LINT0, 0xffff_ffff);
     assert_eq!(
@@ -487,4 +487,176 @@ fn mmio_widths_and_offsets() {
     }
     mmio.read(LAPIC_BASE, u64::MAX, &mut d);
     mmio.write(LAPIC_BASE, u64::MAX - 15, &d);
+}
+
+/// The timer in TSC-deadline mode with vector 0xe5, unmasked.
+fn tsc_deadline_mode() -> (Lapic, Arc<ManualClock>) {
+    let (mut l, clock) = enabled();
+    l.write_register(REG_LVT_TIMER, LVT_TIMER_TSC_DEADLINE | 0xe5);
+    (l, clock)
+}
+
+#[test]
+fn tsc_deadline_fires_once_and_clears() {
+    let (mut l, clock) = tsc_deadline_mode();
+    assert_eq!(l.read_register(REG_LVT_TIMER), 0x0004_00e5);
+    assert_eq!(l.tsc_deadline_ns(), None, "disarmed until written");
+    assert_eq!(l.next_deadline_ns(), None);
+    l.set_tsc_deadline_ns(Some(5_000));
+    assert_eq!(l.tsc_deadline_ns(), Some(5_000));
+    assert_eq!(
+        l.next_deadline_ns(),
+        Some(5_000),
+        "the timer thread wakes for it"
+    );
+    clock.advance_ns(4_999);
+    l.tick();
+    assert!(!l.is_requested(0xe5));
+    assert_eq!(l.tsc_deadline_ns(), Some(5_000));
+    clock.advance_ns(1);
+    l.tick();
+    assert!(l.is_requested(0xe5));
+    assert_eq!(l.tsc_deadline_ns(), None, "the MSR reads 0 after it fires");
+    assert_eq!(l.next_deadline_ns(), None);
+    assert_eq!(l.acknowledge(), Some(0xe5));
+    l.write_register(REG_EOI, 0);
+    clock.advance_ns(1_000_000);
+    l.tick();
+    assert!(!l.is_requested(0xe5), "fires once");
+    // Re-arming; a later write replaces the deadline.
+    l.set_tsc_deadline_ns(Some(2_000_000));
+    l.set_tsc_deadline_ns(Some(3_000_000));
+    clock.advance_ns(1_000_000);
+    l.tick();
+    assert!(!l.is_requested(0xe5));
+    clock.advance_ns(1_000_000);
+    l.tick();
+    assert!(l.is_requested(0xe5));
+}
+
+#[test]
+fn tsc_deadline_in_the_past_fires_at_once() {
+    let (mut l, clock) = tsc_deadline_mode();
+    clock.advance_ns(10_000);
+    l.set_tsc_deadline_ns(Some(9_000));
+    assert!(l.is_requested(0xe5), "without waiting for a tick");
+    assert_eq!(l.tsc_deadline_ns(), None);
+    assert_eq!(l.acknowledge(), Some(0xe5));
+    l.write_register(REG_EOI, 0);
+    // The clock's origin (a TSC value before the offset) is a deadline too.
+    l.set_tsc_deadline_ns(Some(0));
+    assert!(l.is_requested(0xe5));
+    l.acknowledge();
+    l.write_register(REG_EOI, 0);
+    l.set_tsc_deadline_ns(Some(10_000));
+    assert!(l.is_requested(0xe5), "now counts as reached");
+}
+
+#[test]
+fn tsc_deadline_disarm_and_mask() {
+    let (mut l, clock) = tsc_deadline_mode();
+    l.set_tsc_deadline_ns(Some(1_000));
+    l.set_tsc_deadline_ns(None);
+    assert_eq!(l.next_deadline_ns(), None);
+    clock.advance_ns(2_000);
+    l.tick();
+    assert!(!l.is_requested(0xe5), "disarmed");
+    // Masked: the deadline passes silently and still clears.
+    l.write_register(REG_LVT_TIMER, LVT_MASKED | LVT_TIMER_TSC_DEADLINE | 0xe5);
+    l.set_tsc_deadline_ns(Some(3_000));
+    assert_eq!(l.next_deadline_ns(), None, "nothing to wake for");
+    assert_eq!(l.tsc_deadline_ns(), Some(3_000));
+    clock.advance_ns(1_000);
+    assert_eq!(l.tsc_deadline_ns(), None);
+    l.write_register(REG_LVT_TIMER, LVT_TIMER_TSC_DEADLINE | 0xe5);
+    assert!(!l.is_requested(0xe5), "unmasking replays nothing");
+}
+
+#[test]
+fn tsc_deadline_mode_ignores_the_counts() {
+    let (mut l, clock) = tsc_deadline_mode();
+    l.write_register(REG_TIMER_DIVIDE, 0xb);
+    l.write_register(REG_TIMER_INITIAL, 1_000);
+    assert_eq!(l.read_register(REG_TIMER_INITIAL), 0, "writes ignored");
+    assert_eq!(l.read_register(REG_TIMER_CURRENT), 0);
+    assert_eq!(l.next_deadline_ns(), None);
+    l.set_tsc_deadline_ns(Some(500));
+    l.write_register(REG_TIMER_DIVIDE, 0x3);
+    assert_eq!(l.read_register(REG_TIMER_CURRENT), 0);
+    assert_eq!(l.next_deadline_ns(), Some(500), "a divide change leaves it");
+    clock.advance_ns(500);
+    l.tick();
+    assert!(l.is_requested(0xe5));
+    assert_eq!(l.read_register(REG_TIMER_CURRENT), 0);
+}
+
+#[test]
+fn tsc_deadline_msr_outside_its_mode() {
+    let (mut l, clock) = enabled();
+    l.write_register(REG_LVT_TIMER, 0xe5);
+    l.set_tsc_deadline_ns(Some(100));
+    assert_eq!(l.tsc_deadline_ns(), None, "reads 0");
+    assert_eq!(l.next_deadline_ns(), None, "writes ignored");
+    clock.advance_ns(1_000);
+    l.tick();
+    assert!(!l.is_requested(0xe5));
+    // A one-shot count running is not disturbed.
+    l.write_register(REG_TIMER_DIVIDE, 0xb);
+    l.write_register(REG_TIMER_INITIAL, 100);
+    l.set_tsc_deadline_ns(None);
+    assert_eq!(l.next_deadline_ns(), Some(1_100));
+}
+
+#[test]
+fn mode_changes_to_and_from_tsc_deadline_disarm() {
+    let (mut l, clock) = enabled();
+    l.write_register(REG_TIMER_DIVIDE, 0xb);
+    l.write_register(REG_LVT_TIMER, 0xe5);
+    l.write_register(REG_TIMER_INITIAL, 1_000);
+    // One-shot to periodic keeps counting.
+    l.write_register(REG_LVT_TIMER, LVT_TIMER_PERIODIC | 0xe5);
+    assert_eq!(l.next_deadline_ns(), Some(1_000));
+    assert_eq!(l.read_register(REG_TIMER_INITIAL), 1_000);
+    // Periodic to TSC-deadline stops it.
+    l.write_register(REG_LVT_TIMER, LVT_TIMER_TSC_DEADLINE | 0xe5);
+    assert_eq!(l.next_deadline_ns(), None);
+    assert_eq!(l.read_register(REG_TIMER_INITIAL), 0);
+    assert_eq!(l.read_register(REG_TIMER_CURRENT), 0);
+    clock.advance_ns(2_000);
+    l.tick();
+    assert!(!l.is_requested(0xe5));
+    // An armed deadline is dropped when leaving the mode, and the old
+    // count does not come back.
+    l.set_tsc_deadline_ns(Some(5_000));
+    l.write_register(REG_LVT_TIMER, 0xe5);
+    assert_eq!(l.next_deadline_ns(), None);
+    assert_eq!(l.read_register(REG_TIMER_INITIAL), 0);
+    assert_eq!(l.read_register(REG_TIMER_CURRENT), 0);
+    l.write_register(REG_LVT_TIMER, LVT_TIMER_TSC_DEADLINE | 0xe5);
+    assert_eq!(l.tsc_deadline_ns(), None, "disarmed, not kept");
+    // Masking in TSC-deadline mode is no mode change.
+    l.set_tsc_deadline_ns(Some(6_000));
+    l.write_register(REG_LVT_TIMER, LVT_MASKED | LVT_TIMER_TSC_DEADLINE | 0xe5);
+    assert_eq!(l.tsc_deadline_ns(), Some(6_000));
+    // Nor is software-disabling the APIC, which masks the entry.
+    l.write_register(REG_SVR, 0xff);
+    assert_eq!(l.tsc_deadline_ns(), Some(6_000));
+    // Reset disarms.
+    l.reset();
+    assert_eq!(l.tsc_deadline_ns(), None);
+}
+
+#[test]
+fn reserved_timer_mode_counts_as_one_shot() {
+    let (mut l, clock) = enabled();
+    l.write_register(REG_LVT_TIMER, LVT_TIMER_MODE_MASK | 0xe5);
+    assert_eq!(l.read_register(REG_LVT_TIMER), 0x0006_00e5);
+    l.write_register(REG_TIMER_DIVIDE, 0xb);
+    l.write_register(REG_TIMER_INITIAL, 100);
+    assert_eq!(l.next_deadline_ns(), Some(100));
+    clock.advance_ns(100);
+    l.tick();
+    assert!(l.is_requested(0xe5));
+    assert_eq!(l.next_deadline_ns(), None, "no reload");
+    assert_eq!(l.tsc_deadline_ns(), None);
 }
