@@ -33,6 +33,9 @@
 #     percent-decoded: `%20` is a space, `%XX` is any byte in hex (e.g. `%3B`
 #     for `;`, `%22` for `"`, `%25` for a literal `%`).  `+` is NOT special.
 #     Example: popek.cmd=uname%20-a%3Bcat%20/proc/cpuinfo
+#     `popek.cmd=popek-check` runs /bin/popek-check, whose "check:" lines
+#     (arithmetic, hashes, compression, date, a timed `sleep 1`) must be the
+#     same on every correct machine.
 #   * otherwise starts an interactive busybox shell on the console
 #     (`setsid cttyhack sh`) and powers off when it exits.
 # Note: without ACPI the kernel turns power-off into a halt
@@ -345,6 +348,37 @@ EOF
 chmod 0755 "$ST/init"
 sh -n "$ST/init" || die "$ST/init: syntax error (host sh -n)"
 "$DIR/busybox" sh -n "$ST/init" || die "$ST/init: syntax error (busybox sh -n)"
+
+# popek-check: work whose output is the same on every correct x86-64 machine
+# (integer and floating-point arithmetic, hashing, compression), plus the
+# clock: today's UTC date and a one-second sleep timed by the guest's own
+# uptime. Run it with popek.cmd=popek-check; tests compare its "check:"
+# lines with QEMU's (tests/data/linux-check.txt).
+cat >"$ST/bin/popek-check" <<'CHECK_EOF'
+#!/bin/busybox sh
+echo "check: arith $((123456789 * 987 % 1000003)) $(( (1 << 40) / 7 )) $((-17 / 5)) $((-17 % 5)) $((0x7fffffffffffffff + 1))"
+echo "check: dc $(dc -e '2 100 ^ p') $(dc -e '10 k 2 v p')"
+echo "check: awk $(awk 'BEGIN { x = 1; for (i = 1; i <= 50; i++) x = x * 1.1 + 1 / i; printf "%.12f %.9e %d %.17g", x, x * 1e-300 * 1e-10, int(x * 1000), 0.1 + 0.2 }')"
+seq 1 30000 >/tmp/check.txt
+echo "check: md5 $(md5sum </tmp/check.txt)"
+echo "check: sha1 $(sha1sum </tmp/check.txt)"
+echo "check: sha256 $(sha256sum </tmp/check.txt)"
+echo "check: sha512 $(sha512sum </tmp/check.txt | cut -c1-32)"
+gzip -9 -c /tmp/check.txt >/tmp/check.gz
+gunzip -c /tmp/check.gz | cmp - /tmp/check.txt && echo "check: gzip round trip ok, $(wc -c </tmp/check.gz) bytes, md5 $(md5sum </tmp/check.gz)"
+bzip2 -c /tmp/check.txt >/tmp/check.bz2
+bunzip2 -c /tmp/check.bz2 | cmp - /tmp/check.txt && echo "check: bzip2 round trip ok, $(wc -c </tmp/check.bz2) bytes"
+echo "check: sort $(sort -r -n /tmp/check.txt | head -c 30 | md5sum)"
+echo "check: date $(date -u +%Y-%m-%d)"
+echo "check: sleep-begin"
+t0=$(cut -d' ' -f1 /proc/uptime)
+sleep 1
+t1=$(cut -d' ' -f1 /proc/uptime)
+echo "check: sleep-end"
+echo "check: sleep 1 $(awk -v a="$t0" -v b="$t1" 'BEGIN { d = b - a; print (d >= 0.99 && d < 1.5) ? "ok" : "took " d " s" }')"
+CHECK_EOF
+chmod 0755 "$ST/bin/popek-check"
+"$DIR/busybox" sh -n "$ST/bin/popek-check" || die "popek-check: syntax error (busybox sh -n)"
 
 # Reproducible-ish: fixed mtimes, sorted names, owner 0:0, no gzip timestamp.
 find "$ST" -exec touch -h -d @0 {} +

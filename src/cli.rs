@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// Stop the guest after this long, e.g. 30s, 500ms, 2m; exit status 124.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+
+    /// At exit, print on stderr what the vCPU did: instructions retired,
+    /// MIPS, soft-TLB hit rate, exits or device events by kind.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 impl RunArgs {
@@ -105,6 +110,7 @@ impl RunArgs {
             serial: self.serial.clone(),
             debugcon: self.debugcon.clone(),
             timeout: self.timeout,
+            stats: self.stats,
         }
     }
 }

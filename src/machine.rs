@@ -18,7 +18,7 @@ use devices::fw_cfg::FwCfg;
 use devices::ioapic::{IoApic, IoApicIrqLine};
 use devices::lapic::{Lapic, LapicMmio, SharedLapic};
 use devices::{
-    AcpiPm, Cmos, CmosMemoryLayout, DebugCon, DebugExit, DualPic, I8042, PciBus, PciConfigIo, PicIrqLine, Pit, Port92,
+    AcpiPm, Cmos, Hpet, CmosMemoryLayout, DebugCon, DebugExit, DualPic, I8042, PciBus, PciConfigIo, PicIrqLine, Pit, Port92,
     PostCode, ResetControl, Serial,
 };
 use emu_core::interp::{InterruptSource, Interpreter};
@@ -122,6 +122,8 @@ pub struct Config {
     pub debugcon: Output,
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
+    /// Print the vCPU's statistics at exit.
+    pub stats: bool,
 }
 
 /// A writer that flushes after every write, so prompts without a newline
@@ -208,9 +210,12 @@ struct Devices {
 }
 
 /// Builds the devices every backend shares and puts them on the port bus.
+/// `rtc_irq` is the RTC's interrupt line (IRQ8, through the HPET's legacy
+/// gate where there is one).
 fn build_devices(
     cfg: &Config,
     irqs: &dyn InterruptController,
+    rtc_irq: SharedIrqLine,
     memory: &Arc<GuestMemory>,
     control: &Arc<MachineControl>,
     clock: &SharedClock,
@@ -219,7 +224,7 @@ fn build_devices(
     let serial = shared(Serial::new(irqs.line(4), open_output(&cfg.serial)?));
     let below_4g = memory.low_ram_end();
     let layout = CmosMemoryLayout { below_4g_bytes: below_4g, above_4g_bytes: memory.ram_size() - below_4g, cpus: 1 };
-    let cmos = shared(Cmos::new(clock.clone(), irqs.line(8), layout));
+    let cmos = shared(Cmos::new(clock.clone(), rtc_irq, layout));
     let a20 = Arc::new(AtomicBool::new(true));
     let i8042 = shared(I8042::new(irqs.line(1), irqs.line(12), control.clone(), a20.clone()));
     let pci: SharedDevice = shared(PciConfigIo::new(Arc::new(Mutex::new(PciBus::pc()))));
@@ -283,6 +288,15 @@ impl Timed for Lapic {
     }
 }
 
+impl Timed for Hpet {
+    fn tick(&mut self) {
+        Hpet::tick(self)
+    }
+    fn next_deadline_ns(&self) -> Option<u64> {
+        Hpet::next_deadline_ns(self)
+    }
+}
+
 impl Timed for Pit {
     fn tick(&mut self) {
         Pit::tick(self)
@@ -332,7 +346,9 @@ pub fn load_guest(cfg: &Config) -> Result<(GuestMemory, loader::Boot)> {
     let boot = match &cfg.boot {
         BootSource::Firmware(path) => loader::firmware::load(&mut memory, path)?,
         BootSource::Kernel { kernel, initrd, cmdline } => {
-            crate::acpi::write_tables(&memory)?;
+            // KVM's in-kernel PIT cannot be gated by a userspace HPET, so
+            // only the software machine has one.
+            crate::acpi::write_tables(&memory, crate::acpi::Platform { hpet: cfg.accel != Accel::Kvm })?;
             loader::load_kernel(&memory, kernel, initrd.as_deref(), cmdline)?
         }
     };
@@ -354,7 +370,7 @@ fn build_kvm(
 ) -> Result<Backend> {
     let vm = accel_kvm::KvmVm::new(memory.clone())?;
     let mut pio = Bus::new();
-    let devs = build_devices(cfg, &vm, &memory, control, clock, &mut pio)?;
+    let devs = build_devices(cfg, &vm, vm.line(8), &memory, control, clock, &mut pio)?;
     let ctx = MachineContext { memory, pio: Arc::new(pio), mmio: Arc::new(Bus::new()), control: control.clone() };
     let mut vcpu = vm.create_vcpu(0, ctx)?;
     vcpu.set_state(&boot.cpu)?;
@@ -381,6 +397,9 @@ impl Vcpu for KvmRunner {
     fn set_state(&mut self, state: &emu_core::CpuState) -> std::result::Result<(), emu_core::VcpuError> {
         self.0.set_state(state)
     }
+    fn stats(&self) -> emu_core::VcpuStats {
+        self.0.stats()
+    }
 }
 
 /// When the guest first exited to the VMM (KVM only), for POPEK_TIMING.
@@ -400,10 +419,20 @@ fn build_interp(
     let irqs = SoftwareIrqs { pic: pic.clone(), ioapic: ioapic.clone() };
     let mut mmio = Bus::new();
     mmio.insert(LapicMmio::shared(lapic.clone()), devices::lapic::LAPIC_BASE, devices::lapic::LAPIC_LEN)?;
-    mmio.insert(ioapic, devices::ioapic::IOAPIC_BASE, devices::ioapic::IOAPIC_LEN)?;
+    mmio.insert(ioapic.clone(), devices::ioapic::IOAPIC_BASE, devices::ioapic::IOAPIC_LEN)?;
+    // The HPET's legacy replacement mode cuts the PIT's and the RTC's
+    // lines off and drives IRQ0 and IRQ8 itself.
+    let hpet = Arc::new(Mutex::new(Hpet::new(clock.clone(), irqs.line(0), irqs.line(8), |gsi| {
+        IoApicIrqLine::shared(ioapic.clone(), gsi as u8)
+    })));
+    let (pit_irq, rtc_irq) = {
+        let mut h = hpet.lock().unwrap_or_else(|e| e.into_inner());
+        (h.legacy_gate(irqs.line(0)), h.legacy_gate(irqs.line(8)))
+    };
+    mmio.insert(hpet.clone(), devices::hpet::HPET_BASE, devices::hpet::HPET_LEN)?;
     let mut pio = Bus::new();
-    let devs = build_devices(cfg, &irqs, &memory, control, clock, &mut pio)?;
-    let pit = Arc::new(Mutex::new(Pit::new(clock.clone(), irqs.line(0))));
+    let devs = build_devices(cfg, &irqs, rtc_irq, &memory, control, clock, &mut pio)?;
+    let pit = Arc::new(Mutex::new(Pit::new(clock.clone(), pit_irq)));
     for (base, len) in [(0x20, 2), (0xa0, 2), (0x4d0, 2)] {
         pio.insert(pic.clone(), base, len)?;
     }
@@ -430,10 +459,36 @@ fn build_interp(
     let ctx = MachineContext { memory, pio: Arc::new(pio), mmio: Arc::new(mmio), control: control.clone() };
     let mut cpu = Interpreter::new(ctx, boot.cpu.clone());
     cpu.set_interrupt_source(InterruptSource { pending, acknowledge });
-    cpu.set_has_apic(true);
-    let timed: Vec<Arc<Mutex<dyn Timed>>> = vec![devs.cmos, pit, lapic];
+    cpu.set_clock(clock.clone());
+    cpu.set_local_apic(Box::new(CpuSideLapic(lapic.clone())));
+    let timed: Vec<Arc<Mutex<dyn Timed>>> = vec![devs.cmos, pit, lapic, hpet];
     spawn_device_timers(timed, clock.clone(), control.clone());
     Ok(Backend { vcpu: Box::new(cpu), serial: devs.serial })
+}
+
+/// The software CPU's private path to its local APIC: CR8 and
+/// IA32_TSC_DEADLINE.
+struct CpuSideLapic(SharedLapic);
+
+impl CpuSideLapic {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lapic> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl emu_core::interp::LocalApicPort for CpuSideLapic {
+    fn tpr_cr8(&self) -> u8 {
+        self.lock().tpr_cr8()
+    }
+    fn set_tpr_cr8(&self, value: u8) {
+        self.lock().set_tpr_cr8(value)
+    }
+    fn set_tsc_deadline_ns(&self, ns: Option<u64>) {
+        self.lock().set_tsc_deadline_ns(ns)
+    }
+    fn tsc_deadline_ns(&self) -> Option<u64> {
+        self.lock().tsc_deadline_ns()
+    }
 }
 
 /// The INTA cycle for the software CPU: the local APIC's highest pending
@@ -512,6 +567,9 @@ pub fn run(cfg: &Config) -> Result<StopReason> {
             );
         }
     }
+    if cfg.stats {
+        eprint!("{}", stats_report(cfg.accel, &vcpu.stats(), started.elapsed().unwrap_or_default()));
+    }
     if timing::enabled() {
         timing::event("first-exit", FIRST_EXIT.get().copied());
         timing::event("vcpu-start", Some(started));
@@ -522,6 +580,30 @@ pub fn run(cfg: &Config) -> Result<StopReason> {
         timing::peak_rss();
     }
     Ok(reason)
+}
+
+/// The `--stats` report: what the vCPU counted over `run_time` of running.
+fn stats_report(accel: Accel, stats: &emu_core::VcpuStats, run_time: Duration) -> String {
+    use std::fmt::Write as _;
+    let secs = run_time.as_secs_f64();
+    let backend = format!("{accel:?}").to_lowercase();
+    let mut out = format!("popek stats ({backend} backend, {secs:.3} s of vCPU run time)\n");
+    match stats.instructions_retired {
+        Some(n) => {
+            let mips = if secs > 0.0 { n as f64 / secs / 1e6 } else { 0.0 };
+            let _ = writeln!(out, "  instructions retired  {n}  ({mips:.1} MIPS)");
+        }
+        None => out.push_str("  instructions retired  not counted by this backend\n"),
+    }
+    if let Some((hits, misses)) = stats.tlb {
+        let total = hits + misses;
+        let rate = if total > 0 { 100.0 * hits as f64 / total as f64 } else { 0.0 };
+        let _ = writeln!(out, "  soft-TLB lookups      {total}  ({rate:.2}% hits, {misses} misses)");
+    }
+    for (kind, n) in &stats.events {
+        let _ = writeln!(out, "  {kind:<21} {n}");
+    }
+    out
 }
 
 /// `POPEK_TIMING=1`: prints boot milestones on stderr for
@@ -546,5 +628,32 @@ mod timing {
         if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
             eprintln!("popek-timing: peak-rss-kib {}", usage.ru_maxrss);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_report_gives_mips_tlb_rate_and_events() {
+        let stats = emu_core::VcpuStats {
+            instructions_retired: Some(50_000_000),
+            tlb: Some((990, 10)),
+            events: vec![("port I/O", 7), ("halts", 3)],
+        };
+        let r = stats_report(Accel::Interp, &stats, Duration::from_millis(500));
+        assert!(r.starts_with("popek stats (interp backend, 0.500 s"), "{r}");
+        assert!(r.contains("instructions retired  50000000  (100.0 MIPS)"), "{r}");
+        assert!(r.contains("soft-TLB lookups      1000  (99.00% hits, 10 misses)"), "{r}");
+        assert!(r.contains("port I/O              7"), "{r}");
+        assert!(r.contains("halts                 3"), "{r}");
+    }
+
+    #[test]
+    fn stats_report_says_when_instructions_are_not_counted() {
+        let r = stats_report(Accel::Kvm, &emu_core::VcpuStats::default(), Duration::ZERO);
+        assert!(r.contains("not counted by this backend"), "{r}");
+        assert!(!r.contains("soft-TLB"), "{r}");
     }
 }

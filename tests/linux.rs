@@ -18,7 +18,7 @@ fn loader_fills_boot_params_for_debians_kernel() {
     let kernel = std::fs::read(dir.join("vmlinuz")).unwrap();
     let initrd = std::fs::read(dir.join("initramfs.cpio.gz")).unwrap();
     let mem = GuestMemory::new(512 << 20).unwrap();
-    popek::acpi::write_tables(&mem).unwrap();
+    popek::acpi::write_tables(&mem, popek::acpi::Platform { hpet: true }).unwrap();
     let boot = linux::load(
         &mem,
         std::path::Path::new("vmlinuz"),
@@ -94,17 +94,63 @@ fn boots_to_init_and_powers_off_under_interp() {
     boot_to_init("interp");
 }
 
+/// What the kernel prints when something went wrong that QEMU's run of the
+/// same images does not show.
+const KERNEL_TROUBLE: &[&str] =
+    &["WARNING:", "BUG:", "Oops", "Call Trace", "unchecked MSR access", "invalid opcode", "Disabling HPET", "unstable"];
+
+/// Boots to /init, runs /bin/popek-check (see scripts/fetch-guests.sh) and
+/// compares its output with QEMU's (tests/data/linux-check.txt); checks
+/// the guest's date against the host's and that its `sleep 1` takes about
+/// a second of host time.
 fn boot_to_init(accel: &str) {
     let Some(dir) = common::guest_dir_or_skip("boots_to_init_and_powers_off") else { return };
-    let out = common::popek()
-        .args(boot_args(&dir, accel, "console=ttyS0 panic=-1 popek.cmd=uname%20-r"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("Linux version"), "{stdout}");
-    assert!(stdout.contains("POPEK-INIT-OK"), "{stdout}");
-    assert!(stdout.contains("POPEK-CMD-EXIT 0"), "{stdout}");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut args = boot_args(&dir, accel, "console=ttyS0 panic=-1 popek.cmd=popek-check");
+    args.push("--stats".into());
+    let date_before = host_utc_date();
+    let mut child = common::popek().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines: Vec<(Instant, String)> = Vec::new();
+    for line in BufReader::new(stdout).split(b'\n') {
+        let Ok(line) = line else { break };
+        let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
+        lines.push((Instant::now(), text));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let log: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    let log = log.join("\n");
+    assert!(log.contains("Linux version"), "{log}");
+    assert!(log.contains("POPEK-INIT-OK"), "{log}");
+    assert!(log.contains("POPEK-CMD-EXIT 0"), "{log}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for trouble in KERNEL_TROUBLE {
+        assert!(!log.contains(trouble), "the kernel printed {trouble:?}:\n{log}");
+    }
+
+    let checks: Vec<&str> = log.lines().filter(|l| l.starts_with("check: ")).collect();
+    let expected = include_str!("data/linux-check.txt");
+    let stable: Vec<&str> =
+        checks.iter().copied().filter(|l| !l.starts_with("check: date") && !l.starts_with("check: sleep-")).collect();
+    assert_eq!(stable, expected.lines().collect::<Vec<_>>(), "popek-check differs from QEMU's output");
+    let date = checks.iter().find_map(|l| l.strip_prefix("check: date ")).expect("a date line");
+    assert!(date == date_before || date == host_utc_date(), "guest date {date}, host {date_before}");
+    let at = |marker: &str| lines.iter().find(|(_, l)| l == marker).map(|(t, _)| *t).expect(marker);
+    let slept = at("check: sleep-end") - at("check: sleep-begin");
+    assert!(
+        slept >= Duration::from_millis(900) && slept < Duration::from_secs(10),
+        "the guest's sleep 1 took {slept:?} of host time"
+    );
+    if accel == "interp" {
+        assert!(stderr.contains("instructions retired"), "{stderr}");
+        assert!(stderr.contains("soft-TLB lookups"), "{stderr}");
+    }
+}
+
+/// Today's date in UTC on the host, as `date -u +%Y-%m-%d` prints it.
+fn host_utc_date() -> String {
+    let out = std::process::Command::new("date").args(["-u", "+%Y-%m-%d"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[test]

@@ -9,7 +9,7 @@
 use std::cell::Cell;
 use std::sync::{Arc, Mutex, Once};
 
-use emu_core::{CpuState, MachineContext, StopReason, Vcpu, VcpuError, VmExit};
+use emu_core::{CpuState, MachineContext, StopReason, Vcpu, VcpuError, VcpuStats, VmExit};
 use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_sregs, Msrs, KVM_INTERNAL_ERROR_EMULATION, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
@@ -65,6 +65,18 @@ pub struct KvmVcpu {
     thread: Arc<Mutex<Option<libc::pthread_t>>>,
     /// When the guest first left guest mode, for boot-time measurements.
     first_exit: Option<std::time::SystemTime>,
+    /// Exits to userspace by kind, for `--stats`.
+    exits: ExitCounts,
+}
+
+/// Exits to userspace by kind.
+#[derive(Clone, Copy, Debug, Default)]
+struct ExitCounts {
+    io: u64,
+    mmio: u64,
+    /// Signal kicks and `immediate_exit` returns.
+    interrupted: u64,
+    other: u64,
 }
 
 impl std::fmt::Debug for KvmVcpu {
@@ -115,7 +127,7 @@ impl KvmVcpu {
         fd.set_fpu(&fpu).map_err(ioctl("KVM_SET_FPU"))?;
         set_lint(&fd)?;
 
-        Ok(Self { fd, ctx, thread: Arc::new(Mutex::new(None)), first_exit: None })
+        Ok(Self { fd, ctx, thread: Arc::new(Mutex::new(None)), first_exit: None, exits: ExitCounts::default() })
     }
 
     /// Registers this vCPU's kick with the machine control, so stop
@@ -190,15 +202,19 @@ impl KvmVcpu {
         match result {
             Ok(exit) => match exit {
                 VcpuExit::IoIn(port, data) => {
+                    self.exits.io += 1;
                     pio.read(u64::from(port), data);
                 }
                 VcpuExit::IoOut(port, data) => {
+                    self.exits.io += 1;
                     pio.write(u64::from(port), data);
                 }
                 VcpuExit::MmioRead(addr, data) => {
+                    self.exits.mmio += 1;
                     mmio.read(addr, data);
                 }
                 VcpuExit::MmioWrite(addr, data) => {
+                    self.exits.mmio += 1;
                     // Writes to read-only slots (firmware) arrive here too.
                     mmio.write(addr, data);
                 }
@@ -227,14 +243,19 @@ impl KvmVcpu {
                         "KVM could not enter the guest on vCPU {cpu}: hardware reason {reason:#x}"
                     )))));
                 }
-                VcpuExit::Intr => return Ok(Some(VmExit::Interrupted)),
+                VcpuExit::Intr => {
+                    self.exits.interrupted += 1;
+                    return Ok(Some(VmExit::Interrupted));
+                }
                 other => {
+                    self.exits.other += 1;
                     return Ok(Some(VmExit::Stopped(StopReason::Error(format!(
                         "unexpected KVM exit {other:?}"
                     )))));
                 }
             },
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.exits.interrupted += 1;
                 self.fd.set_kvm_immediate_exit(0);
                 return Ok(Some(VmExit::Interrupted));
             }
@@ -290,6 +311,14 @@ impl Vcpu for KvmVcpu {
         };
         self.set_running_thread(false);
         result
+    }
+
+    fn stats(&self) -> VcpuStats {
+        let e = self.exits;
+        VcpuStats {
+            events: vec![("port I/O exits", e.io), ("MMIO exits", e.mmio), ("kicks", e.interrupted), ("other exits", e.other)],
+            ..VcpuStats::default()
+        }
     }
 
     fn state(&mut self) -> Result<CpuState, VcpuError> {

@@ -18,6 +18,7 @@ fn config(rom: &std::path::Path, accel: Accel) -> Config {
         serial: Output::None,
         debugcon: Output::None,
         timeout: None,
+        stats: false,
     }
 }
 

@@ -306,6 +306,46 @@ pub struct Msrs {
     pub tsc_aux: u64,
     /// Offset added to the host TSC to give the guest's.
     pub tsc_offset: u64,
+    /// IA32_MTRR_DEF_TYPE.
+    pub mtrr_def_type: u64,
+    /// The fixed-range MTRRs: 64K_00000, 16K_80000, 16K_A0000, then the
+    /// eight 4K ranges from C0000.
+    pub mtrr_fixed: [u64; 11],
+    /// The variable-range MTRRs: PHYSBASE0, PHYSMASK0, PHYSBASE1, ...
+    pub mtrr_var: [u64; 16],
+    /// IA32_MCG_STATUS.
+    pub mcg_status: u64,
+    /// IA32_MCG_CTL.
+    pub mcg_ctl: u64,
+    /// IA32_MCi_CTL of each machine-check bank.
+    pub mc_ctl: [u64; 10],
+    /// IA32_MCi_STATUS.
+    pub mc_status: [u64; 10],
+    /// IA32_MCi_ADDR.
+    pub mc_addr: [u64; 10],
+    /// IA32_MCi_MISC.
+    pub mc_misc: [u64; 10],
+}
+
+impl Msrs {
+    /// The memory-type ranges firmware such as SeaBIOS sets up before it
+    /// boots a kernel: MTRRs enabled with write-back by default, the VGA
+    /// window uncached, the option-ROM and BIOS area write-protected, and
+    /// the PCI hole from `pci_hole_start` to 4 GiB uncached.
+    pub fn set_firmware_mtrrs(&mut self, pci_hole_start: u64) {
+        const UC: u64 = 0;
+        const WP: u64 = 0x0505_0505_0505_0505;
+        const WB: u64 = 0x0606_0606_0606_0606;
+        self.mtrr_def_type = 1 << 11 | 1 << 10 | 6; // E, FE, write-back
+        self.mtrr_fixed = [WB, WB, UC, WP, WP, WP, WP, WP, WP, WP, WP];
+        self.mtrr_var = [0; 16];
+        let len = (1u64 << 32).saturating_sub(pci_hole_start);
+        if len.is_power_of_two() && pci_hole_start % len == 0 {
+            let phys_mask = (1u64 << crate::mmu::PHYS_ADDR_BITS) - 1;
+            self.mtrr_var[0] = pci_hole_start; // type UC
+            self.mtrr_var[1] = (!(len - 1) & phys_mask) | 1 << 11;
+        }
+    }
 }
 
 /// How the arithmetic flags (CF, PF, AF, ZF, SF, OF) are held: either

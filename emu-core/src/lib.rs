@@ -20,4 +20,4 @@ pub use control::{MachineControl, StopReason};
 pub use irq::{IrqLine, NullIrq, RecordingIrq, SharedIrqLine};
 pub use memory::{GuestMemory, MemoryError};
 pub use cpu::{CpuState, DescriptorTable, FlagsOp, FxState, LazyFlags, Msrs, Segment};
-pub use vcpu::{MachineContext, Vcpu, VcpuError, VmExit};
+pub use vcpu::{MachineContext, Vcpu, VcpuError, VcpuStats, VmExit};

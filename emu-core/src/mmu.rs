@@ -311,6 +311,11 @@ pub struct Tlb {
     /// Bumped by every flush, so caches derived from translations (the
     /// interpreter's jump cache) know when to drop theirs.
     pub epoch: u64,
+    /// Lookups that hit and missed, for `--stats` (`Cell`s: lookups take
+    /// `&self`).
+    pub hits: std::cell::Cell<u64>,
+    /// See `hits`.
+    pub misses: std::cell::Cell<u64>,
 }
 
 impl Default for Tlb {
@@ -323,7 +328,7 @@ impl Tlb {
     /// An empty TLB.
     pub fn new() -> Self {
         let empty = || vec![TlbEntry::default(); TLB_ENTRIES].into_boxed_slice();
-        Self { sets: [empty(), empty()], epoch: 0 }
+        Self { sets: [empty(), empty()], epoch: 0, hits: Default::default(), misses: Default::default() }
     }
 
     fn index(vpn: u64) -> usize {
@@ -340,7 +345,13 @@ impl Tlb {
             Access::Write => e.write_tag,
             Access::Execute => e.exec_tag,
         };
-        (tag == vpn).then(|| linear.wrapping_add(e.addend) as *mut u8)
+        if tag == vpn {
+            self.hits.set(self.hits.get() + 1);
+            Some(linear.wrapping_add(e.addend) as *mut u8)
+        } else {
+            self.misses.set(self.misses.get() + 1);
+            None
+        }
     }
 
     /// Records a translation of the page of `linear` to the host page at

@@ -67,4 +67,21 @@ pub trait Vcpu: Send {
     fn instructions_retired(&self) -> Option<u64> {
         None
     }
+
+    /// What the backend counted so far, for `--stats`.
+    fn stats(&self) -> VcpuStats {
+        VcpuStats { instructions_retired: self.instructions_retired(), ..VcpuStats::default() }
+    }
+}
+
+/// Counters a backend keeps while it runs, printed by `--stats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VcpuStats {
+    /// Guest instructions retired, where the backend counts them.
+    pub instructions_retired: Option<u64>,
+    /// Soft-TLB lookups that hit and missed (software backends).
+    pub tlb: Option<(u64, u64)>,
+    /// Events by kind: exits to the VMM under KVM; device accesses,
+    /// interrupts, exceptions and halts under the software CPU.
+    pub events: Vec<(&'static str, u64)>,
 }

@@ -19,6 +19,7 @@
 //! | CLC STC | CF | - (CMC flips CF: as defined as it was) |
 //! | SAHF | SF ZF AF PF CF | - |
 //! | POPF | all | - |
+//! | COMIS* UCOMIS* PTEST PCMPxSTRx | all six | - |
 //! | SHL/SAL SHR SAR by c | c=0: nothing; else CF SF ZF PF, OF iff c=1 | AF; OF if c>1; CF for SHL/SHR when c >= operand bits |
 //! | ROL ROR by c | c=0: nothing; else CF, OF iff c=1 | OF if c>1 |
 //! | RCL RCR by c | c=0: nothing; else OF iff c=1 (CF is a function of the old CF) | OF if c>1 |
@@ -134,6 +135,9 @@ pub fn effect(instruction: &Instruction, rcx: Option<u64>) -> FlagEffect {
         M::Aaa | M::Aas => FlagEffect::new(AF | CF, OF | SF | ZF | PF),
         M::Aam | M::Aad => FlagEffect::new(SF | ZF | PF, OF | AF | CF),
         M::Comiss | M::Comisd | M::Ucomiss | M::Ucomisd => FlagEffect::defines(ARITH),
+        M::Ptest | M::Pcmpestri | M::Pcmpestri64 | M::Pcmpestrm | M::Pcmpestrm64 | M::Pcmpistri | M::Pcmpistrm => {
+            FlagEffect::defines(ARITH)
+        }
         M::Shl | M::Sal | M::Shr | M::Sar => shift(instruction, rcx),
         M::Rol | M::Ror => rotate(instruction, rcx, CF),
         M::Rcl | M::Rcr => rotate(instruction, rcx, 0),

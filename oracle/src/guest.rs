@@ -123,6 +123,9 @@ pub fn interpreter_config() -> GenConfig {
         cmpxchg16b: host.cmpxchg16b && bit(leaf1_ecx, 13),
         lahf_sahf: host.lahf_sahf && bit(ext1_ecx, 0),
         sse: host.sse && bit(leaf1_edx, 25) && bit(leaf1_edx, 26),
+        ssse3: host.ssse3 && bit(leaf1_ecx, 9),
+        sse41: host.sse41 && bit(leaf1_ecx, 19),
+        sse42: host.sse42 && bit(leaf1_ecx, 20),
     }
 }
 

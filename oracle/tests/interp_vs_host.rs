@@ -22,6 +22,7 @@ fn interpreter_matches_host() {
         config.sse = GenConfig::for_host().sse;
     }
     let mut generator = Generator::with_config(seed, config);
+    eprintln!("{count} cases, seed {seed:#x}, {config:?}");
     let mut runner = NativeRunner::new().expect("the oracle's fixed regions can be mapped");
     let mut failures = Vec::new();
     for case_number in 0..count {

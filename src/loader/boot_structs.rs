@@ -39,6 +39,9 @@ fn flat_state(code: Segment, data: Segment) -> CpuState {
     s.gdtr = DescriptorTable { base: BOOT_GDT_ADDR, limit: 4 * 8 - 1 };
     s.idtr = DescriptorTable { base: BOOT_IDT_ADDR, limit: 7 };
     s.rflags = 0x2;
+    // What firmware would have left: MTRRs on (Linux enables PAT only
+    // then), the PCI hole uncached.
+    s.msrs.set_firmware_mtrrs(emu_core::layout::PCI_HOLE_START);
     s
 }
 

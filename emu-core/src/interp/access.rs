@@ -191,11 +191,13 @@ impl Interpreter {
 
     fn read_mmio(&self, phys: u64, size: usize) -> u64 {
         let mut buf = [0u8; 8];
+        super::bump(&self.counters.mmio);
         self.mmio.read(phys, &mut buf[..size]);
         u64::from_le_bytes(buf)
     }
 
     fn write_mmio(&self, phys: u64, size: usize, value: u64) {
+        super::bump(&self.counters.mmio);
         self.mmio.write(phys, &value.to_le_bytes()[..size]);
     }
 

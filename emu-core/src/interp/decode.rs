@@ -248,6 +248,7 @@ impl Interpreter {
     }
 
     fn decode_block(&mut self, bitness: u32, rip: u64, lin: u64, user: bool) -> R<Arc<Block>> {
+        super::bump(&self.counters.blocks_decoded);
         // The first byte decides the fault for a fetch from an unmapped page.
         self.read_linear(lin, 1, Access::Execute)?;
         let host = self.tlb.lookup(lin, Access::Execute, user);

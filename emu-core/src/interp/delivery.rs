@@ -28,6 +28,7 @@ impl Interpreter {
     /// Delivers an exception raised by an instruction, escalating to #DF and
     /// a triple fault as the SDM's Table 6-5 says.
     pub(crate) fn raise(&mut self, first: Exception) -> Result<(), StopReason> {
+        super::bump(&self.counters.exceptions);
         let mut current = first;
         loop {
             match self.deliver(current.vector, current.error_code, Source::Exception) {
@@ -52,6 +53,7 @@ impl Interpreter {
 
     /// Delivers an external interrupt.
     pub(crate) fn deliver_external(&mut self, v: u8) -> Result<(), StopReason> {
+        super::bump(&self.counters.interrupts);
         match self.deliver(v, None, Source::External) {
             Ok(()) => Ok(()),
             Err(Fault::Exception(e)) => self.raise(e),

@@ -25,16 +25,18 @@ pub mod fault;
 mod operand;
 mod segment;
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bus::Bus;
+use crate::clock::{HostClock, SharedClock};
 use crate::control::{MachineControl, StopReason};
 use crate::cpu::CpuState;
 use crate::memory::GuestMemory;
 use crate::mmu::Tlb;
-use crate::vcpu::{MachineContext, Vcpu, VcpuError, VmExit};
+use crate::vcpu::{MachineContext, Vcpu, VcpuError, VcpuStats, VmExit};
 
 pub use fault::{Exception, Fault};
 
@@ -84,10 +86,49 @@ pub struct Interpreter {
     pub(crate) intr: Option<InterruptSource>,
     /// Instructions retired.
     pub(crate) retired: u64,
-    /// Host time at creation, the TSC's origin.
-    pub(crate) tsc_origin: Instant,
+    /// The machine's monotonic clock: the TSC counts it at 1 GHz.
+    pub(crate) clock: SharedClock,
+    /// The local APIC's CPU-side registers (CR8, TSC deadline), where the
+    /// machine has one.
+    pub(crate) local_apic: Option<Box<dyn LocalApicPort>>,
     /// The machine has a local APIC (CPUID says so).
     pub(crate) has_apic: bool,
+    /// Event counts for `--stats`.
+    pub(crate) counters: Counters,
+}
+
+/// The registers of a local APIC that the CPU reaches without the bus:
+/// CR8 (the TPR's priority class) and the TSC-deadline timer, whose
+/// deadlines are in the machine clock's nanoseconds.
+pub trait LocalApicPort: Send {
+    /// TPR[7:4], as CR8 reads it.
+    fn tpr_cr8(&self) -> u8;
+    /// Writes TPR[7:4] from CR8.
+    fn set_tpr_cr8(&self, value: u8);
+    /// Arms the TSC-deadline timer at monotonic time `ns` (at once if that
+    /// is past), or disarms it.
+    fn set_tsc_deadline_ns(&self, ns: Option<u64>);
+    /// The armed deadline, `None` once fired, disarmed, or outside
+    /// TSC-deadline mode.
+    fn tsc_deadline_ns(&self) -> Option<u64>;
+}
+
+/// What the software CPU counts for `--stats`. `Cell`s, because port and
+/// MMIO accesses go through `&self`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) port_io: Cell<u64>,
+    pub(crate) mmio: Cell<u64>,
+    pub(crate) interrupts: Cell<u64>,
+    pub(crate) exceptions: Cell<u64>,
+    pub(crate) halts: Cell<u64>,
+    pub(crate) blocks_decoded: Cell<u64>,
+}
+
+/// Adds one to a counter.
+#[inline]
+pub(crate) fn bump(c: &Cell<u64>) {
+    c.set(c.get().wrapping_add(1));
 }
 
 impl std::fmt::Debug for Interpreter {
@@ -110,8 +151,10 @@ impl Interpreter {
             next_rip: 0,
             intr: None,
             retired: 0,
-            tsc_origin: Instant::now(),
+            clock: Arc::new(HostClock::default()),
+            local_apic: None,
             has_apic: false,
+            counters: Counters::default(),
         }
     }
 
@@ -139,6 +182,22 @@ impl Interpreter {
     /// Says whether the machine has a local APIC, for CPUID.
     pub fn set_has_apic(&mut self, has_apic: bool) {
         self.has_apic = has_apic;
+    }
+
+    /// Counts the TSC from `clock` (the one the machine's timers use), so
+    /// the TSC, the TSC-deadline timer and the devices agree.
+    pub fn set_clock(&mut self, clock: SharedClock) {
+        let now = self.tsc();
+        self.clock = clock;
+        // Keep the guest's TSC where it was.
+        self.s.msrs.tsc_offset = now.wrapping_sub(self.clock.monotonic_ns());
+    }
+
+    /// Connects the local APIC's CPU-side registers: CR8 becomes its TPR
+    /// and IA32_TSC_DEADLINE (advertised from now on) arms its timer.
+    pub fn set_local_apic(&mut self, apic: Box<dyn LocalApicPort>) {
+        self.local_apic = Some(apic);
+        self.has_apic = true;
     }
 
     /// Instructions retired so far.
@@ -241,6 +300,7 @@ impl Vcpu for Interpreter {
                                 "the guest halted with interrupts disabled".into(),
                             )));
                         }
+                        bump(&self.counters.halts);
                         self.wait_for_interrupt(Duration::from_millis(10));
                         break;
                     }
@@ -268,6 +328,22 @@ impl Vcpu for Interpreter {
     fn instructions_retired(&self) -> Option<u64> {
         Some(self.retired)
     }
+
+    fn stats(&self) -> VcpuStats {
+        let c = &self.counters;
+        VcpuStats {
+            instructions_retired: Some(self.retired),
+            tlb: Some((self.tlb.hits.get(), self.tlb.misses.get())),
+            events: vec![
+                ("port I/O", c.port_io.get()),
+                ("MMIO", c.mmio.get()),
+                ("interrupts", c.interrupts.get()),
+                ("exceptions", c.exceptions.get()),
+                ("halts", c.halts.get()),
+                ("blocks decoded", c.blocks_decoded.get()),
+            ],
+        }
+    }
 }
 
 #[cfg(test)]
@@ -276,3 +352,7 @@ mod tests;
 mod tests_fpu;
 #[cfg(test)]
 mod tests_protect;
+#[cfg(test)]
+mod tests_sse4;
+#[cfg(test)]
+mod tests_xsave;

@@ -12,26 +12,26 @@ use super::*;
 use crate::cpu::{flags, reg, FxState};
 
 /// Where the memory operand lives in the guest; `rsi` points at it.
-const MEM: u64 = 0x20_0000;
-const CR4_OSFXSR: u64 = 1 << 9;
-const CR4_OSXMMEXCPT: u64 = 1 << 10;
+pub(super) const MEM: u64 = 0x20_0000;
+pub(super) const CR4_OSFXSR: u64 = 1 << 9;
+pub(super) const CR4_OSXMMEXCPT: u64 = 1 << 10;
 
 // ---------------------------------------------------------------------
 // Random values.
 
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    fn chance(&mut self, n: u64) -> bool {
+    pub(super) fn chance(&mut self, n: u64) -> bool {
         self.below(n) == 0
     }
 
@@ -85,12 +85,12 @@ impl Rng {
 /// An FXSAVE area.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-struct Area([u8; 512]);
+pub(super) struct Area(pub(super) [u8; 512]);
 
 /// General registers in and out: RAX, RCX, RDX, RBX, RFLAGS.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Gprs([u64; 5]);
+pub(super) struct Gprs(pub(super) [u64; 5]);
 
 /// The memory operand's buffer, 16-byte aligned like the guest's.
 #[repr(C, align(16))]
@@ -176,14 +176,14 @@ impl Drop for Host {
 // ---------------------------------------------------------------------
 // The interpreter side.
 
-fn asm(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+pub(super) fn asm(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
     let mut a = CodeAssembler::new(64).unwrap();
     f(&mut a).unwrap();
     a.assemble(0x1_0000).unwrap()
 }
 
 /// A CPU at the start of `code` with SSE enabled.
-fn cpu_for(code: &[u8]) -> Interpreter {
+pub(super) fn cpu_for(code: &[u8]) -> Interpreter {
     let mut cpu = long_mode_cpu(code);
     cpu.s.cr4 |= CR4_OSFXSR | CR4_OSXMMEXCPT;
     cpu.s.cr0 |= crate::cpu::cr0::NE;
@@ -254,7 +254,7 @@ fn fx_view(a: &Area, skip_st: bool) -> Vec<(String, u128)> {
 }
 
 /// One differential case: runs `ins` on both and compares.
-struct Case<'a> {
+pub(super) struct Case<'a> {
     name: &'a str,
     ins: Vec<u8>,
     host: Host,
@@ -265,7 +265,7 @@ struct Case<'a> {
 }
 
 impl<'a> Case<'a> {
-    fn new(name: &'a str, f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Self {
+    pub(super) fn new(name: &'a str, f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Self {
         let ins = asm(f);
         let host = Host::new(&ins);
         Case { name, ins, host, fsw_undefined: 0, flags_mask: flags::ARITH }
@@ -276,7 +276,7 @@ impl<'a> Case<'a> {
         self
     }
 
-    fn check(&self, fx: &Area, mem: &[u8; 128], g: &Gprs) {
+    pub(super) fn check(&self, fx: &Area, mem: &[u8; 128], g: &Gprs) {
         let (mut hfx, mut hg) = (*fx, *g);
         let mut buf = BigBuf([0; 512]);
         buf.0[..128].copy_from_slice(mem);
@@ -479,7 +479,7 @@ fn x87_misc_matches_host() {
 
 /// An SSE state: XMM registers holding random singles, doubles or bits,
 /// MXCSR with random rounding, FTZ and DAZ, exceptions masked.
-fn sse_state(rng: &mut Rng) -> Area {
+pub(super) fn sse_state(rng: &mut Rng) -> Area {
     let mut fx = FxState::default();
     for x in fx.xmm.iter_mut() {
         let mut v = 0u128;
@@ -508,7 +508,7 @@ fn sse_state(rng: &mut Rng) -> Area {
     Area(fx.to_bytes())
 }
 
-fn sse_mem(rng: &mut Rng) -> [u8; 128] {
+pub(super) fn sse_mem(rng: &mut Rng) -> [u8; 128] {
     let mut m = [0u8; 128];
     for c in m.chunks_mut(8) {
         let v = if rng.chance(2) { rng.fp(true) } else { rng.fp(false) | rng.fp(false) << 32 };
@@ -517,7 +517,7 @@ fn sse_mem(rng: &mut Rng) -> [u8; 128] {
     m
 }
 
-fn run_sse(cases: &[Case], iters: usize, seed: u64) {
+pub(super) fn run_sse(cases: &[Case], iters: usize, seed: u64) {
     let mut rng = Rng(seed);
     for c in cases {
         for _ in 0..iters {
@@ -854,7 +854,7 @@ fn fxsave_fxrstor_and_fsave_frstor_round_trip() {
 // ---------------------------------------------------------------------
 // Exceptions.
 
-fn run_one(cpu: &mut Interpreter) -> Result<(), Fault> {
+pub(super) fn run_one(cpu: &mut Interpreter) -> Result<(), Fault> {
     cpu.execute_block(1)
 }
 

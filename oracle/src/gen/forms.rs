@@ -125,6 +125,47 @@ const SSE_GROUPS: &[(&str, &[Mnemonic])] = &[
     ("sse-flags", &[M::Comiss, M::Comisd, M::Ucomiss, M::Ucomisd]),
 ];
 
+/// SSSE3 groups (the MMX forms are left out: the oracle's state has no
+/// MMX registers).
+const SSSE3_GROUPS: &[(&str, &[Mnemonic])] = &[
+    ("ssse3-shuffle", &[M::Pshufb, M::Palignr]),
+    ("ssse3-horizontal", &[M::Phaddw, M::Phaddd, M::Phaddsw, M::Phsubw, M::Phsubd, M::Phsubsw]),
+    ("ssse3-arith", &[M::Pmaddubsw, M::Pmulhrsw, M::Psignb, M::Psignw, M::Psignd, M::Pabsb, M::Pabsw, M::Pabsd]),
+];
+
+/// SSE4.1 groups.
+const SSE41_GROUPS: &[(&str, &[Mnemonic])] = &[
+    ("sse41-blend", &[M::Pblendvb, M::Blendps, M::Blendpd, M::Blendvps, M::Blendvpd, M::Pblendw]),
+    (
+        "sse41-int",
+        &[
+            M::Ptest, M::Pmuldq, M::Pmulld, M::Pcmpeqq, M::Packusdw, M::Pminsb, M::Pminsd, M::Pminuw, M::Pminud, M::Pmaxsb,
+            M::Pmaxsd, M::Pmaxuw, M::Pmaxud, M::Phminposuw, M::Mpsadbw,
+        ],
+    ),
+    (
+        "sse41-pmov",
+        &[
+            M::Pmovsxbw, M::Pmovsxbd, M::Pmovsxbq, M::Pmovsxwd, M::Pmovsxwq, M::Pmovsxdq, M::Pmovzxbw, M::Pmovzxbd, M::Pmovzxbq,
+            M::Pmovzxwd, M::Pmovzxwq, M::Pmovzxdq,
+        ],
+    ),
+    ("sse41-round", &[M::Roundps, M::Roundpd, M::Roundss, M::Roundsd]),
+    ("sse41-dot", &[M::Dpps, M::Dppd]),
+    (
+        "sse41-insert-extract",
+        &[M::Insertps, M::Extractps, M::Pinsrb, M::Pinsrd, M::Pinsrq, M::Pextrb, M::Pextrw, M::Pextrd, M::Pextrq],
+    ),
+    ("sse41-load", &[M::Movntdqa]),
+];
+
+/// SSE4.2 groups (POPCNT has its own flag).
+const SSE42_GROUPS: &[(&str, &[Mnemonic])] = &[
+    ("sse42-pcmpgtq", &[M::Pcmpgtq]),
+    ("sse42-string", &[M::Pcmpestri, M::Pcmpestri64, M::Pcmpestrm, M::Pcmpestrm64, M::Pcmpistri, M::Pcmpistrm]),
+    ("sse42-crc32", &[M::Crc32]),
+];
+
 /// Forms excluded although they pass the filters, and why.
 const EXCLUDED: &[Code] = &[
     // BSWAP of a 16-bit register is undefined.
@@ -145,6 +186,9 @@ pub(crate) fn groups(config: &GenConfig) -> Vec<Group> {
     let mut groups: Vec<Group> = INTEGER_GROUPS
         .iter()
         .chain(if config.sse { SSE_GROUPS } else { &[] })
+        .chain(if config.ssse3 { SSSE3_GROUPS } else { &[] })
+        .chain(if config.sse41 { SSE41_GROUPS } else { &[] })
+        .chain(if config.sse42 { SSE42_GROUPS } else { &[] })
         .filter_map(|&(name, mnemonics)| {
             let codes: Vec<Code> = Code::values().filter(|&code| mnemonics.contains(&code.mnemonic()) && usable(code, config)).collect();
             (!codes.is_empty()).then_some(Group { name, kind: GroupKind::Generic, codes })
@@ -215,6 +259,9 @@ fn feature_available(feature: CpuidFeature, config: &GenConfig) -> bool {
     match feature {
         F::INTEL8086 | F::INTEL186 | F::INTEL286 | F::INTEL386 | F::INTEL486 | F::X64 | F::CMOV | F::CX8 => true,
         F::SSE | F::SSE2 => config.sse,
+        F::SSSE3 => config.ssse3,
+        F::SSE4_1 => config.sse41,
+        F::SSE4_2 => config.sse42,
         F::CMPXCHG16B => config.cmpxchg16b,
         F::LZCNT => config.lzcnt,
         F::BMI1 => config.tzcnt,

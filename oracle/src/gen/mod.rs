@@ -10,8 +10,13 @@
 //!   except RSP by PUSH/POP;
 //! * memory operands are `[RBX + disp]` or `[RBX + index*scale + disp]`,
 //!   the index first narrowed to 0..=255 by a MOVZX of its low byte, so
-//!   every access lands in the operand area; SSE memory operands and
-//!   CMPXCHG16B use 16-byte aligned `[RBX + disp]`;
+//!   every access lands in the operand area; SSE memory operands,
+//!   MOVNTDQA and CMPXCHG16B use 16-byte aligned `[RBX + disp]`, except
+//!   now and then a misaligned one (which must fault, or not, alike);
+//! * PCMPESTRI/PCMPESTRM are often preceded by `MOV RAX/RDX, -20..=20`
+//!   so the explicit lengths are not always saturated; XMM values and
+//!   some 16-byte chunks of data are sometimes short "text" (a small
+//!   alphabet with zero bytes or words) for the string compares;
 //! * BT/BTS/BTR/BTC with a memory operand and a register bit offset narrow
 //!   the offset the same way (a register offset can address far beyond the
 //!   operand);
@@ -31,7 +36,7 @@
 //!   CBW...).
 //!
 //! Left out: branches, CALL/RET, anything privileged or nondeterministic
-//! (CPUID, RDTSC, RDRAND...), x87, MMX, AVX, segment registers, the
+//! (CPUID, RDTSC, RDRAND...), x87, MMX (also the MMX forms of SSSE3), AVX, segment registers, the
 //! ENTER/LEAVE pair, XLAT (reads through RBX), the BCD instructions
 //! (DAA DAS AAA AAS AAM AAD: invalid in 64-bit mode), the SAL alias
 //! (D0-D3 /6) and TEST F6/F7 /1 aliases, BSWAP r16 (undefined), 16-bit
@@ -47,7 +52,7 @@ mod special;
 use iced_x86::{Code, Instruction, Mnemonic, OpCodeOperandKind, Register};
 
 use crate::flags;
-use crate::layout::{DATA_BASE, DATA_SIZE, STACK_TOP};
+use crate::layout::{DATA_BASE, DATA_SIZE, OPERAND_AREA, STACK_TOP};
 use crate::rng::Rng;
 use crate::state::{flags as rflags, reg, UserState, MXCSR_DEFAULT};
 use forms::{Group, GroupKind};
@@ -74,12 +79,18 @@ pub struct GenConfig {
     pub lahf_sahf: bool,
     /// SSE/SSE2 integer and floating-point instructions.
     pub sse: bool,
+    /// SSSE3 (XMM forms).
+    pub ssse3: bool,
+    /// SSE4.1.
+    pub sse41: bool,
+    /// SSE4.2 (PCMPGTQ, the string compares, CRC32).
+    pub sse42: bool,
 }
 
 impl GenConfig {
     /// Only what every x86-64 CPU has (SSE2 included).
     pub fn baseline() -> Self {
-        Self { lzcnt: false, tzcnt: false, popcnt: false, cmpxchg16b: false, lahf_sahf: false, sse: true }
+        Self { lzcnt: false, tzcnt: false, popcnt: false, cmpxchg16b: false, lahf_sahf: false, sse: true, ssse3: false, sse41: false, sse42: false }
     }
 
     /// Everything the host CPU supports.
@@ -91,6 +102,9 @@ impl GenConfig {
             cmpxchg16b: std::arch::is_x86_feature_detected!("cmpxchg16b"),
             lahf_sahf: host_has_lahf_sahf(),
             sse: true,
+            ssse3: std::arch::is_x86_feature_detected!("ssse3"),
+            sse41: std::arch::is_x86_feature_detected!("sse4.1"),
+            sse42: std::arch::is_x86_feature_detected!("sse4.2"),
         }
     }
 }
@@ -191,17 +205,25 @@ impl Generator {
         state
     }
 
-    /// [`DATA_SIZE`] random bytes.
+    /// [`DATA_SIZE`] random bytes, with an eighth of the 16-byte chunks
+    /// of the operand area short text (see [`operands::text`]).
     pub fn data(&mut self) -> Vec<u8> {
         let mut data = vec![0; DATA_SIZE];
         self.rng.fill(&mut data);
+        let operand_bytes = (OPERAND_AREA.1 - OPERAND_AREA.0) as usize;
+        for chunk in data[..operand_bytes].chunks_exact_mut(16) {
+            if self.rng.chance(1, 8) {
+                chunk.copy_from_slice(&operands::text(&mut self.rng).to_le_bytes());
+            }
+        }
         data
     }
 
     fn xmm_value(&mut self) -> u128 {
         let rng = &mut self.rng;
-        match rng.below(4) {
+        match rng.below(5) {
             0 => u128::from(rng.next_u64()) | u128::from(rng.next_u64()) << 64,
+            4 => operands::text(rng),
             1 => (0..4).fold(0, |value, lane| value | u128::from(operands::nice_f32(rng).to_bits()) << (32 * lane)),
             2 => u128::from(operands::nice_f64(rng).to_bits()) | u128::from(operands::nice_f64(rng).to_bits()) << 64,
             _ => (0..4).fold(0, |value, lane| value | u128::from(operands::interesting(rng, 32) as u32) << (32 * lane)),
@@ -243,7 +265,7 @@ impl Generator {
         let mnemonic = code.mnemonic();
         let kinds = code.op_code().op_kinds();
         let bits = operand_bits(kinds);
-        let aligned = mnemonic == Mnemonic::Cmpxchg16b || kinds.contains(&OpCodeOperandKind::xmm_or_mem);
+        let aligned = matches!(mnemonic, Mnemonic::Cmpxchg16b | Mnemonic::Movntdqa) || kinds.contains(&OpCodeOperandKind::xmm_or_mem);
         let mut preludes = Vec::new();
         let mut operands = Vec::with_capacity(kinds.len());
         for &kind in kinds {
@@ -261,6 +283,13 @@ impl Generator {
         if matches!(mnemonic, Mnemonic::Div | Mnemonic::Idiv) && self.rng.chance(3, 4) {
             preludes.push(special::dividend_extension(mnemonic, bits)?);
         }
+        if is_explicit_length(mnemonic) {
+            for register in [Register::RAX, Register::RDX] {
+                if self.rng.chance(1, 2) {
+                    preludes.push(special::string_length(&mut self.rng, register)?);
+                }
+            }
+        }
         preludes.push(instruction);
         Some(preludes)
     }
@@ -271,7 +300,13 @@ impl Generator {
         let rng = &mut self.rng;
         let register = |rng: &mut Rng, set: &[Register]| rng.pick(set).copied().map(Operand::Register);
         let memory = |rng: &mut Rng, preludes: &mut Vec<Instruction>| {
-            Operand::Memory(if aligned { operands::aligned_memory(rng) } else { operands::memory(rng, preludes) })
+            Operand::Memory(if aligned && rng.chance(1, 32) {
+                operands::misaligned_memory(rng)
+            } else if aligned {
+                operands::aligned_memory(rng)
+            } else {
+                operands::memory(rng, preludes)
+            })
         };
         let use_memory = rng.chance(1, 3);
         Some(match kind {
@@ -298,6 +333,9 @@ impl Generator {
                 };
                 Operand::Immediate(count as i32)
             }
+            // Control bytes: every bit matters, so uniformly random half
+            // the time.
+            K::imm8 if is_control_byte(mnemonic) && rng.chance(1, 2) => Operand::Immediate(rng.below(256) as i32),
             K::imm8 => Operand::Immediate(operands::interesting(rng, 8) as i32),
             K::imm8sex16 | K::imm8sex32 | K::imm8sex64 => Operand::Immediate(i32::from(operands::interesting(rng, 8) as u8 as i8)),
             K::imm16 => Operand::Immediate(operands::interesting(rng, 16) as i32),
@@ -332,6 +370,24 @@ fn is_count(mnemonic: Mnemonic) -> bool {
         M::Shl | M::Shr | M::Sar | M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shld | M::Shrd | M::Psllw | M::Pslld | M::Psllq
             | M::Psrlw | M::Psrld | M::Psrlq | M::Psraw | M::Psrad | M::Pslldq | M::Psrldq
     )
+}
+
+/// Mnemonics whose imm8 is a set of control fields (SSE4 selectors and
+/// modes).
+fn is_control_byte(mnemonic: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(
+        mnemonic,
+        M::Pcmpestri | M::Pcmpestri64 | M::Pcmpestrm | M::Pcmpestrm64 | M::Pcmpistri | M::Pcmpistrm | M::Roundps | M::Roundpd
+            | M::Roundss | M::Roundsd | M::Dpps | M::Dppd | M::Insertps | M::Mpsadbw | M::Pblendw | M::Blendps | M::Blendpd
+            | M::Palignr
+    )
+}
+
+/// The string compares that take lengths in RAX and RDX.
+fn is_explicit_length(mnemonic: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(mnemonic, M::Pcmpestri | M::Pcmpestri64 | M::Pcmpestrm | M::Pcmpestrm64)
 }
 
 fn is_bit_test(mnemonic: Mnemonic) -> bool {

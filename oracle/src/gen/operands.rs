@@ -97,6 +97,35 @@ pub(crate) fn aligned_memory(rng: &mut Rng) -> MemoryOperand {
     MemoryOperand::new(BASE, Register::None, 1, (16 * rng.below(MAX_DISPLACEMENT / 16 + 1)) as i64, 1, false, Register::None)
 }
 
+/// `[RBX + disp]` with `disp` not a multiple of 16: aligned SSE forms
+/// must fault on it, unaligned ones (PCMPxSTRx, scalar operands) not.
+pub(crate) fn misaligned_memory(rng: &mut Rng) -> MemoryOperand {
+    let displacement = 16 * rng.below(MAX_DISPLACEMENT / 16) + 1 + rng.below(15);
+    MemoryOperand::new(BASE, Register::None, 1, displacement as i64, 1, false, Register::None)
+}
+
+/// Sixteen bytes of "text" for the string compares: bytes or words from
+/// a small alphabet (ASCII letters and a few values with the top bit
+/// set, so signed and unsigned orders differ), about one in ten zero,
+/// which ends an implicit-length string.
+pub(crate) fn text(rng: &mut Rng) -> u128 {
+    const ALPHABET: [u8; 8] = [b'a', b'b', b'c', b'A', b'B', b'0', 0x80, 0xFF];
+    let letter = |rng: &mut Rng| if rng.chance(1, 10) { 0 } else { ALPHABET[rng.below(8) as usize] };
+    let words = rng.chance(1, 2);
+    let mut value = 0u128;
+    for index in 0..16 {
+        let byte = if words && index % 2 == 1 {
+            // The high byte of a word: zero with its low byte, else
+            // usually zero (characters) or a letter.
+            if (value >> (8 * (index - 1))) as u8 == 0 || rng.chance(2, 3) { 0 } else { letter(rng) }
+        } else {
+            letter(rng)
+        };
+        value |= u128::from(byte) << (8 * index);
+    }
+    value
+}
+
 /// A memory operand inside the operand area: `[RBX + disp8]`,
 /// `[RBX + disp32]` or `[RBX + index*scale + disp]`. An index register is
 /// first narrowed to its low byte by a `MOVZX` pushed onto `preludes`

@@ -94,6 +94,12 @@ impl Generator {
     }
 }
 
+/// `MOV register, -20..=20` (sign-extended): an explicit string length
+/// that is not always saturated.
+pub(super) fn string_length(rng: &mut Rng, register: Register) -> Option<Instruction> {
+    Instruction::with2(Code::Mov_rm64_imm32, register, rng.below(41) as i32 - 20).ok()
+}
+
 /// `MOVZX r32, r8` narrowing the GPR that contains `register` to its low
 /// byte.
 pub(super) fn narrow(register: Register) -> Option<Instruction> {

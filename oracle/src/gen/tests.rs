@@ -84,17 +84,29 @@ fn every_group_is_generated() {
     for mnemonic in expected {
         assert!(mnemonics.contains(mnemonic), "{mnemonic} never generated");
     }
+    let config = generator.config();
+    let optional: [(bool, &[&str]); 3] = [
+        (config.ssse3, &["Pshufb", "Phaddw", "Palignr", "Pabsd"]),
+        (config.sse41, &["Ptest", "Pblendvb", "Roundsd", "Dpps", "Pmovzxbw", "Pextrb", "Insertps", "Movntdqa"]),
+        (config.sse42, &["Pcmpgtq", "Pcmpestri", "Pcmpistrm", "Crc32"]),
+    ];
+    for (enabled, names) in optional {
+        for mnemonic in names.iter().filter(|_| enabled) {
+            assert!(mnemonics.contains(*mnemonic), "{mnemonic} never generated");
+        }
+    }
 }
 
 /// The main property: thousands of random snippets run natively, only
-/// ever fault with #DE (from DIV/IDIV), keep RBX and a sane RSP, and give
-/// the same result when run twice.
+/// ever fault with #DE (from DIV/IDIV) or #GP (from a misaligned SSE
+/// operand), keep RBX and a sane RSP, and give the same result when run
+/// twice.
 #[test]
 fn random_snippets_run_natively_inside_the_regions() {
     const CASES: usize = 2_000;
     let mut generator = Generator::new(0x00C0_FFEE);
     let mut runner = NativeRunner::new().unwrap();
-    let (mut completed, mut divide_errors) = (0, 0);
+    let (mut completed, mut divide_errors, mut misaligned) = (0, 0, 0);
     for case_number in 0..CASES {
         let case = generator.case(1 + case_number % 32);
         let outcome = runner.run(&case.snippet.bytes, &case.state, &case.data).unwrap();
@@ -106,11 +118,16 @@ fn random_snippets_run_natively_inside_the_regions() {
                 assert!(in_data_region(state.gpr[reg::RSP]), "{}", context());
             }
             Outcome::Fault(fault) => {
-                divide_errors += 1;
-                assert_eq!(fault.exception, Exception::DivideError, "{fault}\n{}", context());
                 let offset = fault.snippet_offset().unwrap_or_else(|| panic!("fault outside the snippet at {:#x} (code base {CODE_BASE:#x})", fault.rip));
                 let faulting = case.snippet.instructions.iter().find(|i| i.ip() == SNIPPET_ADDR + offset).unwrap();
-                assert!(matches!(faulting.mnemonic(), Mnemonic::Div | Mnemonic::Idiv), "{}", context());
+                if fault.exception == Exception::GeneralProtection {
+                    misaligned += 1;
+                    assert!(faulting.memory_displacement64() % 16 != 0, "{fault}\n{}", context());
+                } else {
+                    divide_errors += 1;
+                    assert_eq!(fault.exception, Exception::DivideError, "{fault}\n{}", context());
+                    assert!(matches!(faulting.mnemonic(), Mnemonic::Div | Mnemonic::Idiv), "{}", context());
+                }
             }
         }
         if case_number % 10 == 0 {
@@ -118,7 +135,7 @@ fn random_snippets_run_natively_inside_the_regions() {
             assert_eq!(outcome, again, "{}", context());
         }
     }
-    assert!(completed > CASES / 2, "{completed} completed, {divide_errors} divide errors");
+    assert!(completed > CASES / 2, "{completed} completed, {divide_errors} divide errors, {misaligned} misaligned");
     assert!(divide_errors > 0, "DIV/IDIV should fault now and then");
 }
 

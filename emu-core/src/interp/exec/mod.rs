@@ -11,18 +11,24 @@ mod fast;
 mod fastcall;
 mod fxsave;
 mod io;
+mod msr;
 mod muldiv;
 mod protect;
 mod shift;
 mod softfp;
 mod sse;
+mod sse41;
+mod sse41_float;
+mod sse42;
 mod sse_float;
 mod sse_int;
+mod ssse3;
 mod stack;
 mod string;
 mod system;
 mod x87;
 mod x87_ctl;
+mod xsave;
 pub(super) mod task;
 
 use std::sync::OnceLock;
@@ -67,12 +73,17 @@ fn table() -> &'static Table {
         stack::register(&mut t);
         string::register(&mut t);
         system::register(&mut t);
+        xsave::register(&mut t);
         x87::register(&mut t);
         x87_ctl::register(&mut t);
         // After `string`, whose MOVSD/CMPSD the SSE handlers defer to.
         sse::register(&mut t);
         sse_float::register(&mut t);
         sse_int::register(&mut t);
+        ssse3::register(&mut t);
+        sse41::register(&mut t);
+        sse41_float::register(&mut t);
+        sse42::register(&mut t);
         t
     })
 }

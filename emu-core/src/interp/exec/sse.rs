@@ -143,7 +143,12 @@ impl Interpreter {
     /// when `size` is 16 and the form requires it.
     fn simd_mem(&mut self, ins: &Instruction, size: usize, write: bool) -> R<(usize, u64)> {
         let (sreg, off) = self.mem_operand(ins);
-        if size == 16 && !matches!(ins.mnemonic(), M::Movups | M::Movupd | M::Movdqu | M::Lddqu) {
+        // The SSE4.2 string compares take unaligned operands too.
+        let unaligned = matches!(
+            ins.mnemonic(),
+            M::Movups | M::Movupd | M::Movdqu | M::Lddqu | M::Pcmpestri | M::Pcmpestri64 | M::Pcmpestrm | M::Pcmpestrm64 | M::Pcmpistri | M::Pcmpistrm
+        );
+        if size == 16 && !unaligned {
             let access = if write { crate::mmu::Access::Write } else { crate::mmu::Access::Read };
             if self.linear(sreg, off, 16, access)? & 15 != 0 {
                 return Err(Fault::gp0());

@@ -50,22 +50,22 @@ pub(super) fn register(t: &mut Table) {
 
 /// MXCSR fields.
 #[derive(Clone, Copy)]
-struct Mx {
-    rc: u32,
-    daz: bool,
-    ftz: bool,
-    masks: u32,
+pub(super) struct Mx {
+    pub(super) rc: u32,
+    pub(super) daz: bool,
+    pub(super) ftz: bool,
+    pub(super) masks: u32,
 }
 
 impl Interpreter {
-    fn mx(&self) -> Mx {
+    pub(super) fn mx(&self) -> Mx {
         let m = self.s.fx.mxcsr;
         Mx { rc: (m >> 13) & 3, daz: m & 0x40 != 0, ftz: m & 0x8000 != 0, masks: (m >> 7) & fl::ALL }
     }
 
     /// Records the flags of an instruction and says whether its results
     /// may be written; raises #XM (or #UD) for unmasked exceptions.
-    fn simd_flags(&mut self, f: u32) -> R<()> {
+    pub(super) fn simd_flags(&mut self, f: u32) -> R<()> {
         let mx = self.mx();
         let pre = fl::IE | fl::DE | fl::ZE;
         let unmasked = f & !mx.masks;
@@ -80,7 +80,7 @@ impl Interpreter {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(super) enum Op {
     Add,
     Sub,
     Mul,
@@ -92,7 +92,7 @@ enum Op {
 }
 
 /// A source after DAZ, and whether it raises DE.
-fn source(ty: Ty, v: u64, mx: Mx) -> (u64, bool) {
+pub(super) fn source(ty: Ty, v: u64, mx: Mx) -> (u64, bool) {
     if ty.is_denormal(v) {
         if mx.daz {
             return (v & ty.sign(), false);
@@ -147,7 +147,7 @@ fn sf_cmp(ty: Ty, a: u64, b: u64) -> (bool, bool) {
 }
 
 /// One element: `a` is the destination's, `b` the source's.
-fn lane_op(op: Op, ty: Ty, a: u64, b: u64, mx: Mx) -> (u64, u32) {
+pub(super) fn lane_op(op: Op, ty: Ty, a: u64, b: u64, mx: Mx) -> (u64, u32) {
     let unary = op == Op::Sqrt;
     let (a, ade) = if unary { (0, false) } else { source(ty, a, mx) };
     let (b, bde) = source(ty, b, mx);
@@ -190,11 +190,11 @@ fn lane_op(op: Op, ty: Ty, a: u64, b: u64, mx: Mx) -> (u64, u32) {
     }
 }
 
-fn elem(v: u128, ty: Ty, i: usize) -> u64 {
+pub(super) fn elem(v: u128, ty: Ty, i: usize) -> u64 {
     (v >> (8 * ty.size() * i)) as u64 & ty.mask()
 }
 
-fn put(v: u128, ty: Ty, i: usize, x: u64) -> u128 {
+pub(super) fn put(v: u128, ty: Ty, i: usize, x: u64) -> u128 {
     let sh = 8 * ty.size() * i;
     (v & !(u128::from(ty.mask()) << sh)) | u128::from(x & ty.mask()) << sh
 }

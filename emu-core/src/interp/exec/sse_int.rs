@@ -1,5 +1,6 @@
 //! The integer SIMD instructions of MMX, SSE and SSE2, on MMX registers
 //! (64-bit vectors) or XMM registers (128-bit), chosen by the operands.
+//! PEXTRW, which SSE4.1 extends, is in `sse41`.
 
 use iced_x86::{Instruction, Mnemonic as M, OpKind};
 
@@ -22,23 +23,22 @@ pub(super) fn register(t: &mut Table) {
     t.set(&[M::Psllw, M::Pslld, M::Psllq, M::Psrlw, M::Psrld, M::Psrlq, M::Psraw, M::Psrad], shift);
     t.set(&[M::Pslldq, M::Psrldq], shift_bytes);
     t.set(&[M::Pshufd, M::Pshuflw, M::Pshufhw, M::Pshufw], pshuf);
-    t.set(&[M::Pextrw], pextrw);
     t.set(&[M::Pinsrw], pinsrw);
 }
 
 /// Lane `i` of `w` bytes, zero-extended.
-fn lane(v: u128, w: usize, i: usize) -> u64 {
+pub(super) fn lane(v: u128, w: usize, i: usize) -> u64 {
     (trunc(v >> (8 * w * i), w)) as u64
 }
 
 /// Sign-extends a `w`-byte lane.
-fn sx(x: u64, w: usize) -> i64 {
+pub(super) fn sx(x: u64, w: usize) -> i64 {
     let s = 64 - 8 * w as u32;
     ((x << s) as i64) >> s
 }
 
 /// Applies `f` lane by lane over `n` bytes of `a` and `b`.
-fn map2(a: u128, b: u128, n: usize, w: usize, f: impl Fn(u64, u64) -> u64) -> u128 {
+pub(super) fn map2(a: u128, b: u128, n: usize, w: usize, f: impl Fn(u64, u64) -> u64) -> u128 {
     let mut r = 0u128;
     for i in 0..n / w {
         r |= trunc(u128::from(f(lane(a, w, i), lane(b, w, i))), w) << (8 * w * i);
@@ -46,12 +46,12 @@ fn map2(a: u128, b: u128, n: usize, w: usize, f: impl Fn(u64, u64) -> u64) -> u1
     r
 }
 
-fn sat_s(v: i64, w: usize) -> u64 {
+pub(super) fn sat_s(v: i64, w: usize) -> u64 {
     let max = (1i64 << (8 * w - 1)) - 1;
     v.clamp(-max - 1, max) as u64
 }
 
-fn sat_u(v: i64, w: usize) -> u64 {
+pub(super) fn sat_u(v: i64, w: usize) -> u64 {
     let max = (1i64 << (8 * w)) - 1;
     v.clamp(0, max) as u64
 }
@@ -69,7 +69,7 @@ fn unpack(a: u128, b: u128, n: usize, w: usize, high: bool) -> u128 {
 }
 
 /// Packs the `w`-byte lanes of `a` then `b` into `w/2`-byte lanes.
-fn pack(a: u128, b: u128, n: usize, w: usize, sat: impl Fn(i64) -> u64) -> u128 {
+pub(super) fn pack(a: u128, b: u128, n: usize, w: usize, sat: impl Fn(i64) -> u64) -> u128 {
     let lanes = n / w;
     let mut r = 0u128;
     for i in 0..lanes {
@@ -207,16 +207,6 @@ fn pshuf(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         _ => (0..4).fold(s & 0xffff_ffff_ffff_ffffu128, |r, i| r | u128::from(lane(s, 2, 4 + sel(i))) << (64 + 16 * i)),
     };
     cpu.set_vreg(d, v);
-    Ok(())
-}
-
-fn pextrw(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
-    cpu.simd_enter(ins)?;
-    let s = ins.op1_register();
-    let n = width(s);
-    let i = usize::from(ins.immediate8()) % (n / 2);
-    let v = lane(cpu.vreg(s), 2, i);
-    cpu.set_reg(ins.op0_register(), v);
     Ok(())
 }
 

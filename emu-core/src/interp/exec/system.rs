@@ -1,5 +1,5 @@
 //! System instructions: control and debug registers, descriptor-table
-//! registers, LLDT/LTR, MSRs, the TSC, CPUID, HLT, CLI/STI, XCR0, SWAPGS,
+//! registers, LLDT/LTR, MSRs, the TSC, CPUID, HLT, CLI/STI, SWAPGS,
 //! INVLPG and the cache-control no-ops.
 
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
@@ -11,6 +11,7 @@ use super::super::cpuid::{self, Platform};
 use super::super::fault::{Fault, R};
 use super::super::segment::{descriptor_to_segment, sel_code};
 use super::super::Interpreter;
+use super::xsave::CR4_OSXSAVE;
 use super::Table;
 
 pub(super) fn register(t: &mut Table) {
@@ -23,13 +24,12 @@ pub(super) fn register(t: &mut Table) {
     t.set(&[M::Clts], clts);
     t.set(&[M::Invlpg], invlpg);
     t.set(&[M::Wbinvd, M::Invd, M::Wbnoinvd], privileged_nop);
-    t.set(&[M::Rdmsr], rdmsr);
-    t.set(&[M::Wrmsr], wrmsr);
+    t.set(&[M::Rdmsr], super::msr::rdmsr);
+    t.set(&[M::Wrmsr], super::msr::wrmsr);
     t.set(&[M::Rdtsc, M::Rdtscp], rdtsc);
     t.set(&[M::Cpuid], cpuid_insn);
     t.set(&[M::Hlt], hlt);
     t.set(&[M::Cli, M::Sti], cli_sti);
-    t.set(&[M::Xgetbv, M::Xsetbv], xcr);
     t.set(&[M::Swapgs], swapgs);
 }
 
@@ -42,9 +42,33 @@ impl Interpreter {
         Ok(())
     }
 
-    /// The TSC: 1 GHz from the host clock, plus the guest's offset.
+    /// The TSC: 1 GHz from the machine's monotonic clock (the one its
+    /// timers count), plus the guest's offset.
     pub(crate) fn tsc(&self) -> u64 {
-        (self.tsc_origin.elapsed().as_nanos() as u64).wrapping_add(self.s.msrs.tsc_offset)
+        self.clock.monotonic_ns().wrapping_add(self.s.msrs.tsc_offset)
+    }
+
+    /// IA32_TSC_DEADLINE as the guest reads it: the armed deadline in TSC
+    /// units, 0 once it fired or while disarmed.
+    pub(crate) fn tsc_deadline(&self) -> u64 {
+        let armed = self.local_apic.as_ref().and_then(|apic| apic.tsc_deadline_ns());
+        armed.map_or(0, |ns| ns.wrapping_add(self.s.msrs.tsc_offset))
+    }
+
+    /// Arms the local APIC's TSC-deadline timer at TSC value `v` (0
+    /// disarms); a deadline already past fires at once.
+    pub(crate) fn set_tsc_deadline(&mut self, v: u64) {
+        let Some(apic) = self.local_apic.as_ref() else { return };
+        if v == 0 {
+            apic.set_tsc_deadline_ns(None);
+            return;
+        }
+        let now_ns = self.clock.monotonic_ns();
+        let now_tsc = now_ns.wrapping_add(self.s.msrs.tsc_offset);
+        let ahead = v.wrapping_sub(now_tsc);
+        // More than half the TSC's range ahead is a deadline in the past.
+        let ns = if ahead < 1 << 63 { now_ns.saturating_add(ahead) } else { now_ns };
+        apic.set_tsc_deadline_ns(Some(ns));
     }
 
     /// Writes CR0 with its consistency checks; the TLB follows.
@@ -78,7 +102,8 @@ impl Interpreter {
     }
 }
 
-const CR4_KNOWN: u64 = 0x1 | 0x2 | 0x4 | 0x8 | cr4::PSE | cr4::PAE | 0x40 | cr4::PGE | 0x100 | 0x200 | 0x400 | 0x800 | 0x1_0000 | 0x4_0000 | cr4::SMEP | cr4::SMAP;
+/// The CR4 bits that may be set; OSXSAVE because CPUID advertises XSAVE.
+const CR4_KNOWN: u64 = 0x1 | 0x2 | 0x4 | 0x8 | cr4::PSE | cr4::PAE | 0x40 | cr4::PGE | 0x100 | 0x200 | 0x400 | 0x800 | 0x1_0000 | CR4_OSXSAVE | cr4::SMEP | cr4::SMAP;
 
 pub(super) fn mov_cr_dr(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     cpu.require_cpl0()?;
@@ -108,6 +133,10 @@ pub(super) fn mov_cr_dr(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
                     return Err(Fault::gp0());
                 }
                 cpu.s.cr8 = v;
+                // CR8 is the local APIC's TPR[7:4].
+                if let Some(apic) = cpu.local_apic.as_ref() {
+                    apic.set_tpr_cr8(v as u8);
+                }
             }
             _ => return Err(Fault::ud()),
         }
@@ -119,7 +148,7 @@ pub(super) fn mov_cr_dr(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
             Register::CR2 => cpu.s.cr2,
             Register::CR3 => cpu.s.cr3,
             Register::CR4 => cpu.s.cr4,
-            Register::CR8 => cpu.s.cr8,
+            Register::CR8 => cpu.local_apic.as_ref().map_or(cpu.s.cr8, |apic| u64::from(apic.tpr_cr8())),
             _ => return Err(Fault::ud()),
         };
         cpu.set_reg(dst, v & wide_mask);
@@ -290,103 +319,6 @@ fn privileged_nop(cpu: &mut Interpreter, _: &Instruction) -> R<()> {
     cpu.require_cpl0()
 }
 
-/// MSR numbers.
-mod msr {
-    pub const TSC: u32 = 0x10;
-    pub const PLATFORM_ID: u32 = 0x17;
-    /// IA32_BIOS_SIGN_ID: the microcode revision (Linux writes 0, runs
-    /// CPUID, then reads it back on Intel family 6).
-    pub const BIOS_SIGN_ID: u32 = 0x8b;
-    pub const APIC_BASE: u32 = 0x1b;
-    pub const MTRRCAP: u32 = 0xfe;
-    pub const SYSENTER_CS: u32 = 0x174;
-    pub const SYSENTER_ESP: u32 = 0x175;
-    pub const SYSENTER_EIP: u32 = 0x176;
-    pub const MISC_ENABLE: u32 = 0x1a0;
-    pub const PAT: u32 = 0x277;
-    pub const EFER: u32 = 0xc000_0080;
-    pub const STAR: u32 = 0xc000_0081;
-    pub const LSTAR: u32 = 0xc000_0082;
-    pub const CSTAR: u32 = 0xc000_0083;
-    pub const SFMASK: u32 = 0xc000_0084;
-    pub const FS_BASE: u32 = 0xc000_0100;
-    pub const GS_BASE: u32 = 0xc000_0101;
-    pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
-    pub const TSC_AUX: u32 = 0xc000_0103;
-}
-
-fn rdmsr(cpu: &mut Interpreter, _: &Instruction) -> R<()> {
-    cpu.require_cpl0()?;
-    let index = cpu.s.gpr[reg::RCX] as u32;
-    let m = &cpu.s.msrs;
-    let v = match index {
-        msr::TSC => cpu.tsc(),
-        msr::PLATFORM_ID | msr::BIOS_SIGN_ID => 0,
-        msr::APIC_BASE => cpu.s.apic_base,
-        msr::MTRRCAP => 0,
-        msr::SYSENTER_CS => m.sysenter_cs,
-        msr::SYSENTER_ESP => m.sysenter_esp,
-        msr::SYSENTER_EIP => m.sysenter_eip,
-        msr::MISC_ENABLE => m.misc_enable,
-        msr::PAT => m.pat,
-        msr::EFER => cpu.s.efer,
-        msr::STAR => m.star,
-        msr::LSTAR => m.lstar,
-        msr::CSTAR => m.cstar,
-        msr::SFMASK => m.sfmask,
-        msr::FS_BASE => cpu.s.segs[seg::FS].base,
-        msr::GS_BASE => cpu.s.segs[seg::GS].base,
-        msr::KERNEL_GS_BASE => m.kernel_gs_base,
-        msr::TSC_AUX => m.tsc_aux,
-        _ => return Err(Fault::gp0()),
-    };
-    cpu.set_reg(Register::EAX, v & 0xffff_ffff);
-    cpu.set_reg(Register::EDX, v >> 32);
-    Ok(())
-}
-
-fn wrmsr(cpu: &mut Interpreter, _: &Instruction) -> R<()> {
-    cpu.require_cpl0()?;
-    let index = cpu.s.gpr[reg::RCX] as u32;
-    let v = (cpu.s.gpr[reg::RDX] << 32) | (cpu.s.gpr[reg::RAX] & 0xffff_ffff);
-    let canonical = super::super::access::is_canonical(v);
-    match index {
-        msr::TSC => cpu.s.msrs.tsc_offset = v.wrapping_sub(cpu.tsc().wrapping_sub(cpu.s.msrs.tsc_offset)),
-        // No microcode to load: the write only resets the revision field.
-        msr::BIOS_SIGN_ID => {}
-        msr::APIC_BASE => cpu.s.apic_base = v & !0x6ff,
-        msr::SYSENTER_CS => cpu.s.msrs.sysenter_cs = v & 0xffff,
-        msr::SYSENTER_ESP if canonical => cpu.s.msrs.sysenter_esp = v,
-        msr::SYSENTER_EIP if canonical => cpu.s.msrs.sysenter_eip = v,
-        msr::MISC_ENABLE => cpu.s.msrs.misc_enable = v,
-        msr::PAT => cpu.s.msrs.pat = v,
-        msr::EFER => {
-            let allowed = efer::SCE | efer::LME | efer::NXE;
-            if v & !(allowed | efer::LMA) != 0 {
-                return Err(Fault::gp0());
-            }
-            if cpu.s.cr0 & cr0::PG != 0 && (v ^ cpu.s.efer) & efer::LME != 0 {
-                return Err(Fault::gp0());
-            }
-            let new = (v & allowed) | (cpu.s.efer & efer::LMA);
-            if (new ^ cpu.s.efer) & efer::NXE != 0 {
-                cpu.tlb.flush(false);
-            }
-            cpu.s.efer = new;
-        }
-        msr::STAR => cpu.s.msrs.star = v,
-        msr::LSTAR if canonical => cpu.s.msrs.lstar = v,
-        msr::CSTAR if canonical => cpu.s.msrs.cstar = v,
-        msr::SFMASK => cpu.s.msrs.sfmask = v & 0xffff_ffff,
-        msr::FS_BASE if canonical => cpu.s.segs[seg::FS].base = v,
-        msr::GS_BASE if canonical => cpu.s.segs[seg::GS].base = v,
-        msr::KERNEL_GS_BASE if canonical => cpu.s.msrs.kernel_gs_base = v,
-        msr::TSC_AUX => cpu.s.msrs.tsc_aux = v & 0xffff_ffff,
-        _ => return Err(Fault::gp0()),
-    }
-    Ok(())
-}
-
 fn rdtsc(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     if cpu.s.cr4 & 0x4 != 0 && cpu.s.cpl() != 0 && cpu.protected_mode() {
         return Err(Fault::gp0());
@@ -402,7 +334,12 @@ fn rdtsc(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
 }
 
 fn cpuid_insn(cpu: &mut Interpreter, _: &Instruction) -> R<()> {
-    let platform = Platform { apic: cpu.s.apic_base & (1 << 11) != 0 && cpu.has_apic, apic_id: 0 };
+    let platform = Platform {
+        apic: cpu.s.apic_base & (1 << 11) != 0 && cpu.has_apic,
+        apic_id: 0,
+        osxsave: cpu.s.cr4 & CR4_OSXSAVE != 0,
+        tsc_deadline: cpu.local_apic.is_some(),
+    };
     let (a, b, c, d) = cpuid::cpuid(cpu.s.gpr[reg::RAX] as u32, cpu.s.gpr[reg::RCX] as u32, platform);
     cpu.set_reg(Register::EAX, u64::from(a));
     cpu.set_reg(Register::EBX, u64::from(b));
@@ -433,31 +370,6 @@ fn cli_sti(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         }
         cpu.s.rflags |= flags::IF;
     }
-    Ok(())
-}
-
-fn xcr(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
-    const OSXSAVE: u64 = 1 << 18;
-    if cpu.s.cr4 & OSXSAVE == 0 {
-        return Err(Fault::ud());
-    }
-    let index = cpu.s.gpr[reg::RCX] as u32;
-    if ins.mnemonic() == M::Xgetbv {
-        if index != 0 {
-            return Err(Fault::gp0());
-        }
-        let v = cpu.s.xcr0;
-        cpu.set_reg(Register::EAX, v & 0xffff_ffff);
-        cpu.set_reg(Register::EDX, v >> 32);
-        return Ok(());
-    }
-    cpu.require_cpl0()?;
-    let v = (cpu.s.gpr[reg::RDX] << 32) | (cpu.s.gpr[reg::RAX] & 0xffff_ffff);
-    // Only x87 state is supported (bit 0 must be set).
-    if index != 0 || v != 1 {
-        return Err(Fault::gp0());
-    }
-    cpu.s.xcr0 = v;
     Ok(())
 }
 
