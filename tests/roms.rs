@@ -68,6 +68,17 @@ fn exceptions_error_codes_paging_and_the_lapic_timer() {
     run_rom(&test_roms::exceptions(), "interp");
 }
 
+/// The benchmark workloads at small sizes: results the host computed too.
+#[test]
+fn workloads_compute_what_the_host_computes() {
+    for rom in [test_roms::compute(5_000), test_roms::memory(5_000), test_roms::syscalls(500), test_roms::port_io(500)] {
+        if common::kvm_or_skip(rom.name) {
+            run_rom_checked(&rom, "kvm");
+        }
+        run_rom(&rom, "interp");
+    }
+}
+
 #[test]
 fn pit_interrupts_through_the_8259() {
     run_rom(&test_roms::pit_timer(), "kvm");

@@ -13,8 +13,10 @@
 
 mod asm;
 mod elf;
+mod workloads;
 
 pub use elf::elf32_multiboot;
+pub use workloads::{memory, port_io, syscalls};
 
 use iced_x86::code_asm::*;
 use iced_x86::IcedError;
@@ -173,7 +175,7 @@ pub const SERIAL_ECHO_INPUT: &str = "hello, popek\nq";
 
 /// Linear addresses of the long-mode ROM's pieces (ROM at 0xF0000).
 const LM_PM32: u64 = 0xf_1000;
-const LM_LM64: u64 = 0xf_2000;
+pub(crate) const LM_LM64: u64 = 0xf_2000;
 const LM_GDT: u64 = 0xf_3000;
 const LM_GDT_PTR: u64 = 0xf_3040;
 
@@ -346,8 +348,8 @@ pub fn multiboot_hello() -> TestRom {
 
 /// The workload of [`compute`]: each iteration is this many instructions.
 pub const COMPUTE_INSTRUCTIONS_PER_ITERATION: u64 = 15;
-const LCG_MUL: u64 = 6_364_136_223_846_793_005;
-const LCG_ADD: u64 = 1_442_695_040_888_963_407;
+pub(crate) const LCG_MUL: u64 = 6_364_136_223_846_793_005;
+pub(crate) const LCG_ADD: u64 = 1_442_695_040_888_963_407;
 
 /// What [`compute`] prints for `iterations`, computed here the slow way.
 fn compute_expected(iterations: u32) -> (u64, u64) {
@@ -428,7 +430,7 @@ pub fn compute(iterations: u32) -> TestRom {
 
 /// Replaces the 64-bit part of [`long_mode_hello`] with `code` (assembled
 /// at LM_LM64), keeping its way up through real and protected mode.
-fn long_mode_rom(name: &'static str, code: Result<Vec<u8>, IcedError>, expected_tail: &str) -> TestRom {
+pub(crate) fn long_mode_rom(name: &'static str, code: Result<Vec<u8>, IcedError>, expected_tail: &str) -> TestRom {
     let mut rom = long_mode_hello();
     let code = code.unwrap_or_else(|e| panic!("test ROM {name} does not assemble: {e}"));
     let off = (LM_LM64 - 0xf_0000) as usize;
@@ -693,9 +695,26 @@ pub fn pit_timer() -> TestRom {
 /// Memory the test programs are run with, in bytes.
 pub const TEST_MEMORY: u64 = 32 << 20;
 
+/// The workloads at benchmark sizes (each runs for a second or more under
+/// an interpreter), for `write-test-roms --bench`.
+pub fn bench_workloads() -> Vec<TestRom> {
+    vec![compute(20_000_000), memory(5_000_000), syscalls(500_000), port_io(1_000_000)]
+}
+
 /// Every test program.
 pub fn all() -> Vec<TestRom> {
-    vec![real_mode_hello(), long_mode_hello(), multiboot_hello(), serial_echo(), compute(1_000_000), exceptions(), pit_timer()]
+    vec![
+        real_mode_hello(),
+        long_mode_hello(),
+        multiboot_hello(),
+        serial_echo(),
+        compute(1_000_000),
+        exceptions(),
+        pit_timer(),
+        memory(200_000),
+        syscalls(20_000),
+        port_io(20_000),
+    ]
 }
 
 #[cfg(test)]
