@@ -35,7 +35,7 @@ pub enum Command {
 pub struct RunArgs {
     /// CPU backend: kvm (hardware virtualization), interp (software
     /// interpreter) or jit (binary translator). Default: kvm where the host
-    /// has hardware virtualization, interp elsewhere.
+    /// has hardware virtualization, jit elsewhere.
     #[arg(long, value_enum)]
     pub accel: Option<Accel>,
 

@@ -43,15 +43,15 @@ pub enum Accel {
 }
 
 impl Accel {
-    /// KVM where the host has hardware virtualization, the software CPU
-    /// elsewhere.
+    /// KVM where the host has hardware virtualization, the binary
+    /// translator elsewhere.
     pub fn default_for_host() -> (Self, String) {
         match accel_kvm::probe() {
             accel_kvm::KvmHost::Hardware => (Accel::Kvm, "hardware virtualization is available".into()),
             accel_kvm::KvmHost::Paravirtual => {
-                (Accel::Interp, "/dev/kvm is kvm_pvm, without hardware virtualization".into())
+                (Accel::Jit, "/dev/kvm is kvm_pvm, without hardware virtualization".into())
             }
-            accel_kvm::KvmHost::Unavailable(why) => (Accel::Interp, format!("KVM is unavailable: {why}")),
+            accel_kvm::KvmHost::Unavailable(why) => (Accel::Jit, format!("KVM is unavailable: {why}")),
         }
     }
 
@@ -461,6 +461,12 @@ fn build_interp(
     cpu.set_interrupt_source(InterruptSource { pending, acknowledge });
     cpu.set_clock(clock.clone());
     cpu.set_local_apic(Box::new(CpuSideLapic(lapic.clone())));
+    if cfg.accel == Accel::Jit {
+        // The JIT is a tier of the interpreter: same machine, hot blocks
+        // translated.
+        let translator = jit::Translator::new().map_err(|e| Error::Config(format!("the jit backend: {e}")))?;
+        cpu.set_translator(Box::new(translator));
+    }
     let timed: Vec<Arc<Mutex<dyn Timed>>> = vec![devs.cmos, pit, lapic, hpet];
     spawn_device_timers(timed, clock.clone(), control.clone());
     Ok(Backend { vcpu: Box::new(cpu), serial: devs.serial })
@@ -521,11 +527,6 @@ fn acknowledge_fn(
 /// Builds the machine described by `cfg` and runs it until the guest
 /// stops; returns why it stopped.
 pub fn run(cfg: &Config) -> Result<StopReason> {
-    if cfg.accel == Accel::Jit {
-        return Err(Error::Config(
-            "the jit backend is not implemented yet; use --accel interp or --accel kvm".into(),
-        ));
-    }
     let (memory, boot) = load_guest(cfg)?;
     tracing::info!("loaded {}", boot.summary);
     let memory = Arc::new(memory);
@@ -640,7 +641,7 @@ mod tests {
         let stats = emu_core::VcpuStats {
             instructions_retired: Some(50_000_000),
             tlb: Some((990, 10)),
-            events: vec![("port I/O", 7), ("halts", 3)],
+            events: vec![("port I/O".into(), 7), ("halts".into(), 3)],
         };
         let r = stats_report(Accel::Interp, &stats, Duration::from_millis(500));
         assert!(r.starts_with("popek stats (interp backend, 0.500 s"), "{r}");

@@ -316,7 +316,7 @@ impl Vcpu for KvmVcpu {
     fn stats(&self) -> VcpuStats {
         let e = self.exits;
         VcpuStats {
-            events: vec![("port I/O exits", e.io), ("MMIO exits", e.mmio), ("kicks", e.interrupted), ("other exits", e.other)],
+            events: vec![("port I/O exits".into(), e.io), ("MMIO exits".into(), e.mmio), ("kicks".into(), e.interrupted), ("other exits".into(), e.other)],
             ..VcpuStats::default()
         }
     }

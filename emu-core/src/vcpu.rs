@@ -83,5 +83,5 @@ pub struct VcpuStats {
     pub tlb: Option<(u64, u64)>,
     /// Events by kind: exits to the VMM under KVM; device accesses,
     /// interrupts, exceptions and halts under the software CPU.
-    pub events: Vec<(&'static str, u64)>,
+    pub events: Vec<(std::borrow::Cow<'static, str>, u64)>,
 }

@@ -1,9 +1,224 @@
-//! popek's dynamic binary translator: guest basic blocks translated to host
-//! code with Cranelift, over the same `emu_core::CpuState` and soft TLB as
-//! the interpreter.
+//! popek's dynamic binary translator: hot guest basic blocks translated to
+//! host code with Cranelift, as a tier of the interpreter
+//! (`emu_core::interp::BlockTranslator`). Native code works on the same
+//! `CpuState`, lazy flags and soft TLB as the interpreter, and hands
+//! whatever it does not lower to the interpreter's own handlers.
 //!
-//! Not implemented yet: `popek run --accel jit` answers so. The design it
-//! will follow is in ARCHITECTURE.md.
+//! Layout:
+//! - [`Translator`] (here): Cranelift modules, code generations, stats;
+//! - `translate`: one block to one function, the register cache, exits,
+//!   helper calls, dispatch by mnemonic;
+//! - `flags`: the lazy flags record in Cranelift values, conditions;
+//! - `lower_mem`: addresses, the inline TLB, loads, stores, PUSH/POP;
+//! - `lower_alu`: MOV and friends, the ALU, shifts, SETcc, CMOVcc;
+//! - `lower_ctl`: Jcc, JMP, CALL, RET.
+//!
+//! Only 64-bit-mode blocks are translated; others are interpreted.
 
-/// Why the JIT cannot run a guest yet.
-pub const NOT_IMPLEMENTED: &str = "the jit backend";
+mod flags;
+mod lower_alu;
+mod lower_ctl;
+mod lower_mem;
+mod translate;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use cranelift_codegen::ir::{types, AbiParam, UserFuncName};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Linkage, Module};
+use emu_core::interp::{exit, BlockTranslator, JitFrame, NativeBlock, TranslationRequest};
+use iced_x86::Mnemonic;
+
+use translate::{Flow, Lower};
+
+/// Why the translator could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The host is not one Cranelift generates code for.
+    #[error("cranelift does not support this host: {0}")]
+    Host(String),
+    /// A Cranelift setting was refused.
+    #[error("cranelift refused a setting")]
+    Setting(#[from] settings::SetError),
+    /// Building the target ISA failed.
+    #[error("cannot build the cranelift target")]
+    Isa(#[source] cranelift_codegen::CodegenError),
+}
+
+/// Compiled code above which everything is dropped at the next block
+/// boundary (cranelift-jit frees memory a whole module at a time).
+const CODE_LIMIT: usize = 64 << 20;
+
+/// The Cranelift translator.
+pub struct Translator {
+    module: JITModule,
+    ctx: Context,
+    fctx: FunctionBuilderContext,
+    generation: u64,
+    next_name: u32,
+    code_bytes: usize,
+    compiled: u64,
+    refused: u64,
+    failed: u64,
+    compile_ns: u64,
+    flushes: u64,
+    /// Instructions lowered inline and instructions left to the fallback,
+    /// counted when translating.
+    lowered: u64,
+    fallback_sites: HashMap<Mnemonic, u64>,
+}
+
+// SAFETY: the module's raw pointers are to code it owns; the translator is
+// used by one vCPU thread at a time (it moves with the interpreter).
+unsafe impl Send for Translator {}
+
+impl std::fmt::Debug for Translator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Translator").field("generation", &self.generation).field("compiled", &self.compiled).finish_non_exhaustive()
+    }
+}
+
+fn new_module() -> Result<JITModule, Error> {
+    let mut flags = settings::builder();
+    flags.set("use_colocated_libcalls", "false")?;
+    flags.set("is_pic", "false")?;
+    flags.set("opt_level", "speed")?;
+    // The verifier costs about 40% of compile time: on for the translator's
+    // own tests and on request (POPEK_JIT_VERIFY=1), off for guests.
+    let verify = cfg!(test) || std::env::var_os("POPEK_JIT_VERIFY").is_some_and(|v| v == "1");
+    flags.set("enable_verifier", if verify { "true" } else { "false" })?;
+    let isa = cranelift_native::builder().map_err(|e| Error::Host(e.to_string()))?;
+    let isa = isa.finish(settings::Flags::new(flags)).map_err(Error::Isa)?;
+    Ok(JITModule::new(JITBuilder::with_isa(isa, default_libcall_names())))
+}
+
+impl Translator {
+    /// A translator for this host.
+    pub fn new() -> Result<Self, Error> {
+        let module = new_module()?;
+        let ctx = module.make_context();
+        Ok(Self {
+            module,
+            ctx,
+            fctx: FunctionBuilderContext::new(),
+            generation: 0,
+            next_name: 0,
+            code_bytes: 0,
+            compiled: 0,
+            refused: 0,
+            failed: 0,
+            compile_ns: 0,
+            flushes: 0,
+            lowered: 0,
+            fallback_sites: HashMap::new(),
+        })
+    }
+
+    fn compile(&mut self, req: &TranslationRequest<'_>) -> Option<NativeBlock> {
+        let pointer = self.module.target_config().pointer_type();
+        self.module.clear_context(&mut self.ctx);
+        self.ctx.func.signature.params.push(AbiParam::new(pointer));
+        self.ctx.func.signature.returns.push(AbiParam::new(types::I32));
+        let sig = self.ctx.func.signature.clone();
+        let name = format!("b{}", self.next_name);
+        self.next_name += 1;
+        let id = self.module.declare_function(&name, Linkage::Local, &sig).ok()?;
+        self.ctx.func.name = UserFuncName::user(0, id.as_u32());
+        {
+            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+            let mut l = Lower::new(&mut b, req.helpers, pointer);
+            let mut ended = false;
+            for (i, ins) in req.instructions.iter().enumerate() {
+                l.index = i;
+                let (flow, lowered) = l.instruction(ins);
+                if lowered {
+                    self.lowered += 1;
+                } else {
+                    *self.fallback_sites.entry(ins.mnemonic()).or_default() += 1;
+                }
+                if flow == Flow::Ended {
+                    ended = true;
+                    break;
+                }
+            }
+            if !ended {
+                let next = req.instructions.last().map_or(req.rip, |i| i.next_ip());
+                l.exit_here(next, req.instructions.len() as u64, exit::CONTINUE);
+            }
+            b.seal_all_blocks();
+            b.finalize(self.module.target_config());
+        }
+        if self.module.define_function(id, &mut self.ctx).is_err() {
+            return None;
+        }
+        self.code_bytes += self.ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+        self.module.finalize_definitions().ok()?;
+        let code = self.module.get_finalized_function(id);
+        // SAFETY: the function was built with the signature
+        // `extern "C" fn(*mut JitFrame) -> u32` (pointer in, i32 out,
+        // SystemV, the host's C convention) and is finalized (executable).
+        let entry = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*mut JitFrame) -> u32>(code) };
+        Some(NativeBlock { entry, generation: self.generation })
+    }
+}
+
+impl BlockTranslator for Translator {
+    fn translate(&mut self, req: &TranslationRequest<'_>) -> Option<NativeBlock> {
+        if !req.long_mode || req.bitness != 64 || req.instructions.is_empty() {
+            self.refused += 1;
+            return None;
+        }
+        let start = Instant::now();
+        let native = self.compile(req);
+        self.compile_ns += start.elapsed().as_nanos() as u64;
+        match native {
+            Some(_) => self.compiled += 1,
+            None => self.failed += 1,
+        }
+        native
+    }
+
+    fn wants_flush(&self) -> bool {
+        self.code_bytes > CODE_LIMIT
+    }
+
+    fn flush(&mut self) {
+        let Ok(fresh) = new_module() else { return };
+        let old = std::mem::replace(&mut self.module, fresh);
+        // SAFETY: the interpreter calls `flush` only between blocks, and
+        // native blocks of older generations are never called again.
+        unsafe { old.free_memory() };
+        self.generation += 1;
+        self.code_bytes = 0;
+        self.flushes += 1;
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn stats(&self) -> Vec<(String, u64)> {
+        let mut v = vec![
+            ("translated".to_string(), self.compiled),
+            ("translation failures".to_string(), self.failed),
+            ("refused (not 64-bit)".to_string(), self.refused),
+            ("compile time (us)".to_string(), self.compile_ns / 1000),
+            ("code bytes".to_string(), self.code_bytes as u64),
+            ("code flushes".to_string(), self.flushes),
+            ("instructions lowered".to_string(), self.lowered),
+        ];
+        let mut sites: Vec<_> = self.fallback_sites.iter().collect();
+        sites.sort_by(|a, b| b.1.cmp(a.1));
+        for (m, n) in sites.into_iter().take(10) {
+            v.push((format!("fallback site {m:?}"), *n));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests;

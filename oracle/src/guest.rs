@@ -30,7 +30,8 @@
 use std::sync::Arc;
 
 use emu_core::cpu::{cr0, efer, seg};
-use emu_core::interp::{Interpreter, Step};
+use emu_core::interp::{BlockTranslator, Interpreter, Step};
+use emu_core::Vcpu;
 use emu_core::{Bus, CpuState, DescriptorTable, GuestMemory, MachineContext, MachineControl, Segment};
 use iced_x86::Instruction;
 
@@ -205,6 +206,44 @@ fn describe_state(state: &UserState) -> String {
     text
 }
 
+/// Runs `snippet` a block at a time, as `Vcpu::run` does, in the plain
+/// interpreter or (with `translator`, translating every block at first
+/// sight) in its JIT tier. A HLT follows the snippet; at CPL 3 it raises
+/// #GP at the end address, which ends the run as `Completed`.
+pub fn run_blocks(snippet: &Snippet, input: &UserState, data: &[u8], translator: Option<Box<dyn BlockTranslator>>) -> InterpOutcome {
+    let guest = match Guest::new(snippet, input, data) {
+        Ok(guest) => guest,
+        Err(why) => return InterpOutcome::Stopped(why),
+    };
+    guest.run_blocks(snippet, translator)
+}
+
+/// Runs `case` in the interpreter and in its JIT tier (block by block both)
+/// and compares the two exactly: in a [`Mismatch`], "native" is the
+/// interpreter and "interp" the JIT.
+pub fn jit_differential(case: &TestCase, translator: Box<dyn BlockTranslator>) -> Result<(), Mismatch> {
+    let interp = run_blocks(&case.snippet, &case.state, &case.data, None);
+    let jit = run_blocks(&case.snippet, &case.state, &case.data, Some(translator));
+    let result = match (&interp, &jit) {
+        (InterpOutcome::Completed { state: a, data: da, .. }, InterpOutcome::Completed { state: b, data: db, .. }) => {
+            both(compare(a, b, 0), compare_data(da, db))
+        }
+        (
+            InterpOutcome::Exception { vector: va, rip: ra, state: a, data: da, .. },
+            InterpOutcome::Exception { vector: vb, rip: rb, state: b, data: db, .. },
+        ) => {
+            let mut outcome = Ok(());
+            if va != vb || ra != rb {
+                outcome = Err(single("exception", format!("vector {va} at {ra:#x}"), format!("vector {vb} at {rb:#x}")));
+            }
+            both(both(outcome, compare(a, b, 0)), compare_data(da, db))
+        }
+        (InterpOutcome::Stopped(a), InterpOutcome::Stopped(b)) if a == b => Ok(()),
+        (a, b) => Err(single("outcome", describe_interp(a), describe_interp(b))),
+    };
+    result.map_err(|mismatch| mismatch.with_disassembly(case.snippet.description.clone()).with_context(describe_state(&case.state)))
+}
+
 /// A guest machine loaded with one case.
 struct Guest {
     memory: Arc<GuestMemory>,
@@ -256,6 +295,46 @@ impl Guest {
             }
         }
         InterpOutcome::Stopped(format!("no end after {MAX_STEPS} steps"))
+    }
+
+    fn run_blocks(mut self, snippet: &Snippet, translator: Option<Box<dyn BlockTranslator>>) -> InterpOutcome {
+        let end = snippet.end_address();
+        if end >= CODE_BASE + CODE_SIZE as u64 || self.memory.write(end, &[0xF4]).is_err() {
+            return InterpOutcome::Stopped("no room for the final HLT".into());
+        }
+        let jit = translator.is_some();
+        if let Some(t) = translator {
+            self.cpu.set_translator(t);
+            self.cpu.set_jit_threshold(0);
+        }
+        let outcome = self.run_blocks_until_end(end);
+        let native_runs = self.cpu.stats().events.iter().find(|(k, _)| k == "jit: native block runs").map_or(0, |e| e.1);
+        if jit && native_runs == 0 {
+            return InterpOutcome::Stopped("jit: no block ran natively".into());
+        }
+        outcome
+    }
+
+    fn run_blocks_until_end(&mut self, end: u64) -> InterpOutcome {
+        for _ in 0..MAX_STEPS {
+            match self.cpu.step_block() {
+                Step::Executed => {}
+                Step::Halted => return InterpOutcome::Stopped(format!("halted at {:#x}", self.cpu.state().rip)),
+                Step::Stopped(reason) => return InterpOutcome::Stopped(format!("{reason:?} at {:#x}", self.cpu.state().rip)),
+            }
+            let rip = self.cpu.state().rip;
+            if (HANDLERS..HANDLERS + HANDLER_STRIDE * VECTORS).contains(&rip) {
+                let vector = ((rip - HANDLERS) / HANDLER_STRIDE) as u8;
+                let outcome = self.exception(vector, 0);
+                return match outcome {
+                    InterpOutcome::Exception { vector: 13, rip, state, data, .. } if rip == end => {
+                        InterpOutcome::Completed { state, data, undefined_flags: 0 }
+                    }
+                    other => other,
+                };
+            }
+        }
+        InterpOutcome::Stopped(format!("no end after {MAX_STEPS} blocks"))
     }
 
     /// The outcome after the CPU entered the handler of `vector`.

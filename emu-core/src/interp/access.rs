@@ -132,7 +132,7 @@ impl Interpreter {
         }
         // Crossing a page: byte by byte, both pages checked first.
         self.translate(linear, access, implicit)?;
-        self.translate(linear.wrapping_add(size as u64 - 1), access, implicit)?;
+        self.translate(second_page(linear, size), access, implicit)?;
         let mut v = 0u64;
         for i in (0..size).rev() {
             v = v << 8 | self.read_linear_as(linear.wrapping_add(i as u64), 1, access, implicit)?;
@@ -168,7 +168,7 @@ impl Interpreter {
             return Ok(());
         }
         self.translate(linear, Access::Write, implicit)?;
-        self.translate(linear.wrapping_add(size as u64 - 1), Access::Write, implicit)?;
+        self.translate(second_page(linear, size), Access::Write, implicit)?;
         for i in 0..size {
             self.write_linear_as(linear.wrapping_add(i as u64), 1, value >> (8 * i), implicit)?;
         }
@@ -184,7 +184,7 @@ impl Interpreter {
         }
         let last = linear.wrapping_add(size as u64 - 1);
         if last >> 12 != linear >> 12 && self.tlb.lookup(last, Access::Write, user).is_none() {
-            self.translate(last, Access::Write, false)?;
+            self.translate(second_page(linear, size), Access::Write, false)?;
         }
         Ok(())
     }
@@ -303,4 +303,11 @@ fn write_host(p: *mut u8, size: usize, value: u64) {
             }
         }
     }
+}
+
+/// The first byte of the second page an access of `size` at `linear`
+/// touches: where a page-crossing access faults (CR2), as hardware reports
+/// it (the host's SIGSEGV address for such a read is that page's start).
+fn second_page(linear: u64, size: usize) -> u64 {
+    linear.wrapping_add(size as u64 - 1) & !(PAGE - 1)
 }

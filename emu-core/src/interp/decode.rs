@@ -15,7 +15,8 @@
 //! (self-modifying code).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, OnceLock};
 
 use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic as M};
 
@@ -38,6 +39,17 @@ pub(crate) struct Block {
     /// Offset just past the last byte, for the CS limit check on entry.
     pub(crate) end: u64,
     pub(crate) entries: Box<[(Handler, Instruction)]>,
+    /// Runs so far, until the block is offered to the translator.
+    pub(crate) runs: AtomicU32,
+    /// The translation, once tried (`None` inside: refused). Dropped with
+    /// the block, so dropping cached code drops native code too.
+    pub(crate) native: OnceLock<Option<super::tier::NativeBlock>>,
+}
+
+impl Block {
+    pub(crate) fn new(rip: u64, end: u64, entries: Box<[(Handler, Instruction)]>) -> Self {
+        Self { rip, end, entries, runs: AtomicU32::new(0), native: OnceLock::new() }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -286,7 +298,7 @@ impl Interpreter {
             let ins = self.fetch_slow(bitness, rip, lin)?;
             return Ok(single(rip, ins));
         }
-        let block = Arc::new(Block { rip, end, entries: entries.into_boxed_slice() });
+        let block = Arc::new(Block::new(rip, end, entries.into_boxed_slice()));
         if self.code.insert(host as u64, phys >> 12, bitness, block.clone()) {
             self.tlb.protect_phys_page(phys >> 12);
         }
@@ -354,9 +366,14 @@ impl Interpreter {
     pub(crate) fn flush_code(&mut self) {
         self.code.clear();
         self.tlb.flush(false);
+        // Native code may be running (a helper got here): free its memory
+        // at the next block boundary.
+        if let Some(tier) = &mut self.tier {
+            tier.flush_pending = true;
+        }
     }
 }
 
 fn single(rip: u64, ins: Instruction) -> Arc<Block> {
-    Arc::new(Block { rip, end: ins.next_ip(), entries: vec![(exec::handler_of(&ins), ins)].into_boxed_slice() })
+    Arc::new(Block::new(rip, ins.next_ip(), vec![(exec::handler_of(&ins), ins)].into_boxed_slice()))
 }

@@ -24,6 +24,7 @@ mod exec;
 pub mod fault;
 mod operand;
 mod segment;
+mod tier;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,7 @@ use crate::mmu::Tlb;
 use crate::vcpu::{MachineContext, Vcpu, VcpuError, VcpuStats, VmExit};
 
 pub use fault::{Exception, Fault};
+pub use tier::{exit, jit_carry, jit_fallback, jit_flags, jit_read, jit_write, offsets, BlockTranslator, Helpers, JitFrame, NativeBlock, TranslationRequest, HELPERS};
 
 /// Where external interrupts come from: a flag the controller raises when
 /// its INTR output may be asserted, and the INTA cycle.
@@ -95,6 +97,10 @@ pub struct Interpreter {
     pub(crate) has_apic: bool,
     /// Event counts for `--stats`.
     pub(crate) counters: Counters,
+    /// The JIT tier, when a translator is attached.
+    pub(crate) tier: Option<tier::Tier>,
+    /// A fault a JIT helper saw, for the dispatcher to raise.
+    pub(crate) jit_fault: Option<Fault>,
 }
 
 /// The registers of a local APIC that the CPU reaches without the bus:
@@ -155,6 +161,8 @@ impl Interpreter {
             local_apic: None,
             has_apic: false,
             counters: Counters::default(),
+            tier: None,
+            jit_fault: None,
         }
     }
 
@@ -200,6 +208,11 @@ impl Interpreter {
         self.has_apic = true;
     }
 
+    /// The guest memory this CPU runs on.
+    pub fn memory(&self) -> Arc<GuestMemory> {
+        Arc::clone(&self.mem)
+    }
+
     /// Instructions retired so far.
     pub fn retired(&self) -> u64 {
         self.retired
@@ -212,6 +225,12 @@ impl Interpreter {
     /// Executes one instruction, or delivers one pending interrupt.
     pub fn step(&mut self) -> Step {
         self.step_up_to(1)
+    }
+
+    /// Executes one block as `Vcpu::run` does (natively when a translator
+    /// has it), or delivers one pending interrupt.
+    pub fn step_block(&mut self) -> Step {
+        self.step_up_to(usize::MAX)
     }
 
     /// Executes up to `max` instructions of one block (stopping early at a
@@ -249,8 +268,17 @@ impl Interpreter {
     }
 
     fn execute_block(&mut self, max: usize) -> fault::R<()> {
+        if self.tier.is_some() {
+            self.tier_boundary();
+        }
         let (slot, block) = self.block_at_rip()?;
         let generation = self.code.generation;
+        if self.tier.is_some() {
+            if let Some(result) = self.try_native(&block, max) {
+                self.code.put_back(slot, block, generation);
+                return result;
+            }
+        }
         let wrap = if self.in_64bit_mode() { u64::MAX } else { 0xffff_ffff };
         let mut result = Ok(());
         for (handler, ins) in block.entries.iter().take(max) {
@@ -334,14 +362,18 @@ impl Vcpu for Interpreter {
         VcpuStats {
             instructions_retired: Some(self.retired),
             tlb: Some((self.tlb.hits.get(), self.tlb.misses.get())),
-            events: vec![
+            events: [
                 ("port I/O", c.port_io.get()),
                 ("MMIO", c.mmio.get()),
                 ("interrupts", c.interrupts.get()),
                 ("exceptions", c.exceptions.get()),
                 ("halts", c.halts.get()),
                 ("blocks decoded", c.blocks_decoded.get()),
-            ],
+            ]
+            .into_iter()
+            .map(|(k, n)| (k.into(), n))
+            .chain(self.tier_stats())
+            .collect(),
         }
     }
 }

@@ -274,3 +274,19 @@ fn linux_microcode_revision_msr_is_readable() {
     assert_eq!(cpu.s.gpr[reg::RDX], 0);
     assert_eq!(cpu.s.rip, 0x1_0000 + code.len() as u64);
 }
+
+#[test]
+fn a_read_crossing_into_a_missing_page_faults_at_that_page() {
+    // The identity map ends at 16 MiB: a 4-byte read at 16 MiB - 2 faults
+    // on the page at 16 MiB, and CR2 is that page's first byte, as the
+    // host CPU reports it (not the access's last byte).
+    let code = assemble64(|a| {
+        a.mov(eax, 0x00ff_fffeu32)?;
+        a.mov(ebx, dword_ptr(rax))?;
+        Ok(())
+    });
+    let mut cpu = long_mode_cpu(&code);
+    cpu.step();
+    let _ = cpu.step();
+    assert_eq!(cpu.s.cr2, 0x0100_0000);
+}

@@ -46,10 +46,10 @@ impl Rng {
             3 => (sign | 0x7fff, (sig & !(1 << 62)) | 1), // SNaN
             4 => (sign, sig >> (1 + self.below(63))),     // denormal
             5 => (sign, sig),                             // pseudo-denormal
-            6 => (sign | self.below(0x7ffe) as u16 + 1, sig >> 1), // unnormal
+            6 => (sign | (self.below(0x7ffe) as u16 + 1), sig >> 1), // unnormal
             7 => (sign | (self.below(80) as u16 + 1), sig),        // tiny
             8 => (sign | (0x7ffe - self.below(80) as u16), sig),   // huge
-            9 => (sign | 0x3fff + self.below(64) as u16, sig & !(u64::MAX >> (1 + self.below(63)))), // integers
+            9 => (sign | (0x3fff + self.below(64) as u16), sig & !(u64::MAX >> (1 + self.below(63)))), // integers
             10 => (sign | 0x7ffe, u64::MAX),
             11 => (sign | 1, 1 << 63),
             _ => (sign | (0x3fff - 40 + self.below(80) as u16), sig),
@@ -71,7 +71,7 @@ impl Rng {
             4 | 5 => return sign | (frac >> self.below(fbits)).max(1),
             6 => 1 + self.below(30),
             7 => emax - 1 - self.below(30),
-            8 => return sign | (bias + self.below(40)) << fbits | (frac & !((1 << fbits) - 1 >> self.below(fbits))),
+            8 => return sign | (bias + self.below(40)) << fbits | (frac & !(((1 << fbits) - 1) >> self.below(fbits))),
             9 => 1,
             _ => bias - 20 + self.below(40),
         };
@@ -602,6 +602,7 @@ fn sse_conversions_match_host() {
 }
 
 #[test]
+#[allow(clippy::vec_init_then_push)]
 fn simd_integer_matches_host() {
     macro_rules! both {
         ($v:ident, $name:literal, $m:ident) => {
@@ -1020,9 +1021,8 @@ fn transcendentals_are_close_to_the_host() {
     let mut rng = Rng(2024);
     for c in &cases {
         for _ in 0..300 {
-            let mut fx = FxState::default();
-            fx.fcw = 0x37f;
-            fx.ftw = 0x3f; // ST(0), ST(1) valid, room to push
+            // ST(0), ST(1) valid, room to push.
+            let mut fx = FxState { fcw: 0x37f, ftw: 0x3f, ..FxState::default() };
             for i in 0..2 {
                 let x = match c.name {
                     "f2xm1" => rng.next() as i64 as f64 / 2f64.powi(63),

@@ -101,9 +101,15 @@ fn binary(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     let size = cpu.op_size(ins, 0);
     let a = cpu.read_op(ins, 0)?;
     let b = cpu.read_op(ins, 1)?;
+    // A faulting write leaves the flags as they were (found by the JIT's
+    // differential tests: a #PF on ADD [mem] kept the new flags).
+    let saved = cpu.s.lazy;
     let res = alu(cpu, op, size, a, b);
     if op.writes() {
-        cpu.write_op(ins, 0, res)?;
+        if let Err(e) = cpu.write_op(ins, 0, res) {
+            cpu.s.lazy = saved;
+            return Err(e);
+        }
     }
     Ok(())
 }

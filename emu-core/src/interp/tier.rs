@@ -1,0 +1,438 @@
+//! The interface between the interpreter and a block translator (the JIT
+//! tier), with no code generator in this crate.
+//!
+//! The interpreter stays in charge: it decodes blocks, counts how often
+//! each runs, asks the [`BlockTranslator`] for native code once a block is
+//! hot, and calls that code through a [`JitFrame`]. Native code works on
+//! the same [`CpuState`] and soft TLB; what it does not handle itself it
+//! hands back through the helpers below, which run the interpreter's own
+//! code paths:
+//!
+//! - [`jit_fallback`] runs one instruction of the block with its
+//!   interpreter handler (as `execute_block` does);
+//! - [`jit_read`] / [`jit_write`] are `read_mem` / `write_mem` for TLB
+//!   misses, MMIO, page-crossing and faulting accesses; a write that drops
+//!   cached code (self-modifying code) answers [`exit::END_BLOCK`];
+//! - [`jit_flags`] folds the lazy flags into RFLAGS and returns it;
+//!   [`jit_carry`] returns CF alone.
+//!
+//! Every helper returns or records one of the [`exit`] codes. On
+//! [`exit::FAULT`] the exception (or stop) is stashed in the interpreter;
+//! native code then returns at once with the state as it was before the
+//! faulting instruction (RIP at it), and the dispatcher raises it exactly as
+//! `execute_block`'s error path does.
+//!
+//! Native code never outlives its translation: it is stored in the decoded
+//! [`Block`] and dropped with it (self-modifying code, `flush_code`), and a
+//! [`NativeBlock`] carries the translator generation it was made in, which
+//! the translator bumps when it frees code memory. The dispatcher only
+//! frees memory between blocks.
+
+use std::mem::offset_of;
+use std::sync::atomic::Ordering;
+
+use iced_x86::{Instruction, Mnemonic};
+
+use crate::cpu::{seg, CpuState, LazyFlags, Segment};
+use crate::mmu::TlbEntry;
+
+use super::decode::Block;
+use super::fault::Fault;
+use super::Interpreter;
+
+/// What native code and helpers answer.
+pub mod exit {
+    /// Go on with the next instruction.
+    pub const CONTINUE: u32 = 0;
+    /// The instruction completed, but the block must stop: a control
+    /// transfer was taken, cached code was dropped (self-modifying code),
+    /// the CPU halted or its mode may have changed. RIP is committed.
+    pub const END_BLOCK: u32 = 1;
+    /// The instruction faulted: the fault is stashed in the interpreter and
+    /// RIP is the faulting instruction's.
+    pub const FAULT: u32 = 2;
+}
+
+/// What native code is called with. `#[repr(C)]`: the translator reads it
+/// by the `FRAME_*` offsets.
+#[repr(C)]
+#[derive(Debug)]
+pub struct JitFrame {
+    /// The CPU state.
+    pub state: *mut CpuState,
+    /// The TLB set of the current privilege (user or supervisor), chosen
+    /// at block entry; `TLB_ENTRIES` entries.
+    pub tlb: *const TlbEntry,
+    /// The interpreter, for helpers.
+    pub interp: *mut Interpreter,
+    /// The block being run (opaque), for [`jit_fallback`].
+    pub block: *const std::ffi::c_void,
+    /// Instructions the block retired, set by native code before it
+    /// returns.
+    pub retired: u64,
+    /// The status of the last [`jit_read`].
+    pub status: u32,
+}
+
+/// Byte offsets the translator uses instead of guessing layouts.
+pub mod offsets {
+    use super::*;
+
+    /// `JitFrame::state`.
+    pub const FRAME_STATE: i32 = offset_of!(JitFrame, state) as i32;
+    /// `JitFrame::tlb`.
+    pub const FRAME_TLB: i32 = offset_of!(JitFrame, tlb) as i32;
+    /// `JitFrame::retired`.
+    pub const FRAME_RETIRED: i32 = offset_of!(JitFrame, retired) as i32;
+    /// `JitFrame::status`.
+    pub const FRAME_STATUS: i32 = offset_of!(JitFrame, status) as i32;
+    /// `CpuState::gpr` (16 u64 in encoding order).
+    pub const GPR: i32 = offset_of!(CpuState, gpr) as i32;
+    /// `CpuState::rip`.
+    pub const RIP: i32 = offset_of!(CpuState, rip) as i32;
+    /// `CpuState::rflags`.
+    pub const RFLAGS: i32 = offset_of!(CpuState, rflags) as i32;
+    /// `CpuState::segs[FS].base`.
+    pub const FS_BASE: i32 = (offset_of!(CpuState, segs) + seg::FS * std::mem::size_of::<Segment>() + offset_of!(Segment, base)) as i32;
+    /// `CpuState::segs[GS].base`.
+    pub const GS_BASE: i32 = (offset_of!(CpuState, segs) + seg::GS * std::mem::size_of::<Segment>() + offset_of!(Segment, base)) as i32;
+    /// `CpuState::lazy.op` (a `FlagsOp` byte).
+    pub const LAZY_OP: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, op)) as i32;
+    /// `CpuState::lazy.size` (a byte).
+    pub const LAZY_SIZE: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, size)) as i32;
+    /// `CpuState::lazy.src1`.
+    pub const LAZY_SRC1: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, src1)) as i32;
+    /// `CpuState::lazy.src2`.
+    pub const LAZY_SRC2: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, src2)) as i32;
+    /// `CpuState::lazy.res`.
+    pub const LAZY_RES: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, res)) as i32;
+    /// `CpuState::lazy.aux`.
+    pub const LAZY_AUX: i32 = (offset_of!(CpuState, lazy) + offset_of!(LazyFlags, aux)) as i32;
+    /// `TlbEntry::read_tag`.
+    pub const TLB_READ_TAG: i32 = offset_of!(TlbEntry, read_tag) as i32;
+    /// `TlbEntry::write_tag`.
+    pub const TLB_WRITE_TAG: i32 = offset_of!(TlbEntry, write_tag) as i32;
+    /// `TlbEntry::addend`.
+    pub const TLB_ADDEND: i32 = offset_of!(TlbEntry, addend) as i32;
+    /// The size of a `TlbEntry`, for indexing.
+    pub const TLB_ENTRY_SIZE: i64 = std::mem::size_of::<TlbEntry>() as i64;
+}
+
+/// Native code for one block: `entry(frame)` returns an [`exit`] code.
+#[derive(Clone, Copy, Debug)]
+pub struct NativeBlock {
+    /// The compiled function.
+    pub entry: unsafe extern "C" fn(*mut JitFrame) -> u32,
+    /// The translator generation the code belongs to; code of an older
+    /// generation has been freed and is never called.
+    pub generation: u64,
+}
+
+/// The helpers native code calls, by address.
+#[derive(Clone, Copy, Debug)]
+pub struct Helpers {
+    /// `fallback(frame, index)`: runs instruction `index` of the block.
+    pub fallback: unsafe extern "C" fn(*mut JitFrame, u32) -> u32,
+    /// `read(frame, segment, offset, size)`: the value; the status goes to
+    /// `JitFrame::status`.
+    pub read: unsafe extern "C" fn(*mut JitFrame, u32, u64, u32) -> u64,
+    /// `write(frame, segment, offset, size, value)`: the status.
+    pub write: unsafe extern "C" fn(*mut JitFrame, u32, u64, u32, u64) -> u32,
+    /// `flags(frame)`: materialises the arithmetic flags, returns RFLAGS.
+    pub flags: unsafe extern "C" fn(*mut JitFrame) -> u64,
+    /// `carry(frame)`: CF (0 or 1), without materialising.
+    pub carry: unsafe extern "C" fn(*mut JitFrame) -> u64,
+}
+
+/// The helpers of this interpreter.
+pub const HELPERS: Helpers = Helpers { fallback: jit_fallback, read: jit_read, write: jit_write, flags: jit_flags, carry: jit_carry };
+
+/// A decoded block offered for translation, with the facts the code may
+/// assume while it runs.
+#[derive(Debug)]
+pub struct TranslationRequest<'a> {
+    /// RIP of the first instruction.
+    pub rip: u64,
+    /// The decoding mode: 16, 32 or 64.
+    pub bitness: u32,
+    /// The instructions, in order; instruction `i` is `fallback(frame, i)`.
+    pub instructions: &'a [Instruction],
+    /// 64-bit mode: CS, DS, ES and SS have base 0 and no limit, FS and GS
+    /// bases are in `CpuState::segs`, addresses must be canonical.
+    pub long_mode: bool,
+    /// The helpers' addresses.
+    pub helpers: Helpers,
+}
+
+/// A translator from decoded blocks to native code (the JIT).
+pub trait BlockTranslator: Send {
+    /// Native code for the block, or `None` when the translator does not
+    /// handle it (the block is then always interpreted).
+    fn translate(&mut self, req: &TranslationRequest<'_>) -> Option<NativeBlock>;
+    /// Whether the translator wants its code memory freed (called between
+    /// blocks; the dispatcher then drops every block and calls `flush`).
+    fn wants_flush(&self) -> bool;
+    /// Drops all native code; later blocks belong to a new generation.
+    fn flush(&mut self);
+    /// The current generation.
+    fn generation(&self) -> u64;
+    /// The translator's own counters, for `--stats`.
+    fn stats(&self) -> Vec<(String, u64)>;
+}
+
+/// The JIT tier attached to an interpreter.
+pub(crate) struct Tier {
+    pub(crate) translator: Box<dyn BlockTranslator>,
+    /// Runs of a block before it is translated.
+    pub(crate) threshold: u32,
+    /// Code was dropped while native code could run: free it at the next
+    /// block boundary.
+    pub(crate) flush_pending: bool,
+    pub(crate) compiled: u64,
+    pub(crate) refused: u64,
+    pub(crate) native_runs: u64,
+    pub(crate) fallbacks: u64,
+    /// Fallbacks by mnemonic.
+    pub(crate) fallback_by_mnemonic: Vec<u64>,
+}
+
+impl Tier {
+    fn new(translator: Box<dyn BlockTranslator>) -> Self {
+        // 1000 rather than 50: booting Linux compiles 69k blocks at 50
+        // (20 s of compile time, POPEK-INIT-OK at 36 s) and 11k at 1000
+        // (3 s, POPEK-INIT-OK at 24 s).
+        let threshold = std::env::var("POPEK_JIT_THRESHOLD").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+        Self {
+            translator,
+            threshold,
+            flush_pending: false,
+            compiled: 0,
+            refused: 0,
+            native_runs: 0,
+            fallbacks: 0,
+            fallback_by_mnemonic: vec![0; Mnemonic::values().len()],
+        }
+    }
+}
+
+impl Interpreter {
+    /// Attaches a translator: hot blocks run as native code from now on.
+    pub fn set_translator(&mut self, translator: Box<dyn BlockTranslator>) {
+        self.tier = Some(Tier::new(translator));
+    }
+
+    /// Sets how many runs make a block hot (0: translate at first sight).
+    pub fn set_jit_threshold(&mut self, threshold: u32) {
+        if let Some(t) = &mut self.tier {
+            t.threshold = threshold;
+        }
+    }
+
+    /// Whether native code may run the whole block now: no instruction
+    /// limit, no alignment checks, no debug breakpoints, 64-bit mode.
+    fn native_allowed(&self, block: &Block, max: usize) -> bool {
+        use crate::cpu::flags;
+        max >= block.entries.len()
+            && self.s.dr[7] & 0xff == 0
+            && !(self.s.cr0 & (1 << 18) != 0 && self.s.rflags & flags::AC != 0 && self.s.cpl() == 3)
+            && self.in_64bit_mode()
+    }
+
+    /// Frees translated code at a block boundary if asked to.
+    pub(crate) fn tier_boundary(&mut self) {
+        let Some(tier) = &mut self.tier else { return };
+        if tier.flush_pending || tier.translator.wants_flush() {
+            tier.flush_pending = false;
+            self.code.clear();
+            if let Some(tier) = &mut self.tier {
+                tier.translator.flush();
+            }
+        }
+    }
+
+    /// Runs `block` natively if it is (or now becomes) translated; `None`
+    /// when it must be interpreted.
+    pub(crate) fn try_native(&mut self, block: &Block, max: usize) -> Option<super::fault::R<()>> {
+        let tier = self.tier.as_mut()?;
+        let native = match block.native.get() {
+            Some(native) => (*native)?,
+            None => {
+                if block.runs.fetch_add(1, Ordering::Relaxed) < tier.threshold {
+                    return None;
+                }
+                let bitness = self.bitness();
+                let instructions: Vec<Instruction> = block.entries.iter().map(|(_, ins)| *ins).collect();
+                let long_mode = self.in_64bit_mode();
+                let tier = self.tier.as_mut()?;
+                let req = TranslationRequest { rip: block.rip, bitness, instructions: &instructions, long_mode, helpers: HELPERS };
+                let native = tier.translator.translate(&req);
+                if native.is_some() {
+                    tier.compiled += 1;
+                } else {
+                    tier.refused += 1;
+                }
+                let _ = block.native.set(native);
+                native?
+            }
+        };
+        let generation = self.tier.as_ref()?.translator.generation();
+        if native.generation != generation || !self.native_allowed(block, max) {
+            return None;
+        }
+        Some(self.run_native(block, native))
+    }
+
+    fn run_native(&mut self, block: &Block, native: NativeBlock) -> super::fault::R<()> {
+        let user = usize::from(self.s.cpl() == 3);
+        let this: *mut Interpreter = self;
+        let mut frame = JitFrame {
+            // SAFETY: `this` is a live exclusive reference turned raw; the
+            // fields' addresses are taken without creating references.
+            state: unsafe { &raw mut (*this).s },
+            // SAFETY: as above; the TLB's boxes are never reallocated.
+            tlb: unsafe { (*this).tlb.sets[user].as_ptr() },
+            interp: this,
+            block: std::ptr::from_ref(block).cast(),
+            retired: 0,
+            status: exit::CONTINUE,
+        };
+        // SAFETY: the translator built `entry` for this block, over the
+        // frame layout above, and its generation is current (checked by the
+        // caller), so its code is mapped. It touches the state only through
+        // the frame's pointers while `self` is not otherwise used.
+        let code = unsafe { (native.entry)(&mut frame) };
+        self.retired += frame.retired;
+        if let Some(tier) = &mut self.tier {
+            tier.native_runs += 1;
+        }
+        if code == exit::FAULT {
+            return Err(self.jit_fault.take().unwrap_or_else(|| Fault::Stop(crate::control::StopReason::Error("jit: a fault without its exception".into()))));
+        }
+        Ok(())
+    }
+
+    /// The tier's counters for `--stats`.
+    pub(crate) fn tier_stats(&self) -> Vec<(std::borrow::Cow<'static, str>, u64)> {
+        let Some(tier) = &self.tier else { return Vec::new() };
+        let mut v: Vec<(std::borrow::Cow<'static, str>, u64)> = vec![
+            ("jit: blocks compiled".into(), tier.compiled),
+            ("jit: blocks refused".into(), tier.refused),
+            ("jit: native block runs".into(), tier.native_runs),
+            ("jit: fallbacks".into(), tier.fallbacks),
+        ];
+        let mut by: Vec<(usize, u64)> = tier.fallback_by_mnemonic.iter().copied().enumerate().filter(|&(_, n)| n > 0).collect();
+        by.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+        let names: Vec<Mnemonic> = Mnemonic::values().collect();
+        for (m, n) in by.into_iter().take(10) {
+            if let Some(name) = names.get(m) {
+                v.push((format!("jit: fallback {name:?}").into(), n));
+            }
+        }
+        for (name, n) in tier.translator.stats() {
+            v.push((format!("jit: {name}").into(), n));
+        }
+        v
+    }
+}
+
+/// Runs instruction `index` of the frame's block with its interpreter
+/// handler. Native code has written back every register, the flags and RIP
+/// before the call, and reloads them after.
+///
+/// # Safety
+/// `frame` must be the live frame of a running native block, with
+/// `index` within its block.
+pub unsafe extern "C" fn jit_fallback(frame: *mut JitFrame, index: u32) -> u32 {
+    // SAFETY: the caller passes its live frame; the interpreter and block
+    // pointers in it are valid for the duration of the native call, and no
+    // other reference to the interpreter is in use while native code runs.
+    let (cpu, block) = unsafe { (&mut *(*frame).interp, &*(*frame).block.cast::<Block>()) };
+    let Some((handler, ins)) = block.entries.get(index as usize) else {
+        cpu.jit_fault = Some(Fault::Stop(crate::control::StopReason::Error("jit: fallback out of its block".into())));
+        return exit::FAULT;
+    };
+    if let Some(tier) = &mut cpu.tier {
+        tier.fallbacks += 1;
+        if let Some(n) = tier.fallback_by_mnemonic.get_mut(ins.mnemonic() as usize) {
+            *n += 1;
+        }
+    }
+    let generation = cpu.code.generation;
+    let fallthrough = ins.next_ip();
+    cpu.next_rip = fallthrough;
+    match handler(cpu, ins) {
+        Err(e) => {
+            cpu.jit_fault = Some(e);
+            exit::FAULT
+        }
+        Ok(()) => {
+            cpu.s.rip = cpu.next_rip;
+            if cpu.next_rip != fallthrough || cpu.code.generation != generation || cpu.s.halted {
+                exit::END_BLOCK
+            } else {
+                exit::CONTINUE
+            }
+        }
+    }
+}
+
+/// `read_mem(segment, offset, size)` for native code.
+///
+/// # Safety
+/// `frame` must be the live frame of a running native block.
+pub unsafe extern "C" fn jit_read(frame: *mut JitFrame, segment: u32, offset: u64, size: u32) -> u64 {
+    // SAFETY: as in `jit_fallback`.
+    let (frame, cpu) = unsafe { (&mut *frame, &mut *(*frame).interp) };
+    match cpu.read_mem((segment as usize).min(5), offset, (size as usize).clamp(1, 8)) {
+        Ok(v) => {
+            frame.status = exit::CONTINUE;
+            v
+        }
+        Err(e) => {
+            cpu.jit_fault = Some(e);
+            frame.status = exit::FAULT;
+            0
+        }
+    }
+}
+
+/// `write_mem(segment, offset, size, value)` for native code; END_BLOCK
+/// when the write dropped cached code.
+///
+/// # Safety
+/// `frame` must be the live frame of a running native block.
+pub unsafe extern "C" fn jit_write(frame: *mut JitFrame, segment: u32, offset: u64, size: u32, value: u64) -> u32 {
+    // SAFETY: as in `jit_fallback`.
+    let cpu = unsafe { &mut *(*frame).interp };
+    let generation = cpu.code.generation;
+    match cpu.write_mem((segment as usize).min(5), offset, (size as usize).clamp(1, 8), value) {
+        Ok(()) if cpu.code.generation != generation => exit::END_BLOCK,
+        Ok(()) => exit::CONTINUE,
+        Err(e) => {
+            cpu.jit_fault = Some(e);
+            exit::FAULT
+        }
+    }
+}
+
+/// Materialises the arithmetic flags and returns RFLAGS.
+///
+/// # Safety
+/// `frame` must be the live frame of a running native block.
+pub unsafe extern "C" fn jit_flags(frame: *mut JitFrame) -> u64 {
+    // SAFETY: the frame's state pointer is valid while native code runs.
+    let s = unsafe { &mut *(*frame).state };
+    s.materialize_flags();
+    s.rflags
+}
+
+/// CF of the flags in the state (lazy or not), as 0 or 1.
+///
+/// # Safety
+/// `frame` must be the live frame of a running native block.
+pub unsafe extern "C" fn jit_carry(frame: *mut JitFrame) -> u64 {
+    // SAFETY: the frame's state pointer is valid while native code runs.
+    let s = unsafe { &*(*frame).state };
+    let cf = if s.lazy.op == crate::cpu::FlagsOp::Materialized { s.rflags & 1 != 0 } else { s.lazy.cf() };
+    u64::from(cf)
+}

@@ -1,0 +1,119 @@
+//! Control transfers, which end a block: Jcc, JMP, CALL and RET (near,
+//! 64-bit). A target that is not canonical raises #GP: static targets are
+//! checked when translating (the instruction then falls back), dynamic ones
+//! at run time, where a cold path hands the instruction to the
+//! interpreter.
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{InstBuilder, Value};
+use emu_core::interp::exit;
+use iced_x86::{Instruction, MemorySize, OpKind};
+
+use crate::flags;
+use crate::lower_mem::{address, check_mem, load, peek, push_value};
+use crate::translate::{Flow, Lower, Unsupported, L};
+
+fn is_canonical(addr: u64) -> bool {
+    ((addr as i64) << 16 >> 16) as u64 == addr
+}
+
+fn near_target(ins: &Instruction) -> L<u64> {
+    if ins.op0_kind() != OpKind::NearBranch64 || !is_canonical(ins.near_branch_target()) {
+        return Err(Unsupported);
+    }
+    Ok(ins.near_branch_target())
+}
+
+/// Leaves through the interpreter (cold) when `target` is not canonical.
+fn check_canonical(l: &mut Lower<'_, '_>, ins: &Instruction, target: Value) {
+    let t = l.b.ins().ishl_imm_s(target, 16);
+    let t = l.b.ins().sshr_imm_s(t, 16);
+    let bad = l.b.ins().icmp(IntCC::NotEqual, t, target);
+    let cold = l.b.create_block();
+    let cont = l.b.create_block();
+    l.b.set_cold_block(cold);
+    l.b.ins().brif(bad, cold, &[], cont, &[]);
+    l.b.switch_to_block(cold);
+    l.cold_fallback_exit(ins);
+    l.b.switch_to_block(cont);
+}
+
+/// A 64-bit register or memory operand 0 (indirect JMP/CALL).
+fn indirect_target(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Value> {
+    match ins.op0_kind() {
+        OpKind::Register if ins.op0_register().is_gpr64() => Ok(l.read_reg(ins.op0_register())),
+        OpKind::Memory if ins.memory_size() == MemorySize::UInt64 => {
+            check_mem(ins)?;
+            let a = address(l, ins);
+            Ok(load(l, ins, a, 8))
+        }
+        _ => Err(Unsupported),
+    }
+}
+
+fn done(l: &mut Lower<'_, '_>, rip: Value) -> L<Flow> {
+    let retired = l.index as u64 + 1;
+    l.exit_value(rip, retired, exit::CONTINUE);
+    Ok(Flow::Ended)
+}
+
+/// Jcc rel.
+pub(crate) fn jcc(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
+    let target = near_target(ins)?;
+    let c = flags::cond(l, ins.condition_code());
+    let taken = l.b.create_block();
+    let not = l.b.create_block();
+    l.b.ins().brif(c, taken, &[], not, &[]);
+    let retired = l.index as u64 + 1;
+    l.b.switch_to_block(taken);
+    l.exit_here(target, retired, exit::CONTINUE);
+    l.b.switch_to_block(not);
+    l.exit_here(ins.next_ip(), retired, exit::CONTINUE);
+    Ok(Flow::Ended)
+}
+
+/// JMP rel, r64, m64.
+pub(crate) fn jmp(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
+    if ins.op0_kind() == OpKind::NearBranch64 {
+        let target = near_target(ins)?;
+        let t = l.iconst(target);
+        return done(l, t);
+    }
+    let target = indirect_target(l, ins)?;
+    check_canonical(l, ins, target);
+    done(l, target)
+}
+
+/// CALL rel, r64, m64: the return address is pushed after the target is
+/// read and checked.
+pub(crate) fn call(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
+    if ins.stack_pointer_increment() != -8 {
+        return Err(Unsupported);
+    }
+    let target = if ins.op0_kind() == OpKind::NearBranch64 {
+        let target = near_target(ins)?;
+        l.iconst(target)
+    } else {
+        let target = indirect_target(l, ins)?;
+        check_canonical(l, ins, target);
+        target
+    };
+    let ret = l.iconst(ins.next_ip());
+    push_value(l, ins, ret, 8);
+    l.pending_end = None;
+    done(l, target)
+}
+
+/// RET and RET imm16 (near, 64-bit).
+pub(crate) fn ret(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
+    let imm = if ins.op_count() > 0 { u64::from(ins.immediate16()) } else { 0 };
+    if (ins.stack_pointer_increment() as u64).wrapping_sub(imm) != 8 {
+        return Err(Unsupported);
+    }
+    let target = peek(l, ins, 8);
+    check_canonical(l, ins, target);
+    let rsp = l.gpr(4);
+    let sp = l.b.ins().iadd_imm_s(rsp, 8 + imm as i64);
+    l.set_gpr(4, sp);
+    done(l, target)
+}

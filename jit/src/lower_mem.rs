@@ -1,0 +1,274 @@
+//! Memory operands: effective and linear addresses, loads and stores with
+//! the soft TLB inlined, PUSH and POP.
+//!
+//! A load or store whose page is in the TLB for its kind of access and that
+//! stays within the page is a host access at `linear + addend`; anything
+//! else (a miss, MMIO, a page crossing, a code page, a fault, a
+//! non-canonical address, which never matches a tag) calls the helper,
+//! which goes through the interpreter's `read_mem`/`write_mem`.
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+use emu_core::cpu::seg;
+use emu_core::interp::{exit, offsets};
+use emu_core::mmu::TLB_ENTRIES;
+use iced_x86::{Instruction, OpKind, Register};
+
+use crate::translate::{is_gpr, mask, mem, Lower, Unsupported, L};
+
+/// A memory operand: its segment, effective address (offset) and linear
+/// address.
+#[derive(Clone, Copy)]
+pub(crate) struct Addr {
+    pub(crate) seg: usize,
+    pub(crate) ea: Value,
+    pub(crate) lin: Value,
+}
+
+fn seg_index(r: Register) -> usize {
+    match r {
+        Register::ES => seg::ES,
+        Register::CS => seg::CS,
+        Register::SS => seg::SS,
+        Register::FS => seg::FS,
+        Register::GS => seg::GS,
+        _ => seg::DS,
+    }
+}
+
+/// Checks that the memory operand is one the lowering computes.
+pub(crate) fn check_mem(ins: &Instruction) -> L<()> {
+    let index = ins.memory_index();
+    if index != Register::None && !is_gpr(index) {
+        return Err(Unsupported);
+    }
+    let base = ins.memory_base();
+    if base != Register::None && base != Register::RIP && base != Register::EIP && !is_gpr(base) {
+        return Err(Unsupported);
+    }
+    Ok(())
+}
+
+/// The address size in bytes (64-bit mode), as the interpreter's
+/// `address_size`.
+fn address_size(ins: &Instruction) -> usize {
+    let base = ins.memory_base();
+    if base == Register::EIP {
+        return 4;
+    }
+    if base == Register::RIP {
+        return 8;
+    }
+    if base != Register::None {
+        return base.size();
+    }
+    let index = ins.memory_index();
+    if index != Register::None && index.is_gpr() {
+        return index.size();
+    }
+    match ins.memory_displ_size() {
+        2 => 2,
+        4 => 4,
+        _ => 8,
+    }
+}
+
+/// The memory operand's addresses.
+pub(crate) fn address(l: &mut Lower<'_, '_>, ins: &Instruction) -> Addr {
+    let seg = seg_index(ins.memory_segment());
+    let ea = if ins.is_ip_rel_memory_operand() {
+        let a = ins.ip_rel_memory_address();
+        l.iconst(if ins.memory_base() == Register::EIP { a & 0xffff_ffff } else { a })
+    } else {
+        let mut ea = l.iconst(ins.memory_displacement64());
+        let base = ins.memory_base();
+        if base != Register::None {
+            let v = l.read_reg(base);
+            ea = l.b.ins().iadd(ea, v);
+        }
+        let index = ins.memory_index();
+        if index != Register::None {
+            let v = l.read_reg(index);
+            let scale = i64::from(ins.memory_index_scale());
+            let v = if scale == 1 { v } else { l.b.ins().imul_imm_s(v, scale) };
+            ea = l.b.ins().iadd(ea, v);
+        }
+        match address_size(ins) {
+            8 => ea,
+            n => l.b.ins().band_imm_s(ea, mask(n) as i64),
+        }
+    };
+    let lin = match seg {
+        seg::FS | seg::GS => {
+            let off = if seg == seg::FS { offsets::FS_BASE } else { offsets::GS_BASE };
+            let base = l.b.ins().load(types::I64, mem(), l.state, off);
+            l.b.ins().iadd(ea, base)
+        }
+        _ => ea,
+    };
+    Addr { seg, ea, lin }
+}
+
+fn int_type(size: usize) -> types::Type {
+    match size {
+        1 => types::I8,
+        2 => types::I16,
+        4 => types::I32,
+        _ => types::I64,
+    }
+}
+
+/// Branches to `fast` with the host address when the TLB holds the page
+/// for this access and it stays in the page, else to `slow`.
+fn tlb_check(l: &mut Lower<'_, '_>, lin: Value, size: usize, tag_offset: i32) -> (cranelift_codegen::ir::Block, cranelift_codegen::ir::Block, Value) {
+    let vpn = l.b.ins().ushr_imm_s(lin, 12);
+    let idx = l.b.ins().band_imm_s(vpn, (TLB_ENTRIES - 1) as i64);
+    let off = l.b.ins().imul_imm_s(idx, offsets::TLB_ENTRY_SIZE);
+    let entry = l.b.ins().iadd(l.tlb, off);
+    let tag = l.b.ins().load(types::I64, mem(), entry, tag_offset);
+    let mut hit = l.b.ins().icmp(IntCC::Equal, tag, vpn);
+    if size > 1 {
+        let in_page = l.b.ins().band_imm_s(lin, 0xfff);
+        let fits = l.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, in_page, (0x1000 - size) as i64);
+        hit = l.b.ins().band(hit, fits);
+    }
+    let fast = l.b.create_block();
+    let slow = l.b.create_block();
+    l.b.set_cold_block(slow);
+    l.b.ins().brif(hit, fast, &[], slow, &[]);
+    (fast, slow, entry)
+}
+
+/// Loads `size` bytes, zero-extended to 64 bits. A fault exits the block
+/// with the state before `ins`.
+pub(crate) fn load(l: &mut Lower<'_, '_>, ins: &Instruction, a: Addr, size: usize) -> Value {
+    let (fast, slow, entry) = tlb_check(l, a.lin, size, offsets::TLB_READ_TAG);
+    let join = l.b.create_block();
+    l.b.append_block_param(join, types::I64);
+
+    l.b.switch_to_block(fast);
+    let addend = l.b.ins().load(types::I64, mem(), entry, offsets::TLB_ADDEND);
+    let host = l.b.ins().iadd(a.lin, addend);
+    let v = l.b.ins().load(int_type(size), mem(), host, 0);
+    let v = if size == 8 { v } else { l.b.ins().uextend(types::I64, v) };
+    l.b.ins().jump(join, &[v.into()]);
+
+    l.b.switch_to_block(slow);
+    let segment = l.b.ins().iconst(types::I32, a.seg as i64);
+    let width = l.b.ins().iconst(types::I32, size as i64);
+    let v = l.call(l.helpers.read as usize, l.sigs.read, &[l.frame, segment, a.ea, width]);
+    let status = l.b.ins().load(types::I32, mem(), l.frame, offsets::FRAME_STATUS);
+    let ok = l.b.create_block();
+    let fault = l.b.create_block();
+    l.b.set_cold_block(fault);
+    l.b.ins().brif(status, fault, &[], ok, &[]);
+    l.b.switch_to_block(fault);
+    l.fault_exit_here(ins);
+    l.b.switch_to_block(ok);
+    l.b.ins().jump(join, &[v.into()]);
+
+    l.b.switch_to_block(join);
+    l.b.block_params(join)[0]
+}
+
+/// Stores the low `size` bytes of `v`. A fault exits with the state before
+/// `ins`; a write that dropped cached code is checked when `ins` is done.
+pub(crate) fn store(l: &mut Lower<'_, '_>, ins: &Instruction, a: Addr, size: usize, v: Value) {
+    let (fast, slow, entry) = tlb_check(l, a.lin, size, offsets::TLB_WRITE_TAG);
+    let join = l.b.create_block();
+    l.b.append_block_param(join, types::I32);
+
+    l.b.switch_to_block(fast);
+    let addend = l.b.ins().load(types::I64, mem(), entry, offsets::TLB_ADDEND);
+    let host = l.b.ins().iadd(a.lin, addend);
+    let narrow = if size == 8 { v } else { l.b.ins().ireduce(int_type(size), v) };
+    l.b.ins().store(mem(), narrow, host, 0);
+    let cont = l.b.ins().iconst(types::I32, i64::from(exit::CONTINUE));
+    l.b.ins().jump(join, &[cont.into()]);
+
+    l.b.switch_to_block(slow);
+    let segment = l.b.ins().iconst(types::I32, a.seg as i64);
+    let width = l.b.ins().iconst(types::I32, size as i64);
+    let status = l.call(l.helpers.write as usize, l.sigs.write, &[l.frame, segment, a.ea, width, v]);
+    let faulted = l.b.ins().icmp_imm_s(IntCC::Equal, status, i64::from(exit::FAULT));
+    let ok = l.b.create_block();
+    let fault = l.b.create_block();
+    l.b.set_cold_block(fault);
+    l.b.ins().brif(faulted, fault, &[], ok, &[]);
+    l.b.switch_to_block(fault);
+    l.fault_exit_here(ins);
+    l.b.switch_to_block(ok);
+    l.b.ins().jump(join, &[status.into()]);
+
+    l.b.switch_to_block(join);
+    let status = l.b.block_params(join)[0];
+    l.pending_end = Some(match l.pending_end {
+        Some(prev) => l.b.ins().bor(prev, status),
+        None => status,
+    });
+}
+
+/// The stack operand size of PUSH/POP, when the lowering handles it.
+fn stack_size(ins: &Instruction) -> L<usize> {
+    match ins.stack_pointer_increment().unsigned_abs() {
+        2 => Ok(2),
+        8 => Ok(8),
+        _ => Err(Unsupported),
+    }
+}
+
+fn ss_addr(sp: Value) -> Addr {
+    Addr { seg: seg::SS, ea: sp, lin: sp }
+}
+
+/// Pushes `v` (`size` bytes) and updates RSP (after the write, so a fault
+/// leaves it unchanged).
+pub(crate) fn push_value(l: &mut Lower<'_, '_>, ins: &Instruction, v: Value, size: usize) {
+    let rsp = l.gpr(4);
+    let sp = l.b.ins().iadd_imm_s(rsp, -(size as i64));
+    let a = ss_addr(sp);
+    store(l, ins, a, size, v);
+    l.set_gpr(4, sp);
+}
+
+/// PUSH r/imm/m.
+pub(crate) fn push(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
+    let size = stack_size(ins)?;
+    let v = match ins.op0_kind() {
+        OpKind::Register if is_gpr(ins.op0_register()) => l.read_reg(ins.op0_register()),
+        OpKind::Memory => {
+            check_mem(ins)?;
+            let a = address(l, ins);
+            load(l, ins, a, size)
+        }
+        k if crate::lower_alu::is_imm(k) => {
+            let imm = crate::lower_alu::imm(ins, 0) & mask(size);
+            l.iconst(imm)
+        }
+        _ => return Err(Unsupported),
+    };
+    push_value(l, ins, v, size);
+    Ok(())
+}
+
+/// Reads the top of the stack (`size` bytes) without popping.
+pub(crate) fn peek(l: &mut Lower<'_, '_>, ins: &Instruction, size: usize) -> Value {
+    let rsp = l.gpr(4);
+    let a = ss_addr(rsp);
+    load(l, ins, a, size)
+}
+
+/// POP r (memory destinations fall back: their address uses the new RSP).
+pub(crate) fn pop(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
+    let size = stack_size(ins)?;
+    if ins.op0_kind() != OpKind::Register || !is_gpr(ins.op0_register()) {
+        return Err(Unsupported);
+    }
+    let v = peek(l, ins, size);
+    let rsp = l.gpr(4);
+    let sp = l.b.ins().iadd_imm_s(rsp, size as i64);
+    l.set_gpr(4, sp);
+    // POP RSP loads the popped value over the incremented RSP.
+    l.write_reg(ins.op0_register(), v);
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! One block to one Cranelift function: the register cache, exits, helper
+//! calls and the per-instruction dispatch to the lowering modules.
+//!
+//! The function is `extern "C" fn(frame) -> u32`. Guest registers live in
+//! Cranelift variables, loaded from `CpuState` on first use and written
+//! back (the dirty ones) at every exit and before every fallback. Each
+//! instruction is lowered in a fixed order, reads (which may fault) first,
+//! then at most one memory write, then register and flag updates, so an
+//! exit taken at a faulting access sees the state before the instruction
+//! and an exit taken after a write that hit cached code sees the state
+//! after it. Exits are emitted where they are taken, so they write back
+//! exactly what is dirty at that point.
+
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, SigRef, Signature, Value};
+use cranelift_codegen::isa::CallConv;
+use cranelift_frontend::{FunctionBuilder, Variable};
+use emu_core::interp::{exit, offsets, Helpers};
+use iced_x86::{Instruction, Mnemonic as M, Register};
+
+use crate::flags::FlagsState;
+
+/// Why a lowering gave up on an instruction: it is run by the fallback.
+pub(crate) struct Unsupported;
+
+/// Lowering result for one instruction.
+pub(crate) type L<T> = Result<T, Unsupported>;
+
+pub(crate) fn mem() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// The signatures of the helpers.
+pub(crate) struct Sigs {
+    pub(crate) fallback: SigRef,
+    pub(crate) read: SigRef,
+    pub(crate) write: SigRef,
+    pub(crate) frame_only: SigRef,
+}
+
+/// What the control flow does after an instruction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Falls through to the next instruction.
+    Next,
+    /// The block has ended (an exit was emitted and the builder is in a
+    /// fresh unreachable block).
+    Ended,
+}
+
+/// The state of one block's translation.
+pub(crate) struct Lower<'a, 'b> {
+    pub(crate) b: &'a mut FunctionBuilder<'b>,
+    pub(crate) frame: Value,
+    pub(crate) state: Value,
+    pub(crate) tlb: Value,
+    regs: [Variable; 16],
+    loaded: [bool; 16],
+    dirty: [bool; 16],
+    pub(crate) flags: FlagsState,
+    pub(crate) helpers: Helpers,
+    pub(crate) sigs: Sigs,
+    /// Index of the instruction being lowered.
+    pub(crate) index: usize,
+    /// A write status to check for END_BLOCK once the instruction is done.
+    pub(crate) pending_end: Option<Value>,
+}
+
+fn gpr_index(r: Register) -> usize {
+    (r.full_register() as usize).wrapping_sub(Register::RAX as usize) & 15
+}
+
+fn is_high8(r: Register) -> bool {
+    matches!(r, Register::AH | Register::CH | Register::DH | Register::BH)
+}
+
+/// A mask of the low `size` bytes.
+pub(crate) fn mask(size: usize) -> u64 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        4 => 0xffff_ffff,
+        _ => u64::MAX,
+    }
+}
+
+/// Whether `r` is a general-purpose register the lowering handles.
+pub(crate) fn is_gpr(r: Register) -> bool {
+    r.is_gpr()
+}
+
+impl<'a, 'b> Lower<'a, 'b> {
+    pub(crate) fn new(b: &'a mut FunctionBuilder<'b>, helpers: Helpers, pointer: types::Type) -> Self {
+        let call = |params: &[types::Type], ret: types::Type| {
+            let mut sig = Signature::new(CallConv::SystemV);
+            sig.params.extend(params.iter().map(|&t| AbiParam::new(t)));
+            sig.returns.push(AbiParam::new(ret));
+            sig
+        };
+        let sigs = Sigs {
+            fallback: b.import_signature(call(&[pointer, types::I32], types::I32)),
+            read: b.import_signature(call(&[pointer, types::I32, types::I64, types::I32], types::I64)),
+            write: b.import_signature(call(&[pointer, types::I32, types::I64, types::I32, types::I64], types::I32)),
+            frame_only: b.import_signature(call(&[pointer], types::I64)),
+        };
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let frame = b.block_params(entry)[0];
+        let state = b.ins().load(types::I64, mem(), frame, offsets::FRAME_STATE);
+        let tlb = b.ins().load(types::I64, mem(), frame, offsets::FRAME_TLB);
+        let regs = std::array::from_fn(|_| b.declare_var(types::I64));
+        Self {
+            b,
+            frame,
+            state,
+            tlb,
+            regs,
+            loaded: [false; 16],
+            dirty: [false; 16],
+            flags: FlagsState::Memory,
+            helpers,
+            sigs,
+            index: 0,
+            pending_end: None,
+        }
+    }
+
+    pub(crate) fn iconst(&mut self, v: u64) -> Value {
+        self.b.ins().iconst(types::I64, v as i64)
+    }
+
+    /// The full 64-bit register `i`.
+    pub(crate) fn gpr(&mut self, i: usize) -> Value {
+        if !self.loaded[i] {
+            let v = self.b.ins().load(types::I64, mem(), self.state, offsets::GPR + 8 * i as i32);
+            self.b.def_var(self.regs[i], v);
+            self.loaded[i] = true;
+        }
+        self.b.use_var(self.regs[i])
+    }
+
+    pub(crate) fn set_gpr(&mut self, i: usize, v: Value) {
+        self.b.def_var(self.regs[i], v);
+        self.loaded[i] = true;
+        self.dirty[i] = true;
+    }
+
+    /// A general-purpose register at its own size, zero-extended.
+    pub(crate) fn read_reg(&mut self, r: Register) -> Value {
+        let full = self.gpr(gpr_index(r));
+        if is_high8(r) {
+            let v = self.b.ins().ushr_imm_s(full, 8);
+            return self.b.ins().band_imm_s(v, 0xff);
+        }
+        match r.size() {
+            8 => full,
+            n => self.b.ins().band_imm_s(full, mask(n) as i64),
+        }
+    }
+
+    /// Writes a register with the x86 rules: 8- and 16-bit writes merge,
+    /// 32-bit writes zero-extend.
+    pub(crate) fn write_reg(&mut self, r: Register, v: Value) {
+        let i = gpr_index(r);
+        let new = if is_high8(r) {
+            let full = self.gpr(i);
+            let kept = self.b.ins().band_imm_s(full, !0xff00i64);
+            let low = self.b.ins().band_imm_s(v, 0xff);
+            let moved = self.b.ins().ishl_imm_s(low, 8);
+            self.b.ins().bor(kept, moved)
+        } else {
+            match r.size() {
+                8 => v,
+                4 => self.b.ins().band_imm_s(v, 0xffff_ffff),
+                n => {
+                    let full = self.gpr(i);
+                    let m = mask(n) as i64;
+                    let kept = self.b.ins().band_imm_s(full, !m);
+                    let low = self.b.ins().band_imm_s(v, m);
+                    self.b.ins().bor(kept, low)
+                }
+            }
+        };
+        self.set_gpr(i, new);
+    }
+
+    /// Stores the dirty registers and pending flags (the state stays
+    /// cached: for exits and cold paths).
+    fn store_state(&mut self) {
+        for i in 0..16 {
+            if self.dirty[i] {
+                let v = self.b.use_var(self.regs[i]);
+                self.b.ins().store(mem(), v, self.state, offsets::GPR + 8 * i as i32);
+            }
+        }
+        let flags = self.flags;
+        crate::flags::store(self, &flags);
+    }
+
+    fn store_rip(&mut self, rip: u64) {
+        let v = self.iconst(rip);
+        self.b.ins().store(mem(), v, self.state, offsets::RIP);
+    }
+
+    fn store_retired(&mut self, n: Value) {
+        self.b.ins().store(mem(), n, self.frame, offsets::FRAME_RETIRED);
+    }
+
+    /// Writes everything back, sets RIP and the retired count, and returns
+    /// `code`, in the current block (which is then finished).
+    pub(crate) fn exit_here(&mut self, rip: u64, retired: u64, code: u32) {
+        let rip = self.iconst(rip);
+        self.exit_value(rip, retired, code);
+    }
+
+    /// [`Lower::exit_here`] with a computed RIP.
+    pub(crate) fn exit_value(&mut self, rip: Value, retired: u64, code: u32) {
+        self.store_state();
+        self.b.ins().store(mem(), rip, self.state, offsets::RIP);
+        let n = self.iconst(retired);
+        self.store_retired(n);
+        let c = self.b.ins().iconst(types::I32, i64::from(code));
+        self.b.ins().return_(&[c]);
+    }
+
+    /// Exits with the state as it is now if `cond` holds, else goes on.
+    pub(crate) fn exit_if(&mut self, cond: Value, rip: u64, retired: u64, code: u32) {
+        let out = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.set_cold_block(out);
+        self.b.ins().brif(cond, out, &[], cont, &[]);
+        self.b.switch_to_block(out);
+        self.exit_here(rip, retired, code);
+        self.b.switch_to_block(cont);
+    }
+
+    /// The exit for a fault in the current instruction: state before it.
+    pub(crate) fn fault_exit_here(&mut self, ins: &Instruction) {
+        self.exit_here(ins.ip(), self.index as u64, exit::FAULT);
+    }
+
+    /// Calls a helper by address.
+    pub(crate) fn call(&mut self, addr: usize, sig: SigRef, args: &[Value]) -> Value {
+        let callee = self.iconst(addr as u64);
+        let inst = self.b.ins().call_indirect(sig, callee, args);
+        self.b.inst_results(inst)[0]
+    }
+
+    /// Runs instruction `index` with the interpreter: everything written
+    /// back first, reloaded after.
+    pub(crate) fn fallback(&mut self, ins: &Instruction) {
+        self.store_state();
+        self.dirty = [false; 16];
+        self.flags = FlagsState::Memory;
+        self.store_rip(ins.ip());
+        let idx = self.b.ins().iconst(types::I32, self.index as i64);
+        let code = self.call(self.helpers.fallback as usize, self.sigs.fallback, &[self.frame, idx]);
+        self.loaded = [false; 16];
+        // Not CONTINUE: the instruction retired unless it faulted; RIP and
+        // the state are already in place.
+        let out = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.set_cold_block(out);
+        self.b.ins().brif(code, out, &[], cont, &[]);
+        self.b.switch_to_block(out);
+        let ended = self.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, code, i64::from(exit::END_BLOCK));
+        let ended = self.b.ins().uextend(types::I64, ended);
+        let retired = self.b.ins().iadd_imm_s(ended, self.index as i64);
+        self.store_retired(retired);
+        self.b.ins().return_(&[code]);
+        self.b.switch_to_block(cont);
+    }
+
+    /// In a cold path: runs the instruction with the interpreter and exits
+    /// whatever it answers (for dynamic cases the lowering leaves to it,
+    /// on instructions that end the block).
+    pub(crate) fn cold_fallback_exit(&mut self, ins: &Instruction) {
+        self.store_state();
+        self.store_rip(ins.ip());
+        let idx = self.b.ins().iconst(types::I32, self.index as i64);
+        let code = self.call(self.helpers.fallback as usize, self.sigs.fallback, &[self.frame, idx]);
+        let faulted = self.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, code, i64::from(exit::FAULT));
+        let retired_extra = self.b.ins().bnot(faulted);
+        let retired_extra = self.b.ins().band_imm_s(retired_extra, 1);
+        let retired_extra = self.b.ins().uextend(types::I64, retired_extra);
+        let retired = self.b.ins().iadd_imm_s(retired_extra, self.index as i64);
+        self.store_retired(retired);
+        self.b.ins().return_(&[code]);
+    }
+
+    /// After an instruction: leave if one of its writes hit cached code.
+    pub(crate) fn finish_instruction(&mut self, ins: &Instruction, next_rip: u64) {
+        if let Some(status) = self.pending_end.take() {
+            let ended = self.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, status, i64::from(exit::END_BLOCK));
+            let _ = ins;
+            self.exit_if(ended, next_rip, self.index as u64 + 1, exit::END_BLOCK);
+        }
+    }
+
+    /// Lowers one instruction, or falls back.
+    pub(crate) fn instruction(&mut self, ins: &Instruction) -> (Flow, bool) {
+        match lower_one(self, ins).ok() {
+            Some(flow) => {
+                if flow == Flow::Next {
+                    self.finish_instruction(ins, ins.next_ip());
+                }
+                (flow, true)
+            }
+            None => {
+                self.fallback(ins);
+                (Flow::Next, false)
+            }
+        }
+    }
+}
+
+/// Dispatches by mnemonic. An `Err` must come before anything was emitted
+/// that changes state (the lowerings check their operands first).
+fn lower_one(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
+    use crate::{lower_alu as alu, lower_ctl as ctl, lower_mem as memops};
+    match ins.mnemonic() {
+        M::Nop | M::Endbr64 | M::Endbr32 => Ok(Flow::Next),
+        M::Mov => alu::mov(l, ins).map(|_| Flow::Next),
+        M::Movzx | M::Movsx | M::Movsxd => alu::movx(l, ins).map(|_| Flow::Next),
+        M::Lea => alu::lea(l, ins).map(|_| Flow::Next),
+        M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => alu::binary(l, ins).map(|_| Flow::Next),
+        M::Inc | M::Dec | M::Neg | M::Not => alu::unary(l, ins).map(|_| Flow::Next),
+        M::Imul => alu::imul(l, ins).map(|_| Flow::Next),
+        M::Shl | M::Sal | M::Shr | M::Sar => alu::shift(l, ins).map(|_| Flow::Next),
+        M::Push => memops::push(l, ins).map(|_| Flow::Next),
+        M::Pop => memops::pop(l, ins).map(|_| Flow::Next),
+        M::Seto | M::Setno | M::Setb | M::Setae | M::Sete | M::Setne | M::Setbe | M::Seta | M::Sets | M::Setns | M::Setp | M::Setnp | M::Setl
+        | M::Setge | M::Setle | M::Setg => alu::setcc(l, ins).map(|_| Flow::Next),
+        M::Cmovo | M::Cmovno | M::Cmovb | M::Cmovae | M::Cmove | M::Cmovne | M::Cmovbe | M::Cmova | M::Cmovs | M::Cmovns | M::Cmovp
+        | M::Cmovnp | M::Cmovl | M::Cmovge | M::Cmovle | M::Cmovg => alu::cmov(l, ins).map(|_| Flow::Next),
+        M::Jo | M::Jno | M::Jb | M::Jae | M::Je | M::Jne | M::Jbe | M::Ja | M::Js | M::Jns | M::Jp | M::Jnp | M::Jl | M::Jge | M::Jle | M::Jg => {
+            ctl::jcc(l, ins)
+        }
+        M::Jmp => ctl::jmp(l, ins),
+        M::Call => ctl::call(l, ins),
+        M::Ret => ctl::ret(l, ins),
+        _ => Err(Unsupported),
+    }
+}
