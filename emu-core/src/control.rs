@@ -65,6 +65,8 @@ type Kick = Box<dyn Fn() + Send + Sync>;
 #[derive(Default)]
 pub struct MachineControl {
     stop: Mutex<Option<StopReason>>,
+    /// Set with `stop`: a lock-free check for hot loops (the JIT's chain).
+    stopping: std::sync::atomic::AtomicBool,
     kicks: Mutex<Vec<Kick>>,
 }
 
@@ -88,10 +90,16 @@ impl MachineControl {
             if stop.is_none() {
                 *stop = Some(reason);
             }
+            self.stopping.store(true, std::sync::atomic::Ordering::Release);
         }
         for kick in self.kicks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             kick();
         }
+    }
+
+    /// Whether a stop was requested, without taking the lock.
+    pub fn stop_requested(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The pending stop, if any.

@@ -358,3 +358,27 @@ pub(crate) fn szp(l: &mut Lower<'_, '_>, res: Value, size: usize) -> Value {
     let zs = l.b.ins().bor(z, s);
     l.b.ins().bor(zs, p)
 }
+
+/// RFLAGS with the six arithmetic flags replaced by those of `f` (the
+/// value [`set_arith`] records), without recording it: for results that
+/// are joined from several paths.
+pub(crate) fn arith_value(l: &mut Lower<'_, '_>, f: Value) -> Value {
+    let old = l.b.ins().load(types::I64, mem(), l.state, offsets::RFLAGS);
+    let kept = l.b.ins().band_imm_s(old, !(flags::ARITH as i64));
+    let f = l.b.ins().band_imm_s(f, flags::ARITH as i64);
+    let v = l.b.ins().bor(kept, f);
+    l.b.ins().bor_imm_s(v, flags::FIXED as i64)
+}
+
+/// RFLAGS as they are now, leaving the translator's flags state as it is
+/// (pending flags are stored and folded by the helper): for a path that
+/// rejoins others, which then record the joined value as computed.
+pub(crate) fn rflags_value(l: &mut Lower<'_, '_>) -> Value {
+    match l.flags {
+        FlagsState::Known(v) | FlagsState::Computed(v) => v,
+        state => {
+            store(l, &state);
+            l.call(l.helpers.flags as usize, l.sigs.frame_only, &[l.frame])
+        }
+    }
+}

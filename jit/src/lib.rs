@@ -17,8 +17,13 @@
 
 mod flags;
 mod lower_alu;
+mod lower_bits;
 mod lower_ctl;
 mod lower_mem;
+mod lower_muldiv;
+mod lower_shift;
+mod lower_sse;
+mod lower_string;
 mod translate;
 
 use std::collections::HashMap;
@@ -131,10 +136,14 @@ impl Translator {
         {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
             let mut l = Lower::new(&mut b, req.helpers, pointer);
+            l.links = req.links as u64;
+            l.page = req.rip & !0xfff;
             let mut ended = false;
+            let mut last_lowered = false;
             for (i, ins) in req.instructions.iter().enumerate() {
                 l.index = i;
                 let (flow, lowered) = l.instruction(ins);
+                last_lowered = lowered;
                 if lowered {
                     self.lowered += 1;
                 } else {
@@ -147,7 +156,14 @@ impl Translator {
             }
             if !ended {
                 let next = req.instructions.last().map_or(req.rip, |i| i.next_ip());
-                l.exit_here(next, req.instructions.len() as u64, exit::CONTINUE);
+                let retired = req.instructions.len() as u64;
+                // After a fallback the state may have changed in ways a
+                // chained block must not assume (the interpreter decides).
+                if last_lowered && req.chain_fallthrough {
+                    l.exit_direct(next, retired, 1);
+                } else {
+                    l.exit_here(next, retired, exit::CONTINUE);
+                }
             }
             b.seal_all_blocks();
             b.finalize(self.module.target_config());
@@ -222,3 +238,7 @@ impl BlockTranslator for Translator {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lowering;
+#[cfg(test)]
+mod tests_chain;

@@ -43,13 +43,13 @@ pub(crate) fn imm(ins: &Instruction, n: u32) -> u64 {
 
 /// A register or memory operand, its address computed once.
 #[derive(Clone, Copy)]
-enum Loc {
+pub(crate) enum Loc {
     Reg(Register),
     Mem(Addr),
 }
 
 /// The size of operand `n` when the lowering handles it.
-fn op_size(ins: &Instruction, n: u32) -> L<usize> {
+pub(crate) fn op_size(ins: &Instruction, n: u32) -> L<usize> {
     let size = match ins.op_kind(n) {
         OpKind::Register if is_gpr(ins.op_register(n)) => ins.op_register(n).size(),
         OpKind::Memory => {
@@ -67,28 +67,28 @@ fn op_size(ins: &Instruction, n: u32) -> L<usize> {
 
 /// Checks that operand `n` is a GPR, a handled memory operand or (when
 /// `imm_ok`) an immediate.
-fn check(ins: &Instruction, n: u32, imm_ok: bool) -> L<()> {
+pub(crate) fn check(ins: &Instruction, n: u32, imm_ok: bool) -> L<()> {
     if imm_ok && is_imm(ins.op_kind(n)) {
         return Ok(());
     }
     op_size(ins, n).map(|_| ())
 }
 
-fn loc(l: &mut Lower<'_, '_>, ins: &Instruction, n: u32) -> Loc {
+pub(crate) fn loc(l: &mut Lower<'_, '_>, ins: &Instruction, n: u32) -> Loc {
     match ins.op_kind(n) {
         OpKind::Memory => Loc::Mem(address(l, ins)),
         _ => Loc::Reg(ins.op_register(n)),
     }
 }
 
-fn read_loc(l: &mut Lower<'_, '_>, ins: &Instruction, at: Loc, size: usize) -> Value {
+pub(crate) fn read_loc(l: &mut Lower<'_, '_>, ins: &Instruction, at: Loc, size: usize) -> Value {
     match at {
         Loc::Reg(r) => l.read_reg(r),
         Loc::Mem(a) => load(l, ins, a, size),
     }
 }
 
-fn write_loc(l: &mut Lower<'_, '_>, ins: &Instruction, at: Loc, size: usize, v: Value) {
+pub(crate) fn write_loc(l: &mut Lower<'_, '_>, ins: &Instruction, at: Loc, size: usize, v: Value) {
     match at {
         Loc::Reg(r) => l.write_reg(r, v),
         Loc::Mem(a) => store(l, ins, a, size, v),
@@ -96,7 +96,7 @@ fn write_loc(l: &mut Lower<'_, '_>, ins: &Instruction, at: Loc, size: usize, v: 
 }
 
 /// Reads a source operand (register, memory or immediate) at `size`.
-fn read_src(l: &mut Lower<'_, '_>, ins: &Instruction, n: u32, size: usize) -> Value {
+pub(crate) fn read_src(l: &mut Lower<'_, '_>, ins: &Instruction, n: u32, size: usize) -> Value {
     if is_imm(ins.op_kind(n)) {
         let v = imm(ins, n) & mask(size);
         return l.iconst(v);
@@ -105,7 +105,7 @@ fn read_src(l: &mut Lower<'_, '_>, ins: &Instruction, n: u32, size: usize) -> Va
     read_loc(l, ins, at, size)
 }
 
-fn masked(l: &mut Lower<'_, '_>, v: Value, size: usize) -> Value {
+pub(crate) fn masked(l: &mut Lower<'_, '_>, v: Value, size: usize) -> Value {
     if size == 8 {
         v
     } else {

@@ -51,9 +51,17 @@ fn indirect_target(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Value> {
     }
 }
 
+/// Ends the block at an indirect target: the dispatcher's loop looks it up.
 fn done(l: &mut Lower<'_, '_>, rip: Value) -> L<Flow> {
     let retired = l.index as u64 + 1;
-    l.exit_value(rip, retired, exit::CONTINUE);
+    l.exit_value(rip, retired, exit::LOOKUP);
+    Ok(Flow::Ended)
+}
+
+/// Ends the block at a static target, linked when it can be.
+fn done_direct(l: &mut Lower<'_, '_>, target: u64) -> L<Flow> {
+    let retired = l.index as u64 + 1;
+    l.exit_direct(target, retired, 0);
     Ok(Flow::Ended)
 }
 
@@ -66,9 +74,9 @@ pub(crate) fn jcc(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
     l.b.ins().brif(c, taken, &[], not, &[]);
     let retired = l.index as u64 + 1;
     l.b.switch_to_block(taken);
-    l.exit_here(target, retired, exit::CONTINUE);
+    l.exit_direct(target, retired, 0);
     l.b.switch_to_block(not);
-    l.exit_here(ins.next_ip(), retired, exit::CONTINUE);
+    l.exit_direct(ins.next_ip(), retired, 1);
     Ok(Flow::Ended)
 }
 
@@ -76,8 +84,7 @@ pub(crate) fn jcc(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
 pub(crate) fn jmp(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
     if ins.op0_kind() == OpKind::NearBranch64 {
         let target = near_target(ins)?;
-        let t = l.iconst(target);
-        return done(l, t);
+        return done_direct(l, target);
     }
     let target = indirect_target(l, ins)?;
     check_canonical(l, ins, target);
@@ -90,14 +97,15 @@ pub(crate) fn call(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
     if ins.stack_pointer_increment() != -8 {
         return Err(Unsupported);
     }
-    let target = if ins.op0_kind() == OpKind::NearBranch64 {
+    if ins.op0_kind() == OpKind::NearBranch64 {
         let target = near_target(ins)?;
-        l.iconst(target)
-    } else {
-        let target = indirect_target(l, ins)?;
-        check_canonical(l, ins, target);
-        target
-    };
+        let ret = l.iconst(ins.next_ip());
+        push_value(l, ins, ret, 8);
+        l.pending_end = None;
+        return done_direct(l, target);
+    }
+    let target = indirect_target(l, ins)?;
+    check_canonical(l, ins, target);
     let ret = l.iconst(ins.next_ip());
     push_value(l, ins, ret, 8);
     l.pending_end = None;

@@ -51,7 +51,7 @@ pub(crate) fn check_mem(ins: &Instruction) -> L<()> {
 
 /// The address size in bytes (64-bit mode), as the interpreter's
 /// `address_size`.
-fn address_size(ins: &Instruction) -> usize {
+pub(crate) fn address_size(ins: &Instruction) -> usize {
     let base = ins.memory_base();
     if base == Register::EIP {
         return 4;
@@ -109,7 +109,7 @@ pub(crate) fn address(l: &mut Lower<'_, '_>, ins: &Instruction) -> Addr {
     Addr { seg, ea, lin }
 }
 
-fn int_type(size: usize) -> types::Type {
+pub(crate) fn int_type(size: usize) -> types::Type {
     match size {
         1 => types::I8,
         2 => types::I16,
@@ -120,7 +120,7 @@ fn int_type(size: usize) -> types::Type {
 
 /// Branches to `fast` with the host address when the TLB holds the page
 /// for this access and it stays in the page, else to `slow`.
-fn tlb_check(l: &mut Lower<'_, '_>, lin: Value, size: usize, tag_offset: i32) -> (cranelift_codegen::ir::Block, cranelift_codegen::ir::Block, Value) {
+pub(crate) fn tlb_check(l: &mut Lower<'_, '_>, lin: Value, size: usize, tag_offset: i32) -> (cranelift_codegen::ir::Block, cranelift_codegen::ir::Block, Value) {
     let vpn = l.b.ins().ushr_imm_s(lin, 12);
     let idx = l.b.ins().band_imm_s(vpn, (TLB_ENTRIES - 1) as i64);
     let off = l.b.ins().imul_imm_s(idx, offsets::TLB_ENTRY_SIZE);

@@ -11,13 +11,13 @@ use iced_x86::code_asm::*;
 
 use super::Translator;
 
-const CODE: u64 = 0x1_0000;
+pub(super) const CODE: u64 = 0x1_0000;
 const STACK_TOP: u64 = 0x3_0000;
 /// Read-write data, 4 KiB pages; the page at `HOLE` is not present and
 /// the one at `READ_ONLY` is read-only.
 const DATA: u64 = 0x4_0000;
-const HOLE: u64 = 0x5_0000;
-const READ_ONLY: u64 = 0x6_0000;
+pub(super) const HOLE: u64 = 0x5_0000;
+pub(super) const READ_ONLY: u64 = 0x6_0000;
 const HANDLERS: u64 = 0x9000;
 const MEM_SIZE: u64 = 4 << 20;
 const COMPARED: usize = 0x8_0000;
@@ -25,7 +25,7 @@ const COMPARED: usize = 0x8_0000;
 /// A 64-bit CPL-0 machine: 4 KiB identity pages over the first 2 MiB
 /// (with a hole and a read-only page), an IDT whose vector `v` leads to a
 /// HLT at `HANDLERS + 16 v`.
-fn machine(code: &[u8]) -> Interpreter {
+pub(super) fn machine(code: &[u8]) -> Interpreter {
     let mem = GuestMemory::new(MEM_SIZE).unwrap();
     mem.write_u64(0x1000, 0x2003).unwrap();
     mem.write_u64(0x2000, 0x3003).unwrap();
@@ -116,7 +116,7 @@ fn machine_memory(cpu: &Interpreter) -> Arc<GuestMemory> {
     cpu.memory()
 }
 
-fn assemble(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+pub(super) fn assemble(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
     let mut a = CodeAssembler::new(64).unwrap();
     f(&mut a).unwrap();
     a.hlt().unwrap();
@@ -124,7 +124,7 @@ fn assemble(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<
 }
 
 /// Runs `code` both ways and checks that they agree; returns the state.
-fn same_with(code: &[u8], setup: &dyn Fn(&mut CpuState)) -> CpuState {
+pub(super) fn same_with(code: &[u8], setup: &dyn Fn(&mut CpuState)) -> CpuState {
     let interp = run(code, false, setup);
     let jit = run(code, true, setup);
     assert!(jit.native_runs > 0, "nothing ran natively");
@@ -148,12 +148,12 @@ fn same_with(code: &[u8], setup: &dyn Fn(&mut CpuState)) -> CpuState {
     jit.state
 }
 
-fn same(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> CpuState {
+pub(super) fn same(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> CpuState {
     same_with(&assemble(f), &|_| {})
 }
 
 /// Sets RFLAGS' arithmetic bits to each of a few patterns.
-fn flag_patterns() -> [u64; 4] {
+pub(super) fn flag_patterns() -> [u64; 4] {
     [0x2, 0x2 | 0x8d5, 0x2 | 0x1, 0x2 | 0x840]
 }
 

@@ -63,6 +63,10 @@ pub(crate) struct Lower<'a, 'b> {
     pub(crate) index: usize,
     /// A write status to check for END_BLOCK once the instruction is done.
     pub(crate) pending_end: Option<Value>,
+    /// The address of the block's link slots (0: no links), and the guest
+    /// page of the block: only exits to targets in that page are linked.
+    pub(crate) links: u64,
+    pub(crate) page: u64,
 }
 
 fn gpr_index(r: Register) -> usize {
@@ -122,6 +126,8 @@ impl<'a, 'b> Lower<'a, 'b> {
             sigs,
             index: 0,
             pending_end: None,
+            links: 0,
+            page: u64::MAX,
         }
     }
 
@@ -220,6 +226,42 @@ impl<'a, 'b> Lower<'a, 'b> {
         let n = self.iconst(retired);
         self.store_retired(n);
         let c = self.b.ins().iconst(types::I32, i64::from(code));
+        self.b.ins().return_(&[c]);
+    }
+
+    /// Ends the block with a control transfer to a static `target`: through
+    /// link `slot` when the target is in the block's page (the same
+    /// mapping) and the link is live, else with LOOKUP (naming the link so
+    /// the dispatcher can fill it).
+    pub(crate) fn exit_direct(&mut self, target: u64, retired: u64, slot: usize) {
+        self.store_state();
+        self.store_rip(target);
+        let n = self.iconst(retired);
+        self.store_retired(n);
+        if self.links == 0 || target & !0xfff != self.page {
+            let c = self.b.ins().iconst(types::I32, i64::from(exit::LOOKUP));
+            self.b.ins().return_(&[c]);
+            return;
+        }
+        let link = self.iconst(self.links + slot as u64 * offsets::LINK_SIZE);
+        let valid = self.b.ins().load(types::I64, mem(), link, offsets::LINK_VALID);
+        let check = self.b.create_block();
+        let go = self.b.create_block();
+        let unlinked = self.b.create_block();
+        self.b.ins().brif(valid, check, &[], unlinked, &[]);
+        self.b.switch_to_block(check);
+        let live = self.b.ins().uload8(types::I32, mem(), valid, 0);
+        self.b.ins().brif(live, go, &[], unlinked, &[]);
+        self.b.switch_to_block(go);
+        let entry = self.b.ins().load(types::I64, mem(), link, offsets::LINK_ENTRY);
+        self.b.ins().store(mem(), entry, self.frame, offsets::FRAME_NEXT);
+        let block = self.b.ins().load(types::I64, mem(), link, offsets::LINK_BLOCK);
+        self.b.ins().store(mem(), block, self.frame, offsets::FRAME_BLOCK);
+        let c = self.b.ins().iconst(types::I32, i64::from(exit::CHAIN));
+        self.b.ins().return_(&[c]);
+        self.b.switch_to_block(unlinked);
+        self.b.ins().store(mem(), link, self.frame, offsets::FRAME_EXIT_LINK);
+        let c = self.b.ins().iconst(types::I32, i64::from(exit::LOOKUP));
         self.b.ins().return_(&[c]);
     }
 
@@ -325,8 +367,36 @@ fn lower_one(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
         M::Lea => alu::lea(l, ins).map(|_| Flow::Next),
         M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => alu::binary(l, ins).map(|_| Flow::Next),
         M::Inc | M::Dec | M::Neg | M::Not => alu::unary(l, ins).map(|_| Flow::Next),
-        M::Imul => alu::imul(l, ins).map(|_| Flow::Next),
-        M::Shl | M::Sal | M::Shr | M::Sar => alu::shift(l, ins).map(|_| Flow::Next),
+        M::Imul => alu::imul(l, ins).or_else(|_| crate::lower_muldiv::mul(l, ins)).map(|_| Flow::Next),
+        M::Shl | M::Sal | M::Shr | M::Sar => alu::shift(l, ins).or_else(|_| crate::lower_shift::shift(l, ins)).map(|_| Flow::Next),
+        M::Rol | M::Ror => crate::lower_shift::rotate(l, ins).map(|_| Flow::Next),
+        M::Shld | M::Shrd => crate::lower_shift::double(l, ins).map(|_| Flow::Next),
+        M::Mul => crate::lower_muldiv::mul(l, ins).map(|_| Flow::Next),
+        M::Div | M::Idiv => crate::lower_muldiv::div(l, ins).map(|_| Flow::Next),
+        M::Cbw | M::Cwde | M::Cdqe | M::Cwd | M::Cdq | M::Cqo => crate::lower_muldiv::extend_acc(l, ins).map(|_| Flow::Next),
+        M::Bt | M::Bts | M::Btr | M::Btc => crate::lower_bits::bit_test(l, ins).map(|_| Flow::Next),
+        M::Bsf | M::Bsr | M::Tzcnt | M::Lzcnt | M::Popcnt => crate::lower_bits::scan(l, ins).map(|_| Flow::Next),
+        M::Bswap => crate::lower_bits::bswap(l, ins).map(|_| Flow::Next),
+        M::Xchg => crate::lower_bits::xchg(l, ins).map(|_| Flow::Next),
+        M::Xadd => crate::lower_bits::xadd(l, ins).map(|_| Flow::Next),
+        M::Cmpxchg => crate::lower_bits::cmpxchg(l, ins).map(|_| Flow::Next),
+        M::Movsb | M::Movsw | M::Movsd | M::Movsq | M::Stosb | M::Stosw | M::Stosd | M::Stosq | M::Lodsb | M::Lodsw | M::Lodsd | M::Lodsq => {
+            crate::lower_string::string(l, ins).map(|_| Flow::Next)
+        }
+        M::Movaps | M::Movups | M::Movapd | M::Movupd | M::Movdqa | M::Movdqu | M::Lddqu | M::Movntps | M::Movntpd | M::Movntdq => {
+            crate::lower_sse::mov128(l, ins).map(|_| Flow::Next)
+        }
+        M::Movd | M::Movq => crate::lower_sse::movd_q(l, ins).map(|_| Flow::Next),
+        M::Pxor | M::Por | M::Pand | M::Pandn | M::Xorps | M::Xorpd | M::Orps | M::Orpd | M::Andps | M::Andpd | M::Andnps | M::Andnpd | M::Paddb
+        | M::Paddw | M::Paddd | M::Paddq | M::Psubb | M::Psubw | M::Psubd | M::Psubq | M::Pcmpeqb | M::Pcmpeqw | M::Pcmpeqd | M::Punpcklbw
+        | M::Punpcklwd | M::Punpckldq | M::Punpcklqdq | M::Punpckhbw | M::Punpckhwd | M::Punpckhdq | M::Punpckhqdq => {
+            crate::lower_sse::binary(l, ins).map(|_| Flow::Next)
+        }
+        M::Pshufd => crate::lower_sse::pshufd(l, ins).map(|_| Flow::Next),
+        M::Psllw | M::Pslld | M::Psllq | M::Psrlw | M::Psrld | M::Psrlq | M::Psraw | M::Psrad | M::Pslldq | M::Psrldq => {
+            crate::lower_sse::shift_imm(l, ins).map(|_| Flow::Next)
+        }
+        M::Pmovmskb | M::Movmskps | M::Movmskpd => crate::lower_sse::movmsk(l, ins).map(|_| Flow::Next),
         M::Push => memops::push(l, ins).map(|_| Flow::Next),
         M::Pop => memops::pop(l, ins).map(|_| Flow::Next),
         M::Seto | M::Setno | M::Setb | M::Setae | M::Sete | M::Setne | M::Setbe | M::Seta | M::Sets | M::Setns | M::Setp | M::Setnp | M::Setl

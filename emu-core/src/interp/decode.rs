@@ -15,7 +15,7 @@
 //! (self-modifying code).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic as M};
@@ -44,11 +44,38 @@ pub(crate) struct Block {
     /// The translation, once tried (`None` inside: refused). Dropped with
     /// the block, so dropping cached code drops native code too.
     pub(crate) native: OnceLock<Option<super::tier::NativeBlock>>,
+    /// True while the block may be entered by chained native code: cleared
+    /// when the cache drops it (and on drop), so links to it fall through
+    /// to the dispatcher. Shared with the links that point here.
+    pub(crate) live: Arc<AtomicBool>,
+    /// The links of the native code's direct exits (branch target, fall
+    /// through), which the dispatcher fills; native code reads them at the
+    /// addresses it was compiled with, stable because blocks live in `Arc`s.
+    pub(crate) links: [super::tier::LinkSlot; 2],
 }
 
 impl Block {
     pub(crate) fn new(rip: u64, end: u64, entries: Box<[(Handler, Instruction)]>) -> Self {
-        Self { rip, end, entries, runs: AtomicU32::new(0), native: OnceLock::new() }
+        Self {
+            rip,
+            end,
+            entries,
+            runs: AtomicU32::new(0),
+            native: OnceLock::new(),
+            live: Arc::new(AtomicBool::new(true)),
+            links: Default::default(),
+        }
+    }
+
+    /// Marks the block as no longer enterable by links.
+    fn kill(&self) {
+        self.live.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -84,6 +111,10 @@ pub(crate) struct CodeCache {
     code_pages: HashSet<u64>,
     /// Bumped whenever cached code is dropped.
     pub(crate) generation: u64,
+    /// Blocks dropped from the cache, kept alive until the next block
+    /// boundary: chained native code may be running one of them (its
+    /// fallback borrows its instructions) when a write invalidates it.
+    graveyard: Vec<Arc<Block>>,
 }
 
 impl Default for CodeCache {
@@ -94,6 +125,7 @@ impl Default for CodeCache {
             pages: HashMap::new(),
             code_pages: HashSet::new(),
             generation: 0,
+            graveyard: Vec::new(),
         }
     }
 }
@@ -116,12 +148,30 @@ impl CodeCache {
         !self.code_pages.is_empty() && self.code_pages.contains(&phys_page)
     }
 
+    /// Takes a block out of the cache: links to it stop at once, its
+    /// memory goes at the next block boundary.
+    fn retire(graveyard: &mut Vec<Arc<Block>>, slot: &mut Slot) {
+        if let Some(b) = slot.block.take() {
+            b.kill();
+            graveyard.push(b);
+        }
+        slot.key = 0;
+    }
+
+    /// Frees the blocks dropped since the last boundary (no native code
+    /// runs now).
+    pub(crate) fn bury(&mut self) {
+        if !self.graveyard.is_empty() {
+            self.graveyard.clear();
+        }
+    }
+
     /// Drops every cached block of a guest-physical page.
     pub(crate) fn invalidate_page(&mut self, phys_page: u64) {
         if let Some(slots) = self.pages.remove(&phys_page) {
             for s in slots {
                 if let Some(slot) = self.slots.get_mut(s as usize) {
-                    *slot = Slot::default();
+                    Self::retire(&mut self.graveyard, slot);
                 }
             }
         }
@@ -132,7 +182,7 @@ impl CodeCache {
     /// Drops everything (a state replacement).
     pub(crate) fn clear(&mut self) {
         for s in &mut self.slots {
-            *s = Slot::default();
+            Self::retire(&mut self.graveyard, s);
         }
         self.pages.clear();
         self.code_pages.clear();
@@ -172,23 +222,27 @@ impl CodeCache {
     }
 
     /// Returns a block taken with [`CodeCache::take`], unless its page was
-    /// invalidated meanwhile (`generation` changed).
-    pub(crate) fn put_back(&mut self, taken: Option<usize>, block: Arc<Block>, generation: u64) {
+    /// invalidated meanwhile (`generation` changed); a block not stored
+    /// comes back.
+    pub(crate) fn put_back(&mut self, taken: Option<usize>, block: Arc<Block>, generation: u64) -> Option<Arc<Block>> {
         if let Some(idx) = taken {
             if self.generation == generation {
                 if let Some(slot) = self.slots.get_mut(idx) {
                     if slot.block.is_none() {
                         slot.block = Some(block);
+                        return None;
                     }
                 }
             }
         }
+        Some(block)
     }
 
     /// Caches `block`; returns true when its page just became a code page.
     fn insert(&mut self, host: u64, phys_page: u64, bitness: u32, block: Arc<Block>) -> bool {
         let key = host << 2 | mode_bits(bitness);
         let idx = slot_of(key);
+        Self::retire(&mut self.graveyard, &mut self.slots[idx]);
         self.slots[idx] = Slot { key, block: Some(block) };
         self.pages.entry(phys_page).or_default().push(idx as u32);
         self.code_pages.insert(phys_page)
@@ -198,7 +252,7 @@ impl CodeCache {
 /// Whether `ins` must be the last of its block: control transfers, and
 /// instructions that change the mode, paging, or interrupt state that the
 /// following instructions' decoding or checks depend on.
-fn ends_block(ins: &Instruction) -> bool {
+pub(crate) fn ends_block(ins: &Instruction) -> bool {
     if ins.flow_control() != FlowControl::Next {
         return true;
     }
@@ -241,7 +295,7 @@ impl Interpreter {
                 return Ok((Some(idx), block));
             }
             let generation = self.code.generation;
-            self.code.put_back(Some(idx), block, generation);
+            let _ = self.code.put_back(Some(idx), block, generation);
         }
         let lin = self.linear_code(rip, 1)?;
         let user = cpl == 3;
@@ -250,7 +304,7 @@ impl Interpreter {
                 self.code.remember(rip, cs_base, mode, self.tlb.epoch, idx);
                 if let Err(e) = self.check_code_limit(rip, block.end.wrapping_sub(rip)) {
                     let generation = self.code.generation;
-                    self.code.put_back(Some(idx), block, generation);
+                    let _ = self.code.put_back(Some(idx), block, generation);
                     return Err(e);
                 }
                 return Ok((Some(idx), block));

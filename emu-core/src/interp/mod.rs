@@ -40,7 +40,7 @@ use crate::mmu::Tlb;
 use crate::vcpu::{MachineContext, Vcpu, VcpuError, VcpuStats, VmExit};
 
 pub use fault::{Exception, Fault};
-pub use tier::{exit, jit_carry, jit_fallback, jit_flags, jit_read, jit_write, offsets, BlockTranslator, Helpers, JitFrame, NativeBlock, TranslationRequest, HELPERS};
+pub use tier::{exit, jit_carry, LinkSlot, CHAIN_BUDGET, jit_fallback, jit_flags, jit_read, jit_write, offsets, BlockTranslator, Helpers, JitFrame, NativeBlock, TranslationRequest, HELPERS};
 
 /// Where external interrupts come from: a flag the controller raises when
 /// its INTR output may be asserted, and the INTA cycle.
@@ -268,14 +268,22 @@ impl Interpreter {
     }
 
     fn execute_block(&mut self, max: usize) -> fault::R<()> {
+        // No native code runs here: blocks dropped since the last entry go.
+        self.code.bury();
         if self.tier.is_some() {
             self.tier_boundary();
         }
         let (slot, block) = self.block_at_rip()?;
         let generation = self.code.generation;
         if self.tier.is_some() {
-            if let Some(result) = self.try_native(&block, max) {
-                self.code.put_back(slot, block, generation);
+            if let Some(native) = self.native_for(&block, max) {
+                let ptr = Arc::as_ptr(&block);
+                let cached = slot.is_some();
+                // Back in its slot before it runs, so chained code can come
+                // back to it; one not cached stays held here.
+                let held = self.code.put_back(slot, block, generation);
+                let result = self.run_native(ptr, native, max, cached);
+                drop(held);
                 return result;
             }
         }
@@ -294,7 +302,7 @@ impl Interpreter {
                 break;
             }
         }
-        self.code.put_back(slot, block, generation);
+        let _ = self.code.put_back(slot, block, generation);
         result
     }
 

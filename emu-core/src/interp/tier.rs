@@ -27,9 +27,25 @@
 //! [`NativeBlock`] carries the translator generation it was made in, which
 //! the translator bumps when it frees code memory. The dispatcher only
 //! frees memory between blocks.
+//!
+//! Chaining: native blocks do not return to the dispatcher between blocks.
+//! [`Interpreter::run_native`] is a small trampoline loop: a block's exit
+//! to a static target in its own guest page reads its [`LinkSlot`] and,
+//! when the link is set and the target still live, answers
+//! [`exit::CHAIN`] with the target's entry and block in the frame; other
+//! clean block ends (indirect jumps, returns, unlinked or cross-page
+//! targets) answer [`exit::LOOKUP`] and the loop looks the new RIP up in a
+//! per-CPU table validated by the TLB epoch (and fills the exit's link
+//! when the target is in the same page). Between two blocks the loop
+//! checks a chain budget, stop requests and pending interrupts, and adds
+//! up the retired instructions. A block the cache drops is marked dead at
+//! once (links and the table check its `live` flag) and freed only at the
+//! next dispatcher entry, so a chained block that invalidates itself keeps
+//! its instructions while it finishes.
 
 use std::mem::offset_of;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use iced_x86::{Instruction, Mnemonic};
 
@@ -51,6 +67,46 @@ pub mod exit {
     /// The instruction faulted: the fault is stashed in the interpreter and
     /// RIP is the faulting instruction's.
     pub const FAULT: u32 = 2;
+    /// A block ended at a linked direct exit: the state is committed (as
+    /// for `CONTINUE` at a block end) and `JitFrame::next` and
+    /// `JitFrame::block` hold the live target's entry and block.
+    pub const CHAIN: u32 = 3;
+    /// A block ended at a control transfer whose target may be looked up
+    /// (indirect, or a direct exit not linked; `JitFrame::exit_link` then
+    /// names the exit's link). The state is committed.
+    pub const LOOKUP: u32 = 4;
+}
+
+/// Blocks one dispatcher entry may chain through before it returns (stop
+/// requests and interrupts are checked between every two blocks).
+pub const CHAIN_BUDGET: u32 = 1024;
+
+/// The link of one direct exit of a native block, owned by the source
+/// block; `#[repr(C)]`, read by native code at the `LINK_*` offsets.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct LinkSlot {
+    /// The target block's `live` flag (an `AtomicBool`, one byte), or null
+    /// while unlinked.
+    valid: AtomicPtr<AtomicBool>,
+    /// The target's native entry.
+    entry: AtomicUsize,
+    /// The target `Block`.
+    block: AtomicPtr<std::ffi::c_void>,
+    /// Keeps the flag `valid` points at allocated.
+    keep: Mutex<Option<Arc<AtomicBool>>>,
+}
+
+impl LinkSlot {
+    /// Points the link at `target`, a cached block in the exit's page.
+    fn link(&self, target: &Block, entry: usize) {
+        let mut keep = self.keep.lock().unwrap_or_else(|e| e.into_inner());
+        self.entry.store(entry, Ordering::Relaxed);
+        self.block.store(std::ptr::from_ref(target).cast_mut().cast(), Ordering::Relaxed);
+        self.valid.store(Arc::as_ptr(&target.live).cast_mut(), Ordering::Release);
+        // Replaced after the store above: the old flag is no longer named.
+        *keep = Some(Arc::clone(&target.live));
+    }
 }
 
 /// What native code is called with. `#[repr(C)]`: the translator reads it
@@ -72,6 +128,11 @@ pub struct JitFrame {
     pub retired: u64,
     /// The status of the last [`jit_read`].
     pub status: u32,
+    /// Set by native code answering [`exit::CHAIN`]: the next entry.
+    pub next: usize,
+    /// Set by native code answering [`exit::LOOKUP`] at a direct exit that
+    /// may be linked: its [`LinkSlot`]; null otherwise.
+    pub exit_link: *const LinkSlot,
 }
 
 /// Byte offsets the translator uses instead of guessing layouts.
@@ -86,6 +147,20 @@ pub mod offsets {
     pub const FRAME_RETIRED: i32 = offset_of!(JitFrame, retired) as i32;
     /// `JitFrame::status`.
     pub const FRAME_STATUS: i32 = offset_of!(JitFrame, status) as i32;
+    /// `JitFrame::block`.
+    pub const FRAME_BLOCK: i32 = offset_of!(JitFrame, block) as i32;
+    /// `JitFrame::next`.
+    pub const FRAME_NEXT: i32 = offset_of!(JitFrame, next) as i32;
+    /// `JitFrame::exit_link`.
+    pub const FRAME_EXIT_LINK: i32 = offset_of!(JitFrame, exit_link) as i32;
+    /// `LinkSlot::valid`.
+    pub const LINK_VALID: i32 = offset_of!(LinkSlot, valid) as i32;
+    /// `LinkSlot::entry`.
+    pub const LINK_ENTRY: i32 = offset_of!(LinkSlot, entry) as i32;
+    /// `LinkSlot::block`.
+    pub const LINK_BLOCK: i32 = offset_of!(LinkSlot, block) as i32;
+    /// The size of a `LinkSlot`, for indexing.
+    pub const LINK_SIZE: u64 = std::mem::size_of::<LinkSlot>() as u64;
     /// `CpuState::gpr` (16 u64 in encoding order).
     pub const GPR: i32 = offset_of!(CpuState, gpr) as i32;
     /// `CpuState::rip`.
@@ -162,6 +237,13 @@ pub struct TranslationRequest<'a> {
     pub long_mode: bool,
     /// The helpers' addresses.
     pub helpers: Helpers,
+    /// The address of the block's two [`LinkSlot`]s (0: branch target,
+    /// 1: fall-through), valid as long as the code, or 0 for none. Native
+    /// code may link only exits whose target is in the page of `rip`.
+    pub links: usize,
+    /// Whether the fall-through at the block's end may be linked: the last
+    /// instruction does not change the mode, paging or interrupt state.
+    pub chain_fallthrough: bool,
 }
 
 /// A translator from decoded blocks to native code (the JIT).
@@ -194,6 +276,35 @@ pub(crate) struct Tier {
     pub(crate) fallbacks: u64,
     /// Fallbacks by mnemonic.
     pub(crate) fallback_by_mnemonic: Vec<u64>,
+    /// Native runs entered from the dispatcher, through a link, and
+    /// through the hop table; links filled.
+    pub(crate) dispatched: u64,
+    pub(crate) chained: u64,
+    pub(crate) hopped: u64,
+    pub(crate) linked: u64,
+    /// Native entries by RIP, for control transfers whose target is only
+    /// known at run time.
+    hops: Box<[Hop]>,
+}
+
+/// A native block by RIP, valid while the TLB epoch and CPL it was found
+/// under hold (so RIP still maps to the block's page) and the block lives.
+#[derive(Clone, Default)]
+struct Hop {
+    rip: u64,
+    epoch: u64,
+    cpl: u8,
+    /// The block's `live` flag; `None`: an empty entry.
+    live: Option<Arc<AtomicBool>>,
+    /// The `Block` (an address: the table must stay `Send`).
+    block: usize,
+    entry: usize,
+}
+
+const HOPS: usize = 4096;
+
+fn hop_index(rip: u64) -> usize {
+    (rip ^ (rip >> 12)) as usize & (HOPS - 1)
 }
 
 impl Tier {
@@ -211,6 +322,11 @@ impl Tier {
             native_runs: 0,
             fallbacks: 0,
             fallback_by_mnemonic: vec![0; Mnemonic::values().len()],
+            dispatched: 0,
+            chained: 0,
+            hopped: 0,
+            linked: 0,
+            hops: vec![Hop::default(); HOPS].into_boxed_slice(),
         }
     }
 }
@@ -244,15 +360,16 @@ impl Interpreter {
         if tier.flush_pending || tier.translator.wants_flush() {
             tier.flush_pending = false;
             self.code.clear();
+            self.code.bury();
             if let Some(tier) = &mut self.tier {
                 tier.translator.flush();
             }
         }
     }
 
-    /// Runs `block` natively if it is (or now becomes) translated; `None`
-    /// when it must be interpreted.
-    pub(crate) fn try_native(&mut self, block: &Block, max: usize) -> Option<super::fault::R<()>> {
+    /// The native code to run `block` with now, translating it if it just
+    /// became hot; `None` when it must be interpreted.
+    pub(crate) fn native_for(&mut self, block: &Block, max: usize) -> Option<NativeBlock> {
         let tier = self.tier.as_mut()?;
         let native = match block.native.get() {
             Some(native) => (*native)?,
@@ -263,8 +380,17 @@ impl Interpreter {
                 let bitness = self.bitness();
                 let instructions: Vec<Instruction> = block.entries.iter().map(|(_, ins)| *ins).collect();
                 let long_mode = self.in_64bit_mode();
+                let chain_fallthrough = block.entries.last().is_some_and(|(_, ins)| !super::decode::ends_block(ins));
                 let tier = self.tier.as_mut()?;
-                let req = TranslationRequest { rip: block.rip, bitness, instructions: &instructions, long_mode, helpers: HELPERS };
+                let req = TranslationRequest {
+                    rip: block.rip,
+                    bitness,
+                    instructions: &instructions,
+                    long_mode,
+                    helpers: HELPERS,
+                    links: block.links.as_ptr() as usize,
+                    chain_fallthrough,
+                };
                 let native = tier.translator.translate(&req);
                 if native.is_some() {
                     tier.compiled += 1;
@@ -279,11 +405,52 @@ impl Interpreter {
         if native.generation != generation || !self.native_allowed(block, max) {
             return None;
         }
-        Some(self.run_native(block, native))
+        Some(native)
     }
 
-    fn run_native(&mut self, block: &Block, native: NativeBlock) -> super::fault::R<()> {
-        let user = usize::from(self.s.cpl() == 3);
+    /// Records `block` (cached, native, found at the current RIP under the
+    /// current TLB epoch and CPL) in the hop table.
+    fn hop_insert(&mut self, block: &Block, entry: usize) {
+        let (rip, epoch, cpl) = (self.s.rip, self.tlb.epoch, self.s.cpl());
+        let Some(tier) = &mut self.tier else { return };
+        let h = &mut tier.hops[hop_index(rip)];
+        let addr = std::ptr::from_ref(block) as usize;
+        if h.rip == rip && h.epoch == epoch && h.cpl == cpl && h.block == addr && h.live.is_some() {
+            return;
+        }
+        *h = Hop { rip, epoch, cpl, live: Some(Arc::clone(&block.live)), block: addr, entry };
+    }
+
+    /// The live native block recorded for the current RIP, if its
+    /// mapping still holds.
+    fn hop_lookup(&self, cpl: u8) -> Option<(*const Block, usize)> {
+        let rip = self.s.rip;
+        let h = &self.tier.as_ref()?.hops[hop_index(rip)];
+        if h.rip != rip || h.epoch != self.tlb.epoch || h.cpl != cpl || !h.live.as_ref()?.load(Ordering::Acquire) {
+            return None;
+        }
+        Some((h.block as *const Block, h.entry))
+    }
+
+    /// Whether a chain must return to the dispatcher now: a stop was
+    /// requested or an interrupt may be deliverable.
+    fn chain_interrupted(&self) -> bool {
+        self.control.stop_requested() || (self.s.rflags & crate::cpu::flags::IF != 0 && self.interrupt_ready())
+    }
+
+    /// Runs `block`'s native code and the blocks it chains to. `block` is
+    /// alive (held by the caller, or cached: dropped blocks wait in the
+    /// graveyard until the next dispatcher entry); `cached` says whether
+    /// links and the hop table may name it.
+    pub(crate) fn run_native(&mut self, block: *const Block, native: NativeBlock, max: usize, cached: bool) -> super::fault::R<()> {
+        let cpl = self.s.cpl();
+        if cached {
+            // SAFETY: the caller keeps `block` alive for this call.
+            self.hop_insert(unsafe { &*block }, native.entry as usize);
+        }
+        let user = usize::from(cpl == 3);
+        // No chaining under an instruction limit (single steps).
+        let mut budget = if max == usize::MAX { CHAIN_BUDGET } else { 0 };
         let this: *mut Interpreter = self;
         let mut frame = JitFrame {
             // SAFETY: `this` is a live exclusive reference turned raw; the
@@ -292,18 +459,65 @@ impl Interpreter {
             // SAFETY: as above; the TLB's boxes are never reallocated.
             tlb: unsafe { (*this).tlb.sets[user].as_ptr() },
             interp: this,
-            block: std::ptr::from_ref(block).cast(),
+            block: block.cast(),
             retired: 0,
             status: exit::CONTINUE,
+            next: 0,
+            exit_link: std::ptr::null(),
         };
-        // SAFETY: the translator built `entry` for this block, over the
-        // frame layout above, and its generation is current (checked by the
-        // caller), so its code is mapped. It touches the state only through
-        // the frame's pointers while `self` is not otherwise used.
-        let code = unsafe { (native.entry)(&mut frame) };
-        self.retired += frame.retired;
+        let mut entry = native.entry;
+        let (mut runs, mut chained, mut hopped, mut linked, mut retired) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        let code = loop {
+            frame.exit_link = std::ptr::null();
+            // SAFETY: `entry` is native code of the current generation for
+            // the block in `frame.block`, which is alive: the first came
+            // from the caller, later ones from a link or hop whose `live`
+            // flag was set (blocks are marked dead before the cache drops
+            // them, and freed only at the next dispatcher entry; a module
+            // is freed only after every block was dropped). It touches the
+            // state only through the frame's pointers.
+            let code = unsafe { entry(&mut frame) };
+            runs += 1;
+            retired += frame.retired;
+            if (code != exit::CHAIN && code != exit::LOOKUP) || budget == 0 {
+                break code;
+            }
+            budget -= 1;
+            // SAFETY: native code has returned; nothing else uses the
+            // interpreter until the next call.
+            let cpu = unsafe { &*this };
+            if cpu.chain_interrupted() {
+                break code;
+            }
+            if code == exit::CHAIN {
+                // SAFETY: native code stored the entry of a live link,
+                // which a `NativeBlock::entry` was turned into.
+                entry = unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(*mut JitFrame) -> u32>(frame.next) };
+                chained += 1;
+                continue;
+            }
+            let Some((target, next)) = cpu.hop_lookup(cpl) else { break code };
+            if !frame.exit_link.is_null() {
+                // SAFETY: native code names a link of the block it just
+                // ran, which is alive (see above), and a link exit's
+                // target is in that block's page, so the target found for
+                // this RIP is the one the link must always lead to while
+                // the source runs (it runs only where its page maps there).
+                unsafe { (*frame.exit_link).link(&*target, next) };
+                linked += 1;
+            }
+            frame.block = target.cast();
+            // SAFETY: as for CHAIN: `next` is a live block's entry.
+            entry = unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(*mut JitFrame) -> u32>(next) };
+            hopped += 1;
+        };
+        self.retired += retired;
         if let Some(tier) = &mut self.tier {
-            tier.native_runs += 1;
+            tier.native_runs += runs;
+            tier.dispatched += 1;
+            tier.chained += chained;
+            tier.hopped += hopped;
+            tier.linked += linked;
         }
         if code == exit::FAULT {
             return Err(self.jit_fault.take().unwrap_or_else(|| Fault::Stop(crate::control::StopReason::Error("jit: a fault without its exception".into()))));
@@ -318,6 +532,10 @@ impl Interpreter {
             ("jit: blocks compiled".into(), tier.compiled),
             ("jit: blocks refused".into(), tier.refused),
             ("jit: native block runs".into(), tier.native_runs),
+            ("jit: dispatcher entries".into(), tier.dispatched),
+            ("jit: chained runs".into(), tier.chained),
+            ("jit: hop-table runs".into(), tier.hopped),
+            ("jit: links made".into(), tier.linked),
             ("jit: fallbacks".into(), tier.fallbacks),
         ];
         let mut by: Vec<(usize, u64)> = tier.fallback_by_mnemonic.iter().copied().enumerate().filter(|&(_, n)| n > 0).collect();

@@ -1,0 +1,256 @@
+//! Chaining between native blocks: links, the hop table, invalidation
+//! (self-modifying code, code-cache flushes) and bounded latency for
+//! interrupts. Results are checked against the plain interpreter
+//! (`same_with`) and the tier's counters show the chain was used.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use emu_core::cpu::reg;
+use emu_core::interp::{InterruptSource, Interpreter, Step, CHAIN_BUDGET};
+use emu_core::Vcpu;
+use iced_x86::code_asm::*;
+
+use super::tests::{assemble, machine, same_with, CODE};
+use super::Translator;
+
+fn jit_machine(code: &[u8]) -> Interpreter {
+    let mut cpu = machine(code);
+    cpu.set_translator(Box::new(Translator::new().unwrap()));
+    cpu.set_jit_threshold(0);
+    cpu
+}
+
+fn stat(cpu: &Interpreter, name: &str) -> u64 {
+    cpu.stats().events.iter().find(|(k, _)| k == name).map_or(0, |e| e.1)
+}
+
+/// Steps until HLT; panics on a stop or if none comes.
+fn to_hlt(cpu: &mut Interpreter) {
+    for _ in 0..1_000_000 {
+        match cpu.step_block() {
+            Step::Executed => {}
+            Step::Halted => return,
+            Step::Stopped(r) => panic!("stopped: {r:?} at {:#x}", Interpreter::state(cpu).rip),
+        }
+    }
+    panic!("no HLT reached");
+}
+
+/// A loop over three blocks in one page, linked to each other.
+fn loop_code(count: u32) -> Vec<u8> {
+    assemble(|a| {
+        let mut top = a.create_label();
+        let mut skip = a.create_label();
+        a.mov(ecx, count)?;
+        a.xor(eax, eax)?;
+        a.set_label(&mut top)?;
+        a.add(rax, rcx)?;
+        a.test(cl, 1)?;
+        a.je(skip)?;
+        a.xor(rax, 0x55)?;
+        a.set_label(&mut skip)?;
+        a.dec(ecx)?;
+        a.jne(top)?;
+        Ok(())
+    })
+}
+
+#[test]
+fn loop_across_blocks_is_chained() {
+    let code = loop_code(5000);
+    same_with(&code, &|_| {});
+    let mut cpu = jit_machine(&code);
+    to_hlt(&mut cpu);
+    let (runs, dispatched, chained) =
+        (stat(&cpu, "jit: native block runs"), stat(&cpu, "jit: dispatcher entries"), stat(&cpu, "jit: chained runs"));
+    assert!(chained > 9_000, "chained {chained} of {runs}");
+    assert!(dispatched * 100 < runs, "{dispatched} dispatcher entries for {runs} runs");
+    assert!(stat(&cpu, "jit: links made") >= 3);
+}
+
+#[test]
+fn returns_and_indirect_jumps_use_the_hop_table() {
+    let code = assemble(|a| {
+        let mut f = a.create_label();
+        let mut top = a.create_label();
+        let mut next = a.create_label();
+        a.mov(ecx, 2000)?;
+        a.lea(r8, qword_ptr(next))?;
+        a.set_label(&mut top)?;
+        a.call(f)?;
+        a.jmp(r8)?;
+        a.set_label(&mut next)?;
+        a.dec(ecx)?;
+        a.jne(top)?;
+        a.jmp(0x3000 + CODE)?;
+        a.set_label(&mut f)?;
+        a.add(rax, rcx)?;
+        a.ret()?;
+        Ok(())
+    });
+    // A far page holds the HLT the code ends with (a cross-page jump).
+    let mut code = code;
+    code.resize(0x3000, 0x90);
+    code.push(0xf4);
+    same_with(&code, &|_| {});
+    let mut cpu = jit_machine(&code);
+    to_hlt(&mut cpu);
+    assert!(stat(&cpu, "jit: hop-table runs") > 3000, "hops {}", stat(&cpu, "jit: hop-table runs"));
+    assert!(stat(&cpu, "jit: dispatcher entries") < 100);
+}
+
+#[test]
+fn self_modified_chained_target_is_not_run_stale() {
+    // Block `top` links to `body`; half-way the loop rewrites the
+    // immediate `body` adds (`add eax, imm32`: the byte after 05), from the page's own code and from another
+    // page (through a call), so the linked target must be dropped.
+    let code = assemble(|a| {
+        let mut top = a.create_label();
+        let mut body = a.create_label();
+        let mut done = a.create_label();
+        a.xor(eax, eax)?;
+        a.mov(ecx, 300)?;
+        a.set_label(&mut top)?;
+        a.dec(ecx)?;
+        a.je(done)?;
+        a.jmp(body)?;
+        a.set_label(&mut body)?;
+        a.add(eax, 1)?;
+        a.cmp(ecx, 200)?;
+        a.jne(top)?;
+        a.lea(rdx, qword_ptr(body))?;
+        a.mov(byte_ptr(rdx + 1), 2)?;
+        a.mov(rsi, 0x2000 + CODE)?;
+        a.call(rsi)?;
+        a.jmp(top)?;
+        a.set_label(&mut done)?;
+        Ok(())
+    });
+    // At CODE + 0x2000: patch the immediate to 3 once ECX is 100.
+    let far = {
+        let mut a = CodeAssembler::new(64).unwrap();
+        a.ret().unwrap();
+        a.assemble(CODE + 0x2000).unwrap()
+    };
+    let mut all = code.clone();
+    all.resize(0x2000, 0x90);
+    all.extend_from_slice(&far);
+    let s = same_with(&all, &|_| {});
+    assert_eq!(s.gpr[reg::RAX], 100 + 2 * 199);
+    // The same with the patch from the other page, as a loop that
+    // rewrites a chained block while it spins: `top` and `body` chain
+    // through links until the far code patches `body`.
+    let code = assemble(|a| {
+        let mut top = a.create_label();
+        let mut body = a.create_label();
+        let mut done = a.create_label();
+        let mut skip = a.create_label();
+        a.xor(eax, eax)?;
+        a.mov(ecx, 300)?;
+        a.lea(rdx, qword_ptr(body))?;
+        a.set_label(&mut top)?;
+        a.dec(ecx)?;
+        a.je(done)?;
+        a.jmp(body)?;
+        a.set_label(&mut body)?;
+        a.add(eax, 1)?;
+        a.cmp(ecx, 100)?;
+        a.jne(skip)?;
+        a.mov(rsi, 0x2000 + CODE)?;
+        a.call(rsi)?;
+        a.set_label(&mut skip)?;
+        a.jmp(top)?;
+        a.set_label(&mut done)?;
+        Ok(())
+    });
+    let far = {
+        let mut a = CodeAssembler::new(64).unwrap();
+        a.mov(byte_ptr(rdx + 1), 5).unwrap();
+        a.ret().unwrap();
+        a.assemble(CODE + 0x2000).unwrap()
+    };
+    let mut all = code;
+    all.resize(0x2000, 0x90);
+    all.extend_from_slice(&far);
+    let s = same_with(&all, &|_| {});
+    assert_eq!(s.gpr[reg::RAX], 200 + 5 * 99);
+    let mut cpu = jit_machine(&all);
+    to_hlt(&mut cpu);
+    assert_eq!(Interpreter::state(&cpu).gpr[reg::RAX], 200 + 5 * 99);
+    assert!(stat(&cpu, "jit: chained runs") > 300);
+}
+
+/// Two blocks jumping to each other forever, with interrupts enabled.
+fn spin_code() -> Vec<u8> {
+    assemble(|a| {
+        let mut one = a.create_label();
+        let mut two = a.create_label();
+        a.sti()?;
+        a.set_label(&mut one)?;
+        a.inc(rax)?;
+        a.jmp(two)?;
+        a.set_label(&mut two)?;
+        a.inc(rdx)?;
+        a.jmp(one)?;
+        Ok(())
+    })
+}
+
+#[test]
+fn interrupt_stops_a_spinning_chain() {
+    let mut cpu = jit_machine(&spin_code());
+    let pending = Arc::new(AtomicBool::new(false));
+    // The first acknowledge finds nothing (as a spurious INTR would), so
+    // the block runs with the flag still up; the next one answers.
+    let acks = Arc::new(AtomicU32::new(0));
+    let acks2 = Arc::clone(&acks);
+    cpu.set_interrupt_source(InterruptSource {
+        pending: Arc::clone(&pending),
+        acknowledge: Box::new(move || (acks2.fetch_add(1, Ordering::Relaxed) > 0).then_some(5)),
+    });
+    // Warm up: the links form, and one step is bounded by the budget.
+    for _ in 0..10 {
+        let before = cpu.retired();
+        assert_eq!(cpu.step_block(), Step::Executed);
+        assert!(cpu.retired() - before <= 2 * u64::from(CHAIN_BUDGET + 1));
+    }
+    let before = cpu.retired();
+    assert_eq!(cpu.step_block(), Step::Executed);
+    assert!(cpu.retired() - before > u64::from(CHAIN_BUDGET), "not chained: {}", cpu.retired() - before);
+    // The interrupt arrives: the chain stops after the block it is in.
+    pending.store(true, Ordering::Release);
+    let before = cpu.retired();
+    assert_eq!(cpu.step_block(), Step::Executed);
+    assert!(cpu.retired() - before <= 2, "ran {} instructions with an interrupt pending", cpu.retired() - before);
+    // And it is delivered at the next boundary: vector 5's HLT.
+    assert_eq!(cpu.step_block(), Step::Executed);
+    assert_eq!(Interpreter::state(&cpu).rip, 0x9000 + 16 * 5);
+    assert_eq!(cpu.step_block(), Step::Halted);
+}
+
+#[test]
+fn code_flush_while_links_exist() {
+    let code = loop_code(20_000);
+    let reference = same_with(&code, &|_| {});
+    let mut cpu = jit_machine(&code);
+    let mut flushes = 0;
+    for i in 0..1_000_000u32 {
+        if i % 3 == 2 && stat(&cpu, "jit: links made") > 0 {
+            // Drops every block and, at the next boundary, the module
+            // the linked code lives in.
+            cpu.state_changed();
+            flushes += 1;
+        }
+        match cpu.step_block() {
+            Step::Executed => {}
+            Step::Halted => break,
+            Step::Stopped(r) => panic!("stopped: {r:?}"),
+        }
+    }
+    assert!(flushes > 3, "{flushes} flushes");
+    assert!(stat(&cpu, "jit: code flushes") >= 3);
+    let s = Vcpu::state(&mut cpu).unwrap();
+    assert_eq!(s.gpr, reference.gpr);
+    assert_eq!(s.rip, reference.rip);
+}

@@ -1,0 +1,401 @@
+//! Differential tests of the lowerings in `lower_shift`, `lower_bits`,
+//! `lower_muldiv`, `lower_string` and `lower_sse`: each program runs in the
+//! interpreter and with every block translated (the harness of `tests`),
+//! at every operand size, with flag consumers after the instructions,
+//! memory operands and faults.
+
+use emu_core::cpu::{reg, CpuState};
+use iced_x86::code_asm::*;
+
+use super::tests::{assemble, flag_patterns, same, same_with, HOLE, READ_ONLY};
+
+/// Reads every flag into memory and a register, so flags (lazy or not)
+/// are compared through their consumers too.
+fn consume(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.setb(byte_ptr(rbx + 0x200))?;
+    a.seto(byte_ptr(rbx + 0x201))?;
+    a.sete(byte_ptr(rbx + 0x202))?;
+    a.sets(byte_ptr(rbx + 0x203))?;
+    a.setp(byte_ptr(rbx + 0x204))?;
+    a.setl(byte_ptr(rbx + 0x205))?;
+    a.adc(r15, 0)?;
+    Ok(())
+}
+
+#[test]
+fn shifts_by_cl_every_size_and_count() {
+    for count in [0u32, 1, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 200] {
+        for flags in flag_patterns() {
+            let code = assemble(|a| {
+                a.mov(ecx, count)?;
+                a.mov(rax, 0x8123_4567_89ab_cdefu64)?;
+                a.cmp(rax, rdx)?;
+                a.shl(al, cl)?;
+                consume(a)?;
+                a.shr(si, cl)?;
+                consume(a)?;
+                a.sar(edi, cl)?;
+                consume(a)?;
+                a.shl(r8, cl)?;
+                consume(a)?;
+                a.sal(r9d, cl)?;
+                a.sar(r10, cl)?;
+                consume(a)?;
+                a.shr(byte_ptr(rbx + 3), cl)?;
+                consume(a)?;
+                a.sar(word_ptr(rbx + 6), cl)?;
+                a.shl(dword_ptr(rbx + 8), cl)?;
+                a.shr(qword_ptr(rbx + 16), cl)?;
+                consume(a)?;
+                a.shl(ah, cl)?;
+                Ok(())
+            });
+            same_with(&code, &|s| s.set_flags(flags));
+        }
+    }
+}
+
+#[test]
+fn rotates_every_size_and_count() {
+    for count in [0u32, 1, 3, 8, 9, 16, 31, 32, 63] {
+        for flags in flag_patterns() {
+            let code = assemble(|a| {
+                a.mov(ecx, count)?;
+                a.add(rax, rdx)?;
+                a.rol(al, cl)?;
+                consume(a)?;
+                a.ror(bh, cl)?;
+                a.rol(si, cl)?;
+                consume(a)?;
+                a.ror(edi, cl)?;
+                consume(a)?;
+                a.rol(r8, cl)?;
+                a.ror(r9, 1)?;
+                consume(a)?;
+                a.rol(r10d, 13)?;
+                a.ror(r11w, 0)?;
+                a.rol(qword_ptr(rbx + 16), cl)?;
+                consume(a)?;
+                a.ror(dword_ptr(rbx + 24), 5)?;
+                a.rol(byte_ptr(rbx + 30), cl)?;
+                consume(a)?;
+                Ok(())
+            });
+            same_with(&code, &|s| s.set_flags(flags));
+        }
+    }
+}
+
+#[test]
+fn double_shifts() {
+    for count in [0u32, 1, 4, 15, 16, 17, 31, 32, 63] {
+        let code = assemble(|a| {
+            a.mov(ecx, count)?;
+            a.shld(ax, dx, cl)?;
+            consume(a)?;
+            a.shrd(si, di, cl)?;
+            consume(a)?;
+            a.shld(r8d, r9d, cl)?;
+            consume(a)?;
+            a.shrd(r10, r11, cl)?;
+            consume(a)?;
+            a.shld(r12, r13, 7)?;
+            a.shrd(r14d, eax, 31)?;
+            consume(a)?;
+            a.shld(qword_ptr(rbx + 8), rax, cl)?;
+            a.shrd(word_ptr(rbx + 2), si, cl)?;
+            consume(a)?;
+            Ok(())
+        });
+        same_with(&code, &|_| {});
+    }
+}
+
+#[test]
+fn bit_tests_and_scans() {
+    for flags in flag_patterns() {
+        let code = assemble(|a| {
+            a.mov(rcx, 45u64)?;
+            a.bt(rax, rcx)?;
+            consume(a)?;
+            a.bts(edx, ecx)?;
+            a.btr(si, 3)?;
+            consume(a)?;
+            a.btc(rdi, 63)?;
+            a.bt(dword_ptr(rbx + 8), 33)?;
+            consume(a)?;
+            a.bts(qword_ptr(rbx + 16), rcx)?;
+            a.mov(r8, -70i64)?;
+            a.btr(qword_ptr(rbx + 0x40), r8)?;
+            a.btc(word_ptr(rbx + 0x40), r8w)?;
+            a.bt(dword_ptr(rbx + 0x40), ecx)?;
+            consume(a)?;
+            a.bsf(r9, rax)?;
+            a.bsr(r10d, edx)?;
+            consume(a)?;
+            a.xor(r11d, r11d)?;
+            a.mov(r12, -1i64)?;
+            a.bsf(r12d, r11d)?;
+            consume(a)?;
+            a.bsr(r13w, word_ptr(rbx + 4))?;
+            a.popcnt(r14, rax)?;
+            consume(a)?;
+            a.popcnt(ax, r11w)?;
+            a.lzcnt(ecx, edx)?;
+            consume(a)?;
+            a.lzcnt(rdx, r11)?;
+            a.tzcnt(esi, r11d)?;
+            a.tzcnt(rdi, qword_ptr(rbx + 8))?;
+            consume(a)?;
+            a.bswap(eax)?;
+            a.bswap(r8)?;
+            Ok(())
+        });
+        same_with(&code, &|s| s.set_flags(flags));
+    }
+}
+
+#[test]
+fn exchanges_and_compare_exchange() {
+    for flags in flag_patterns() {
+        let code = assemble(|a| {
+            a.xchg(rax, rcx)?;
+            a.xchg(dl, dh)?;
+            a.xchg(si, di)?;
+            a.xchg(r8d, r9d)?;
+            a.xchg(qword_ptr(rbx + 8), r10)?;
+            a.xchg(word_ptr(rbx + 2), r11w)?;
+            a.xadd(r12, r13)?;
+            consume(a)?;
+            a.xadd(eax, eax)?;
+            a.lock().xadd(dword_ptr(rbx + 16), ecx)?;
+            consume(a)?;
+            a.xadd(bl, ah)?;
+            a.mov(rbx, 0x4_0000u64)?;
+            // Equal and different accumulators, register and memory.
+            a.mov(rax, qword_ptr(rbx + 0x20))?;
+            a.lock().cmpxchg(qword_ptr(rbx + 0x20), rdx)?;
+            consume(a)?;
+            a.cmpxchg(dword_ptr(rbx + 0x28), esi)?;
+            consume(a)?;
+            a.mov(ecx, eax)?;
+            a.cmpxchg(ecx, edi)?;
+            a.cmpxchg(r8d, edi)?;
+            consume(a)?;
+            a.cmpxchg(al, ch)?;
+            a.cmpxchg(ax, ax)?;
+            a.cmpxchg(word_ptr(rbx + 0x30), r9w)?;
+            consume(a)?;
+            Ok(())
+        });
+        same_with(&code, &|s| s.set_flags(flags));
+    }
+}
+
+#[test]
+fn multiply_divide_and_extend() {
+    let operands: [(u64, u64, u64); 6] = [
+        (0x1234_5678_9abc_def0, 0, 0x1_0000_0001),
+        (0xffff_ffff_ffff_fff0, 0xffff_ffff_ffff_ffff, 7),
+        (0x8000_0000_0000_0000, 0xffff_ffff_ffff_ffff, 0xffff_ffff_ffff_ffff),
+        (100, 0, 0xffff_ffff_ffff_fffd),
+        (0x7f, 3, 0x80),
+        (5, 0, 0),
+    ];
+    for (x, d, y) in operands {
+        for size in 0..4 {
+            for signed in [false, true] {
+                let code = assemble(|a| {
+                    a.mov(rax, x)?;
+                    a.mov(rdx, d)?;
+                    a.mov(rcx, y)?;
+                    a.mov(qword_ptr(rbx + 0x60), rcx)?;
+                    match (size, signed) {
+                        (0, false) => a.div(cl)?,
+                        (0, true) => a.idiv(byte_ptr(rbx + 0x60))?,
+                        (1, false) => a.div(word_ptr(rbx + 0x60))?,
+                        (1, true) => a.idiv(cx)?,
+                        (2, false) => a.div(ecx)?,
+                        (2, true) => a.idiv(dword_ptr(rbx + 0x60))?,
+                        (_, false) => a.div(qword_ptr(rbx + 0x60))?,
+                        _ => a.idiv(rcx)?,
+                    }
+                    a.mov(rax, x)?;
+                    match (size, signed) {
+                        (0, false) => a.mul(cl)?,
+                        (0, true) => a.imul(byte_ptr(rbx + 0x60))?,
+                        (1, false) => a.mul(word_ptr(rbx + 0x60))?,
+                        (1, true) => a.imul(cx)?,
+                        (2, false) => a.mul(ecx)?,
+                        (2, true) => a.imul(dword_ptr(rbx + 0x60))?,
+                        (_, false) => a.mul(qword_ptr(rbx + 0x60))?,
+                        _ => a.imul(rcx)?,
+                    }
+                    consume(a)?;
+                    a.cbw()?;
+                    a.cwd()?;
+                    a.cwde()?;
+                    a.cdq()?;
+                    a.cdqe()?;
+                    a.cqo()?;
+                    Ok(())
+                });
+                same_with(&code, &|_| {});
+            }
+        }
+    }
+}
+
+#[test]
+fn strings_without_rep() {
+    for df in [false, true] {
+        let code = assemble(|a| {
+            a.lea(rsi, qword_ptr(rbx + 0x100))?;
+            a.lea(rdi, qword_ptr(rbx + 0x300))?;
+            a.movsb()?;
+            a.movsw()?;
+            a.movsd()?;
+            a.movsq()?;
+            a.stosb()?;
+            a.stosw()?;
+            a.stosd()?;
+            a.stosq()?;
+            a.lodsb()?;
+            a.lodsw()?;
+            a.lodsd()?;
+            a.lodsq()?;
+            a.movsq()?;
+            // A faulting destination: RSI and RDI stay.
+            a.mov(rdi, HOLE + 8)?;
+            a.movsd()?;
+            Ok(())
+        });
+        same_with(&code, &|s| {
+            if df {
+                s.set_flags(0x402);
+            }
+        });
+    }
+}
+
+#[test]
+fn sse_moves_and_integer_ops() {
+    let code = assemble(|a| {
+        a.mov(rax, 0x1122_3344_5566_7788u64)?;
+        a.movq(xmm0, rax)?;
+        a.movd(xmm1, eax)?;
+        a.movdqa(xmm2, xmmword_ptr(rbx + 0x10))?;
+        a.movdqu(xmm3, xmmword_ptr(rbx + 0x13))?;
+        a.movups(xmm4, xmmword_ptr(rbx + 0xff8))?;
+        a.movaps(xmm5, xmm2)?;
+        a.pxor(xmm5, xmm3)?;
+        a.paddd(xmm5, xmmword_ptr(rbx + 0x20))?;
+        a.paddb(xmm4, xmm3)?;
+        a.paddw(xmm4, xmm2)?;
+        a.paddq(xmm4, xmm5)?;
+        a.psubd(xmm3, xmm0)?;
+        a.psubb(xmm3, xmm4)?;
+        a.punpckldq(xmm2, xmm3)?;
+        a.punpckhbw(xmm3, xmm4)?;
+        a.punpcklqdq(xmm0, xmm1)?;
+        a.punpckhwd(xmm1, xmm5)?;
+        a.pshufd(xmm6, xmm5, 0x1b)?;
+        a.pcmpeqb(xmm6, xmm5)?;
+        a.pcmpeqd(xmm7, xmm7)?;
+        a.pand(xmm7, xmm2)?;
+        a.pandn(xmm6, xmm3)?;
+        a.por(xmm6, xmm1)?;
+        a.xorps(xmm8, xmm8)?;
+        a.andps(xmm8, xmm6)?;
+        a.pslld(xmm2, 3)?;
+        a.psrlq(xmm3, 70)?;
+        a.psraw(xmm4, 20)?;
+        a.psrad(xmm5, 4)?;
+        a.pslldq(xmm6, 5)?;
+        a.psrldq(xmm7, 9)?;
+        a.pmovmskb(ecx, xmm6)?;
+        a.movmskps(edx, xmm5)?;
+        a.movd(esi, xmm3)?;
+        a.movq(rdi, xmm4)?;
+        a.movq(xmm9, xmm4)?;
+        a.movdqa(xmmword_ptr(rbx + 0x40), xmm5)?;
+        a.movdqu(xmmword_ptr(rbx + 0x55), xmm6)?;
+        a.movq(qword_ptr(rbx + 0x70), xmm7)?;
+        a.movd(dword_ptr(rbx + 0x78), xmm2)?;
+        a.movq(xmm10, qword_ptr(rbx + 0x41))?;
+        a.movd(xmm11, dword_ptr(rbx + 0x47))?;
+        a.movdqu(xmm12, xmmword_ptr(rbx + 0x40))?;
+        Ok(())
+    });
+    same_with(&code, &|s| s.cr4 |= 1 << 9);
+}
+
+#[test]
+fn sse_faults() {
+    // Misaligned MOVDQA: #GP; a store to the read-only page: #PF; the
+    // SSE checks: #UD without OSFXSR, #NM with CR0.TS.
+    let misaligned = assemble(|a| {
+        a.movq(xmm0, rbx)?;
+        a.movdqa(xmm1, xmmword_ptr(rbx + 8))?;
+        Ok(())
+    });
+    same_with(&misaligned, &|s| s.cr4 |= 1 << 9);
+    let read_only = assemble(|a| {
+        a.pxor(xmm1, xmm1)?;
+        a.movaps(xmmword_ptr(READ_ONLY + 0x10), xmm1)?;
+        Ok(())
+    });
+    same_with(&read_only, &|s| s.cr4 |= 1 << 9);
+    let off = assemble(|a| {
+        a.inc(rax)?;
+        a.pxor(xmm1, xmm1)?;
+        Ok(())
+    });
+    same_with(&off, &|_| {});
+    same_with(&off, &|s: &mut CpuState| {
+        s.cr4 |= 1 << 9;
+        s.cr0 |= 1 << 3;
+    });
+}
+
+#[test]
+fn faults_in_lowered_forms() {
+    // #DE from DIV and IDIV (zero, overflow), a BTS into the read-only
+    // page, a shift by CL of a page in the hole.
+    same(|a| {
+        a.mov(ecx, 0)?;
+        a.inc(rax)?;
+        a.div(ecx)?;
+        Ok(())
+    });
+    same(|a| {
+        a.mov(rax, 0x8000_0000_0000_0000u64)?;
+        a.cqo()?;
+        a.mov(rcx, -1i64)?;
+        a.idiv(rcx)?;
+        Ok(())
+    });
+    same(|a| {
+        a.mov(edx, 5)?;
+        a.mov(ecx, 2)?;
+        a.div(ecx)?;
+        Ok(())
+    });
+    same(|a| {
+        a.bts(dword_ptr(READ_ONLY + 4), 3)?;
+        Ok(())
+    });
+    let s = same(|a| {
+        a.mov(ecx, 3)?;
+        a.add(rax, rcx)?;
+        a.shl(qword_ptr(HOLE + 8), cl)?;
+        Ok(())
+    });
+    assert_eq!(s.cr2, HOLE + 8);
+    let s = same(|a| {
+        a.mov(rdx, 9u64)?;
+        a.xchg(qword_ptr(READ_ONLY), rdx)?;
+        Ok(())
+    });
+    assert_eq!(s.gpr[reg::RDX], 9);
+}
