@@ -295,11 +295,23 @@ pub struct TlbEntry {
     pub phys_page: u64,
     /// Whether the mapping is global.
     pub global: bool,
+    /// log2 of the mapping's size in 4 KiB pages (0, or 9 for 2 MiB, 10
+    /// for 4 MiB, 18 for 1 GiB): an INVLPG anywhere in a large page drops
+    /// every 4 KiB piece of it cached here.
+    pub large_shift: u8,
 }
 
 impl Default for TlbEntry {
     fn default() -> Self {
-        Self { read_tag: INVALID, write_tag: INVALID, exec_tag: INVALID, addend: 0, phys_page: INVALID, global: false }
+        Self {
+            read_tag: INVALID,
+            write_tag: INVALID,
+            exec_tag: INVALID,
+            addend: 0,
+            phys_page: INVALID,
+            global: false,
+            large_shift: 0,
+        }
     }
 }
 
@@ -316,6 +328,8 @@ pub struct Tlb {
     pub hits: std::cell::Cell<u64>,
     /// See `hits`.
     pub misses: std::cell::Cell<u64>,
+    /// Some entry may come from a large page (since the last full flush).
+    has_large: bool,
 }
 
 impl Default for Tlb {
@@ -328,7 +342,7 @@ impl Tlb {
     /// An empty TLB.
     pub fn new() -> Self {
         let empty = || vec![TlbEntry::default(); TLB_ENTRIES].into_boxed_slice();
-        Self { sets: [empty(), empty()], epoch: 0, hits: Default::default(), misses: Default::default() }
+        Self { sets: [empty(), empty()], epoch: 0, hits: Default::default(), misses: Default::default(), has_large: false }
     }
 
     fn index(vpn: u64) -> usize {
@@ -371,6 +385,8 @@ impl Tlb {
         e.addend = (host_page as u64).wrapping_sub(vpn << 12);
         e.phys_page = phys_page;
         e.global = t.global;
+        e.large_shift = (t.page_size >> 12).max(1).trailing_zeros() as u8;
+        self.has_large |= e.large_shift != 0;
         e.read_tag = vpn;
         e.write_tag = if t.writable && !rom && !code_page { vpn } else { INVALID };
         e.exec_tag = if t.executable { vpn } else { INVALID };
@@ -380,6 +396,7 @@ impl Tlb {
     /// entries (a CR3 write with CR4.PGE).
     pub fn flush(&mut self, keep_global: bool) {
         self.epoch += 1;
+        self.has_large &= keep_global;
         for set in &mut self.sets {
             for e in set.iter_mut() {
                 if !(keep_global && e.global) {
@@ -389,8 +406,9 @@ impl Tlb {
         }
     }
 
-    /// INVLPG: drops the entries for the page of `linear`. Large pages are
-    /// cached per 4 KiB page, so a large-page INVLPG drops everything.
+    /// INVLPG: drops the entries for the page of `linear`, and, since large
+    /// pages are cached a 4 KiB piece at a time, every piece of a large
+    /// page that contains it (global or not, as the SDM says).
     pub fn flush_page(&mut self, linear: u64) {
         self.epoch += 1;
         let vpn = linear >> 12;
@@ -398,6 +416,14 @@ impl Tlb {
             let e = &mut set[Self::index(vpn)];
             if e.read_tag == vpn || e.write_tag == vpn || e.exec_tag == vpn {
                 *e = TlbEntry::default();
+            }
+            if self.has_large {
+                for e in set.iter_mut() {
+                    let shift = u32::from(e.large_shift);
+                    if shift != 0 && e.read_tag != INVALID && e.read_tag >> shift == vpn >> shift {
+                        *e = TlbEntry::default();
+                    }
+                }
             }
         }
     }
@@ -540,5 +566,22 @@ mod tests {
         tlb.protect_phys_page(0x8);
         assert!(tlb.lookup(0x40_0000, Access::Write, false).is_none());
         assert!(tlb.lookup(0x40_0000, Access::Read, false).is_some());
+    }
+
+    #[test]
+    fn invlpg_drops_every_cached_piece_of_a_large_page_and_nothing_else() {
+        let mut tlb = Tlb::new();
+        let host = 0x7000_0000usize as *mut u8;
+        let big = Translation { phys: 0x20_0000, writable: true, executable: true, global: true, page_size: 2 << 20 };
+        let small = Translation { page_size: 4096, global: false, ..big };
+        // Two 4 KiB pieces of the global 2 MiB page at 0x20_0000, and an
+        // unrelated 4 KiB page.
+        tlb.fill(0x20_0000, host, 0x200, &big, false, false, false);
+        tlb.fill(0x3f_f000, host, 0x3ff, &big, false, false, false);
+        tlb.fill(0x80_0000, host, 0x800, &small, false, false, false);
+        tlb.flush_page(0x21_0000);
+        assert!(tlb.lookup(0x20_0000, Access::Read, false).is_none());
+        assert!(tlb.lookup(0x3f_f000, Access::Read, false).is_none());
+        assert!(tlb.lookup(0x80_0000, Access::Read, false).is_some(), "other pages stay");
     }
 }

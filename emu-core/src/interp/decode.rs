@@ -27,7 +27,13 @@ use super::exec::{self, Handler};
 use super::fault::{Fault, R};
 use super::Interpreter;
 
-const SLOTS: usize = 1 << 14;
+/// Block cache slots, in sets of [`WAYS`]: a Linux boot touches tens of
+/// thousands of blocks, an eviction drops a block's translation with it,
+/// and a direct-mapped table of this size still thrashed (hundreds of
+/// thousands of collisions per boot).
+const SET_BITS: u32 = 14;
+const WAYS: usize = 4;
+const SLOTS: usize = WAYS << SET_BITS;
 const PAGE: u64 = 4096;
 /// The longest block decoded at once.
 const MAX_BLOCK: usize = 64;
@@ -115,6 +121,13 @@ pub(crate) struct CodeCache {
     /// boundary: chained native code may be running one of them (its
     /// fallback borrows its instructions) when a write invalidates it.
     graveyard: Vec<Arc<Block>>,
+    /// For `--stats`: blocks pushed out of their slot by another, code
+    /// pages dropped because the guest wrote them, blocks those held.
+    pub(crate) evictions: u64,
+    pub(crate) pages_written: u64,
+    pub(crate) blocks_written: u64,
+    /// Round-robin victim choice within a set.
+    victim: usize,
 }
 
 impl Default for CodeCache {
@@ -126,6 +139,10 @@ impl Default for CodeCache {
             code_pages: HashSet::new(),
             generation: 0,
             graveyard: Vec::new(),
+            evictions: 0,
+            pages_written: 0,
+            blocks_written: 0,
+            victim: 0,
         }
     }
 }
@@ -138,9 +155,13 @@ fn mode_bits(bitness: u32) -> u64 {
     }
 }
 
-fn slot_of(key: u64) -> usize {
-    let h = key ^ (key >> 14) ^ (key >> 29);
-    (h as usize) & (SLOTS - 1)
+/// The first slot of the set for a block at host address/mode `key`
+/// decoded at `rip`. The RIP takes part because one physical page runs at
+/// several addresses (each exec of a position-independent program maps it
+/// anew). Fibonacci hashing spreads neighbouring addresses over the table.
+fn set_of(key: u64, rip: u64) -> usize {
+    let k = key ^ rip.rotate_left(32);
+    ((k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SET_BITS)) as usize) * WAYS
 }
 
 impl CodeCache {
@@ -169,8 +190,10 @@ impl CodeCache {
     /// Drops every cached block of a guest-physical page.
     pub(crate) fn invalidate_page(&mut self, phys_page: u64) {
         if let Some(slots) = self.pages.remove(&phys_page) {
+            self.pages_written += 1;
             for s in slots {
                 if let Some(slot) = self.slots.get_mut(s as usize) {
+                    self.blocks_written += u64::from(slot.block.is_some());
                     Self::retire(&mut self.graveyard, slot);
                 }
             }
@@ -193,12 +216,12 @@ impl CodeCache {
     /// hot path); [`CodeCache::put_back`] returns it.
     fn take(&mut self, host: u64, bitness: u32, rip: u64) -> Option<(usize, Arc<Block>)> {
         let key = host << 2 | mode_bits(bitness);
-        let idx = slot_of(key);
-        let slot = &mut self.slots[idx];
-        if slot.key != key || slot.block.as_ref().is_none_or(|b| b.rip != rip) {
-            return None;
-        }
-        slot.block.take().map(|b| (idx, b))
+        let set = set_of(key, rip);
+        let idx = (set..set + WAYS).find(|&i| {
+            let slot = &self.slots[i];
+            slot.key == key && slot.block.as_ref().is_some_and(|b| b.rip == rip)
+        })?;
+        self.slots[idx].block.take().map(|b| (idx, b))
     }
 
     /// Takes the block recorded for `rip` in the jump cache, if still valid.
@@ -241,7 +264,13 @@ impl CodeCache {
     /// Caches `block`; returns true when its page just became a code page.
     fn insert(&mut self, host: u64, phys_page: u64, bitness: u32, block: Arc<Block>) -> bool {
         let key = host << 2 | mode_bits(bitness);
-        let idx = slot_of(key);
+        let set = set_of(key, block.rip);
+        // An empty way, else the next victim in turn.
+        let idx = (set..set + WAYS).find(|&i| self.slots[i].block.is_none()).unwrap_or_else(|| {
+            self.victim = self.victim.wrapping_add(1);
+            set + self.victim % WAYS
+        });
+        self.evictions += u64::from(self.slots[idx].block.is_some());
         Self::retire(&mut self.graveyard, &mut self.slots[idx]);
         self.slots[idx] = Slot { key, block: Some(block) };
         self.pages.entry(phys_page).or_default().push(idx as u32);
@@ -299,7 +328,15 @@ impl Interpreter {
         }
         let lin = self.linear_code(rip, 1)?;
         let user = cpl == 3;
-        if let Some(host) = self.tlb.lookup(lin, Access::Execute, user) {
+        let mut host = self.tlb.lookup(lin, Access::Execute, user);
+        if host.is_none() {
+            // A TLB miss (after a CR3 write or INVLPG) says nothing about
+            // the block cache: walk the page tables, then look there
+            // before decoding again. The first byte decides the fault.
+            self.read_linear(lin, 1, Access::Execute)?;
+            host = self.tlb.lookup(lin, Access::Execute, user);
+        }
+        if let Some(host) = host {
             if let Some((idx, block)) = self.code.take(host as u64, bitness, rip) {
                 self.code.remember(rip, cs_base, mode, self.tlb.epoch, idx);
                 if let Err(e) = self.check_code_limit(rip, block.end.wrapping_sub(rip)) {

@@ -377,6 +377,9 @@ impl Vcpu for Interpreter {
                 ("exceptions", c.exceptions.get()),
                 ("halts", c.halts.get()),
                 ("blocks decoded", c.blocks_decoded.get()),
+                ("blocks evicted", self.code.evictions),
+                ("code pages written", self.code.pages_written),
+                ("blocks dropped by writes", self.code.blocks_written),
             ]
             .into_iter()
             .map(|(k, n)| (k.into(), n))

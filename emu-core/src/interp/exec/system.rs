@@ -309,9 +309,7 @@ fn invlpg(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     } else {
         cpu.s.segs[sreg].base.wrapping_add(off) & 0xffff_ffff
     };
-    // Large pages are cached per 4 KiB page: drop them all to be safe.
     cpu.tlb.flush_page(lin);
-    cpu.tlb.flush(true);
     Ok(())
 }
 
