@@ -465,7 +465,14 @@ fn build_interp(
         // The JIT is a tier of the interpreter: same machine, hot blocks
         // translated.
         let translator = jit::Translator::new().map_err(|e| Error::Config(format!("the jit backend: {e}")))?;
-        cpu.set_translator(Box::new(translator));
+        // Compiles run on a second thread unless POPEK_JIT_SYNC=1 (the
+        // vCPU interprets a hot block until its code is ready).
+        if std::env::var_os("POPEK_JIT_SYNC").is_some_and(|v| v == "1") {
+            cpu.set_translator(Box::new(translator));
+        } else {
+            let background = jit::Background::new(translator).map_err(|e| Error::Config(format!("the jit compiler thread: {e}")))?;
+            cpu.set_translator(Box::new(background));
+        }
     }
     let timed: Vec<Arc<Mutex<dyn Timed>>> = vec![devs.cmos, pit, lapic, hpet];
     spawn_device_timers(timed, clock.clone(), control.clone());

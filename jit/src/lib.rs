@@ -11,10 +11,12 @@
 //! - `flags`: the lazy flags record in Cranelift values, conditions;
 //! - `lower_mem`: addresses, the inline TLB, loads, stores, PUSH/POP;
 //! - `lower_alu`: MOV and friends, the ALU, shifts, SETcc, CMOVcc;
-//! - `lower_ctl`: Jcc, JMP, CALL, RET.
+//! - `lower_ctl`: Jcc, JMP, CALL, RET;
+//! - [`Background`]: the translator on a compiler thread.
 //!
 //! Only 64-bit-mode blocks are translated; others are interpreted.
 
+mod background;
 mod flags;
 mod lower_alu;
 mod lower_bits;
@@ -38,6 +40,7 @@ use cranelift_module::{default_libcall_names, Linkage, Module};
 use emu_core::interp::{exit, BlockTranslator, JitFrame, NativeBlock, TranslationRequest};
 use iced_x86::Mnemonic;
 
+pub use background::{Background, Gate};
 use translate::{Flow, Lower};
 
 /// Why the translator could not be set up.
@@ -75,6 +78,15 @@ pub struct Translator {
     /// counted when translating.
     lowered: u64,
     fallback_sites: HashMap<Mnemonic, u64>,
+    /// Blocks whose IR was printed (`POPEK_JIT_DUMP`).
+    dumped: u64,
+}
+
+/// How many blocks' IR to print to stderr (`POPEK_JIT_DUMP=n`; none by
+/// default).
+fn dump_limit() -> u64 {
+    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| std::env::var("POPEK_JIT_DUMP").ok().and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
 // SAFETY: the module's raw pointers are to code it owns; the translator is
@@ -120,6 +132,7 @@ impl Translator {
             flushes: 0,
             lowered: 0,
             fallback_sites: HashMap::new(),
+            dumped: 0,
         })
     }
 
@@ -165,13 +178,22 @@ impl Translator {
                     l.exit_here(next, retired, exit::CONTINUE);
                 }
             }
+            l.emit_tails();
             b.seal_all_blocks();
             b.finalize(self.module.target_config());
         }
+        let dump = self.dumped < dump_limit();
+        let ir = dump.then(|| self.ctx.func.display().to_string());
         if self.module.define_function(id, &mut self.ctx).is_err() {
             return None;
         }
-        self.code_bytes += self.ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+        let bytes = self.ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+        self.code_bytes += bytes;
+        if let Some(ir) = ir {
+            // Debugging aid: the IR of the first POPEK_JIT_DUMP blocks.
+            self.dumped += 1;
+            eprintln!("jit: block {:#x} ({} instructions, {bytes} code bytes)\n{ir}", req.rip, req.instructions.len());
+        }
         self.module.finalize_definitions().ok()?;
         let code = self.module.get_finalized_function(id);
         // SAFETY: the function was built with the signature
@@ -242,3 +264,5 @@ mod tests;
 mod tests_lowering;
 #[cfg(test)]
 mod tests_chain;
+#[cfg(test)]
+mod tests_background;

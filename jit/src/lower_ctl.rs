@@ -69,14 +69,16 @@ fn done_direct(l: &mut Lower<'_, '_>, target: u64) -> L<Flow> {
 pub(crate) fn jcc(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
     let target = near_target(ins)?;
     let c = flags::cond(l, ins.condition_code());
+    // One write-back for both ways.
+    l.store_state();
     let taken = l.b.create_block();
     let not = l.b.create_block();
     l.b.ins().brif(c, taken, &[], not, &[]);
     let retired = l.index as u64 + 1;
     l.b.switch_to_block(taken);
-    l.exit_direct(target, retired, 0);
+    l.exit_direct_stored(target, retired, 0);
     l.b.switch_to_block(not);
-    l.exit_direct(ins.next_ip(), retired, 1);
+    l.exit_direct_stored(ins.next_ip(), retired, 1);
     Ok(Flow::Ended)
 }
 

@@ -67,6 +67,23 @@ pub(crate) struct Lower<'a, 'b> {
     /// page of the block: only exits to targets in that page are linked.
     pub(crate) links: u64,
     pub(crate) page: u64,
+    /// The shared exit tails: what they store, and their blocks.
+    tails: Vec<(TailKey, cranelift_codegen::ir::Block)>,
+}
+
+/// The shape of the state a shared exit tail writes back: the dirty
+/// registers (a mask), the pending flags' kind, operation and size, and
+/// the types of the values passed (dirty registers, flag values, then RIP,
+/// the retired count and the exit code).
+#[derive(Clone, PartialEq, Eq)]
+struct TailKey {
+    dirty: u16,
+    /// 0: nothing to store, 1: computed RFLAGS, 2: a pending record.
+    flags: u8,
+    op: emu_core::cpu::FlagsOp,
+    size: u8,
+    aux: bool,
+    types: Vec<types::Type>,
 }
 
 fn gpr_index(r: Register) -> usize {
@@ -128,6 +145,7 @@ impl<'a, 'b> Lower<'a, 'b> {
             pending_end: None,
             links: 0,
             page: u64::MAX,
+            tails: Vec::new(),
         }
     }
 
@@ -192,7 +210,7 @@ impl<'a, 'b> Lower<'a, 'b> {
 
     /// Stores the dirty registers and pending flags (the state stays
     /// cached: for exits and cold paths).
-    fn store_state(&mut self) {
+    pub(crate) fn store_state(&mut self) {
         for i in 0..16 {
             if self.dirty[i] {
                 let v = self.b.use_var(self.regs[i]);
@@ -235,6 +253,12 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// the dispatcher can fill it).
     pub(crate) fn exit_direct(&mut self, target: u64, retired: u64, slot: usize) {
         self.store_state();
+        self.exit_direct_stored(target, retired, slot);
+    }
+
+    /// [`Lower::exit_direct`] once the state is stored (both ways of a Jcc
+    /// share one write-back before the branch).
+    pub(crate) fn exit_direct_stored(&mut self, target: u64, retired: u64, slot: usize) {
         self.store_rip(target);
         let n = self.iconst(retired);
         self.store_retired(n);
@@ -267,18 +291,95 @@ impl<'a, 'b> Lower<'a, 'b> {
 
     /// Exits with the state as it is now if `cond` holds, else goes on.
     pub(crate) fn exit_if(&mut self, cond: Value, rip: u64, retired: u64, code: u32) {
-        let out = self.b.create_block();
+        let (tail, args) = self.tail_for(rip, retired, code);
         let cont = self.b.create_block();
-        self.b.set_cold_block(out);
-        self.b.ins().brif(cond, out, &[], cont, &[]);
-        self.b.switch_to_block(out);
-        self.exit_here(rip, retired, code);
+        self.b.ins().brif(cond, tail, &args, cont, &[]);
         self.b.switch_to_block(cont);
     }
 
     /// The exit for a fault in the current instruction: state before it.
     pub(crate) fn fault_exit_here(&mut self, ins: &Instruction) {
-        self.exit_here(ins.ip(), self.index as u64, exit::FAULT);
+        let (tail, args) = self.tail_for(ins.ip(), self.index as u64, exit::FAULT);
+        self.b.ins().jump(tail, &args);
+    }
+
+    /// The shared tail that writes back the state as it is now, and the
+    /// arguments to jump to it with.
+    fn tail_for(&mut self, rip: u64, retired: u64, code: u32) -> (cranelift_codegen::ir::Block, Vec<cranelift_codegen::ir::BlockArg>) {
+        let mut values = Vec::with_capacity(24);
+        let mut dirty = 0u16;
+        for i in 0..16 {
+            if self.dirty[i] {
+                dirty |= 1 << i;
+                values.push(self.b.use_var(self.regs[i]));
+            }
+        }
+        let (mut flags, mut op, mut size, mut aux) = (0, emu_core::cpu::FlagsOp::Materialized, 0, false);
+        match self.flags {
+            FlagsState::Memory | FlagsState::Known(_) => {}
+            FlagsState::Computed(v) => {
+                flags = 1;
+                values.push(v);
+            }
+            FlagsState::Pending(p) => {
+                (flags, op, size, aux) = (2, p.op, p.size as u8, p.aux.is_some());
+                values.extend([p.src1, p.src2, p.res]);
+                values.extend(p.aux);
+            }
+        }
+        values.push(self.iconst(rip));
+        values.push(self.iconst(retired));
+        values.push(self.b.ins().iconst(types::I32, i64::from(code)));
+        let types: Vec<types::Type> = values.iter().map(|&v| self.b.func.dfg.value_type(v)).collect();
+        let key = TailKey { dirty, flags, op, size, aux, types };
+        let tail = match self.tails.iter().find(|(k, _)| *k == key) {
+            Some(&(_, block)) => block,
+            None => {
+                let block = self.b.create_block();
+                self.b.set_cold_block(block);
+                for &t in &key.types {
+                    self.b.append_block_param(block, t);
+                }
+                self.tails.push((key, block));
+                block
+            }
+        };
+        (tail, values.into_iter().map(Into::into).collect())
+    }
+
+    /// Emits the shared exit tails' bodies (once every exit is known).
+    pub(crate) fn emit_tails(&mut self) {
+        for (key, block) in std::mem::take(&mut self.tails) {
+            self.b.switch_to_block(block);
+            let params = self.b.block_params(block).to_vec();
+            let mut k = 0;
+            for i in 0..16 {
+                if key.dirty & (1 << i) != 0 {
+                    self.b.ins().store(mem(), params[k], self.state, offsets::GPR + 8 * i);
+                    k += 1;
+                }
+            }
+            let flags = match key.flags {
+                1 => {
+                    k += 1;
+                    FlagsState::Computed(params[k - 1])
+                }
+                2 => {
+                    let (src1, src2, res) = (params[k], params[k + 1], params[k + 2]);
+                    k += 3;
+                    let aux = key.aux.then(|| {
+                        k += 1;
+                        params[k - 1]
+                    });
+                    FlagsState::Pending(crate::flags::Pending { op: key.op, size: usize::from(key.size), src1, src2, res, aux })
+                }
+                _ => FlagsState::Memory,
+            };
+            crate::flags::store(self, &flags);
+            self.b.ins().store(mem(), params[k], self.state, offsets::RIP);
+            self.store_retired(params[k + 1]);
+            self.b.ins().return_(&[params[k + 2]]);
+        }
     }
 
     /// Calls a helper by address.

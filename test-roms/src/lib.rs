@@ -555,7 +555,13 @@ pub fn exceptions() -> TestRom {
             l.mov(byte_ptr(rax), 1u32)
         })?;
         case(&mut l, &|l| l.int(0x80))?;
-        // The LAPIC timer: periodic, vector 0x40, five ticks.
+        // The LAPIC timer: periodic, vector 0x40, five ticks. Mask the
+        // 8259s first: nothing programmed them, so the PIT's IRQ0 (counting
+        // since reset, as on a PC) would arrive through LINT0 as vector 0
+        // while interrupts are open.
+        l.mov(al, 0xffu32)?;
+        l.out(0x21, al)?;
+        l.out(0xa1, al)?;
         l.mov(rdi, 0xfee0_0000u64)?;
         l.mov(dword_ptr(rdi + 0xf0), 0x1ffu32)?;
         l.mov(dword_ptr(rdi + 0x3e0), 0xbu32)?;

@@ -40,7 +40,10 @@ use crate::mmu::Tlb;
 use crate::vcpu::{MachineContext, Vcpu, VcpuError, VcpuStats, VmExit};
 
 pub use fault::{Exception, Fault};
-pub use tier::{exit, jit_carry, LinkSlot, CHAIN_BUDGET, jit_fallback, jit_flags, jit_read, jit_write, offsets, BlockTranslator, Helpers, JitFrame, NativeBlock, TranslationRequest, HELPERS};
+pub use tier::{
+    exit, jit_carry, jit_fallback, jit_flags, jit_read, jit_write, offsets, BlockTranslator, Finished, Helpers, JitFrame, LinkSlot, NativeBlock, TranslationJob,
+    TranslationRequest, CHAIN_BUDGET, HELPERS,
+};
 
 /// Where external interrupts come from: a flag the controller raises when
 /// its INTR output may be asserted, and the INTA cycle.

@@ -28,6 +28,18 @@
 //! the translator bumps when it frees code memory. The dispatcher only
 //! frees memory between blocks.
 //!
+//! Background translation: a translator that runs on a compiler thread
+//! accepts owned [`TranslationJob`]s ([`BlockTranslator::submit`]) and
+//! hands back [`Finished`] translations ([`BlockTranslator::finished`]);
+//! the block keeps being interpreted meanwhile. The dispatcher installs a
+//! result at a block boundary only if the block it was made for is still
+//! the one queued (ticket), alive and cached, and the result belongs to
+//! the current generation; anything else is discarded. A flush bumps the
+//! generation at once on the vCPU side, after every block was dropped, so
+//! the compiler thread may free the old code when it sees the flush.
+//! Without background support, with `POPEK_JIT_SYNC=1` or at threshold 0
+//! the translation is made synchronously, as before.
+//!
 //! Chaining: native blocks do not return to the dispatcher between blocks.
 //! [`Interpreter::run_native`] is a small trampoline loop: a block's exit
 //! to a static target in its own guest page reads its [`LinkSlot`] and,
@@ -45,7 +57,8 @@
 
 use std::mem::offset_of;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
 use iced_x86::{Instruction, Mnemonic};
 
@@ -246,11 +259,65 @@ pub struct TranslationRequest<'a> {
     pub chain_fallthrough: bool,
 }
 
+/// An owned [`TranslationRequest`], for a compiler thread: plain data (the
+/// link address stays valid while the block lives, and native code made
+/// from it is installed only into that block).
+#[derive(Debug, Clone)]
+pub struct TranslationJob {
+    /// Names the request in its [`Finished`] answer.
+    pub ticket: u64,
+    /// See [`TranslationRequest`].
+    pub rip: u64,
+    /// See [`TranslationRequest`].
+    pub bitness: u32,
+    /// See [`TranslationRequest`].
+    pub instructions: Vec<Instruction>,
+    /// See [`TranslationRequest`].
+    pub long_mode: bool,
+    /// See [`TranslationRequest`].
+    pub helpers: Helpers,
+    /// See [`TranslationRequest`].
+    pub links: usize,
+    /// See [`TranslationRequest`].
+    pub chain_fallthrough: bool,
+}
+
+impl TranslationJob {
+    /// The request to translate.
+    pub fn request(&self) -> TranslationRequest<'_> {
+        TranslationRequest {
+            rip: self.rip,
+            bitness: self.bitness,
+            instructions: &self.instructions,
+            long_mode: self.long_mode,
+            helpers: self.helpers,
+            links: self.links,
+            chain_fallthrough: self.chain_fallthrough,
+        }
+    }
+}
+
+/// A background translation's answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    /// The job's ticket.
+    pub ticket: u64,
+    /// The code (`None`: refused or failed), with its generation.
+    pub native: Option<NativeBlock>,
+}
+
 /// A translator from decoded blocks to native code (the JIT).
 pub trait BlockTranslator: Send {
     /// Native code for the block, or `None` when the translator does not
     /// handle it (the block is then always interpreted).
     fn translate(&mut self, req: &TranslationRequest<'_>) -> Option<NativeBlock>;
+    /// Queues a translation on a compiler thread; gives the job back when
+    /// the translator works only synchronously (the default).
+    fn submit(&mut self, job: TranslationJob) -> Result<(), TranslationJob> {
+        Err(job)
+    }
+    /// Appends the background translations finished since the last call.
+    fn finished(&mut self, _out: &mut Vec<Finished>) {}
     /// Whether the translator wants its code memory freed (called between
     /// blocks; the dispatcher then drops every block and calls `flush`).
     fn wants_flush(&self) -> bool;
@@ -285,6 +352,18 @@ pub(crate) struct Tier {
     /// Native entries by RIP, for control transfers whose target is only
     /// known at run time.
     hops: Box<[Hop]>,
+    /// Instructions retired by native code (fallbacks included).
+    pub(crate) native_retired: u64,
+    /// Translate on the vCPU thread (`POPEK_JIT_SYNC=1`, threshold 0).
+    sync: bool,
+    /// Blocks waiting for a background translation, by address: the
+    /// ticket and the block (weak: a dropped block is not kept alive).
+    queued: HashMap<usize, (u64, Weak<Block>)>,
+    next_ticket: u64,
+    finished: Vec<Finished>,
+    pub(crate) submitted: u64,
+    pub(crate) installed: u64,
+    pub(crate) discarded: u64,
 }
 
 /// A native block by RIP, valid while the TLB epoch and CPL it was found
@@ -327,7 +406,46 @@ impl Tier {
             hopped: 0,
             linked: 0,
             hops: vec![Hop::default(); HOPS].into_boxed_slice(),
+            native_retired: 0,
+            sync: std::env::var_os("POPEK_JIT_SYNC").is_some_and(|v| v == "1"),
+            queued: HashMap::new(),
+            next_ticket: 0,
+            finished: Vec::new(),
+            submitted: 0,
+            installed: 0,
+            discarded: 0,
         }
+    }
+
+    /// Installs the finished background translations into their blocks
+    /// when the block is still the one queued, alive and cached, and the
+    /// code of the current generation; discards the rest.
+    fn install_finished(&mut self) {
+        let mut done = std::mem::take(&mut self.finished);
+        self.translator.finished(&mut done);
+        let generation = self.translator.generation();
+        for f in done.drain(..) {
+            let Some(addr) = self.queued.iter().find(|(_, (t, _))| *t == f.ticket).map(|(&a, _)| a) else {
+                self.discarded += 1;
+                continue;
+            };
+            let Some((_, weak)) = self.queued.remove(&addr) else { continue };
+            let block = weak.upgrade();
+            let fresh = f.native.is_none_or(|n| n.generation == generation);
+            match block {
+                Some(block) if block.live.load(Ordering::Acquire) && fresh => {
+                    if f.native.is_some() {
+                        self.compiled += 1;
+                        self.installed += 1;
+                    } else {
+                        self.refused += 1;
+                    }
+                    let _ = block.native.set(f.native);
+                }
+                _ => self.discarded += 1,
+            }
+        }
+        self.finished = done;
     }
 }
 
@@ -354,7 +472,8 @@ impl Interpreter {
             && self.in_64bit_mode()
     }
 
-    /// Frees translated code at a block boundary if asked to.
+    /// Frees translated code at a block boundary if asked to, and
+    /// installs finished background translations.
     pub(crate) fn tier_boundary(&mut self) {
         let Some(tier) = &mut self.tier else { return };
         if tier.flush_pending || tier.translator.wants_flush() {
@@ -362,14 +481,23 @@ impl Interpreter {
             self.code.clear();
             self.code.bury();
             if let Some(tier) = &mut self.tier {
+                // Every block is dropped: results still in flight are of
+                // the old generation and will be discarded.
+                tier.queued.clear();
                 tier.translator.flush();
+            }
+        }
+        if let Some(tier) = &mut self.tier {
+            if !tier.queued.is_empty() {
+                tier.install_finished();
             }
         }
     }
 
     /// The native code to run `block` with now, translating it if it just
-    /// became hot; `None` when it must be interpreted.
-    pub(crate) fn native_for(&mut self, block: &Block, max: usize) -> Option<NativeBlock> {
+    /// became hot (or queueing it for the compiler thread); `None` when it
+    /// must be interpreted.
+    pub(crate) fn native_for(&mut self, block: &Arc<Block>, max: usize) -> Option<NativeBlock> {
         let tier = self.tier.as_mut()?;
         let native = match block.native.get() {
             Some(native) => (*native)?,
@@ -377,21 +505,50 @@ impl Interpreter {
                 if block.runs.fetch_add(1, Ordering::Relaxed) < tier.threshold {
                     return None;
                 }
+                let key = Arc::as_ptr(block) as usize;
+                let background = !tier.sync && tier.threshold > 0;
+                if background {
+                    if let Some((_, weak)) = tier.queued.get(&key) {
+                        if weak.strong_count() > 0 {
+                            // In flight: interpret meanwhile.
+                            return None;
+                        }
+                    }
+                }
                 let bitness = self.bitness();
                 let instructions: Vec<Instruction> = block.entries.iter().map(|(_, ins)| *ins).collect();
                 let long_mode = self.in_64bit_mode();
                 let chain_fallthrough = block.entries.last().is_some_and(|(_, ins)| !super::decode::ends_block(ins));
                 let tier = self.tier.as_mut()?;
-                let req = TranslationRequest {
+                let ticket = tier.next_ticket;
+                let job = TranslationJob {
+                    ticket,
                     rip: block.rip,
                     bitness,
-                    instructions: &instructions,
+                    instructions,
                     long_mode,
                     helpers: HELPERS,
                     links: block.links.as_ptr() as usize,
                     chain_fallthrough,
                 };
-                let native = tier.translator.translate(&req);
+                let job = if background {
+                    match tier.translator.submit(job) {
+                        Ok(()) => {
+                            tier.next_ticket += 1;
+                            tier.submitted += 1;
+                            tier.queued.insert(key, (ticket, Arc::downgrade(block)));
+                            return None;
+                        }
+                        Err(job) => {
+                            // A synchronous translator: ask no more.
+                            tier.sync = true;
+                            job
+                        }
+                    }
+                } else {
+                    job
+                };
+                let native = tier.translator.translate(&job.request());
                 if native.is_some() {
                     tier.compiled += 1;
                 } else {
@@ -513,6 +670,7 @@ impl Interpreter {
         };
         self.retired += retired;
         if let Some(tier) = &mut self.tier {
+            tier.native_retired += retired;
             tier.native_runs += runs;
             tier.dispatched += 1;
             tier.chained += chained;
@@ -537,6 +695,11 @@ impl Interpreter {
             ("jit: hop-table runs".into(), tier.hopped),
             ("jit: links made".into(), tier.linked),
             ("jit: fallbacks".into(), tier.fallbacks),
+            ("jit: instructions native".into(), tier.native_retired),
+            ("jit: instructions interpreted".into(), self.retired.saturating_sub(tier.native_retired)),
+            ("jit: background jobs".into(), tier.submitted),
+            ("jit: background installed".into(), tier.installed),
+            ("jit: background discarded".into(), tier.discarded),
         ];
         let mut by: Vec<(usize, u64)> = tier.fallback_by_mnemonic.iter().copied().enumerate().filter(|&(_, n)| n > 0).collect();
         by.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
