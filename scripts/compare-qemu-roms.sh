@@ -8,7 +8,9 @@
 # each one's ratio to QEMU TCG. A popek run whose output differs from QEMU's
 # (or that cannot run the workload: kvm_pvm cannot do INT in long mode) is marked failed. KVM here
 # may be kvm_pvm (no VT-x/AMD-V): its times are labelled so and say nothing
-# about hardware virtualization. Not part of CI.
+# about hardware virtualization (kvm_pvm needs minutes for the compute
+# workload: leave kvm out with `compare-qemu-roms.sh interp jit`). Not part
+# of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backends=("$@")
