@@ -71,11 +71,18 @@ pub(crate) fn store(l: &mut Lower<'_, '_>, state: &FlagsState) {
 pub(crate) fn rflags(l: &mut Lower<'_, '_>) -> Value {
     match l.flags {
         FlagsState::Known(v) | FlagsState::Computed(v) => v,
-        FlagsState::Memory | FlagsState::Pending(_) => {
-            // Pending flags are stored first, so the helper folds them.
-            let state = l.flags;
-            store(l, &state);
-            let v = l.call(l.helpers.flags as usize, l.sigs.frame_only, &[l.frame]);
+        FlagsState::Pending(p) => {
+            // The operation is known here: the six flags are computed inline.
+            let (of, af) = (of(l, &p), af(l, p.op, p.src1, p.src2, p.res));
+            let bits = arith_bits(l, &p, of, p.res, af);
+            let old = l.b.ins().load(types::I64, mem(), l.state, offsets::RFLAGS);
+            let kept = l.b.ins().band_imm_s(old, !(flags::ARITH as i64));
+            let v = l.b.ins().bor(kept, bits);
+            l.flags = FlagsState::Computed(v);
+            v
+        }
+        FlagsState::Memory => {
+            let v = crate::flags_mem::rflags(l);
             l.flags = FlagsState::Known(v);
             v
         }
@@ -90,7 +97,7 @@ pub(crate) fn carry(l: &mut Lower<'_, '_>) -> Value {
             let c = cf(l, &p);
             l.b.ins().uextend(types::I64, c)
         }
-        FlagsState::Memory => l.call(l.helpers.carry as usize, l.sigs.frame_only, &[l.frame]),
+        FlagsState::Memory => crate::flags_mem::carry(l),
     }
 }
 
@@ -98,16 +105,16 @@ fn sign(size: usize) -> i64 {
     (1u64 << (size * 8 - 1)) as i64
 }
 
-fn is_set(l: &mut Lower<'_, '_>, v: Value, bits: i64) -> Value {
+pub(crate) fn is_set(l: &mut Lower<'_, '_>, v: Value, bits: i64) -> Value {
     let t = l.b.ins().band_imm_s(v, bits);
     l.b.ins().icmp_imm_s(IntCC::NotEqual, t, 0)
 }
 
-fn falsy(l: &mut Lower<'_, '_>) -> Value {
+pub(crate) fn falsy(l: &mut Lower<'_, '_>) -> Value {
     l.b.ins().iconst(types::I8, 0)
 }
 
-fn cf(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
+pub(crate) fn cf(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
     let (a, b, r) = (p.src1, p.src2, p.res);
     let aux_set = |l: &mut Lower<'_, '_>| match p.aux {
         Some(aux) => is_set(l, aux, 1),
@@ -134,15 +141,15 @@ fn cf(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
     }
 }
 
-fn zf(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
+pub(crate) fn zf(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
     l.b.ins().icmp_imm_s(IntCC::Equal, p.res, 0)
 }
 
-fn sf(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
+pub(crate) fn sf(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
     is_set(l, p.res, sign(p.size))
 }
 
-fn of(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
+pub(crate) fn of(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
     let (a, b, r, s) = (p.src1, p.src2, p.res, sign(p.size));
     match p.op {
         FlagsOp::Materialized | FlagsOp::Logic => falsy(l),
@@ -163,8 +170,9 @@ fn of(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
     }
 }
 
-fn pf(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
-    let low = l.b.ins().ireduce(types::I8, p.res);
+/// PF: whether the low byte of `res` has an even number of ones.
+pub(crate) fn parity_even(l: &mut Lower<'_, '_>, res: Value) -> Value {
+    let low = l.b.ins().ireduce(types::I8, res);
     let n = l.b.ins().popcnt(low);
     let odd = l.b.ins().band_imm_s(n, 1);
     l.b.ins().icmp_imm_s(IntCC::Equal, odd, 0)
@@ -182,10 +190,17 @@ pub(crate) fn sext(l: &mut Lower<'_, '_>, v: Value, size: usize) -> Value {
 
 /// Evaluates a condition code (an i8 boolean).
 pub(crate) fn cond(l: &mut Lower<'_, '_>, cc: CC) -> Value {
-    if let FlagsState::Pending(p) = l.flags {
-        return cond_pending(l, &p, cc);
+    match l.flags {
+        FlagsState::Pending(p) => return cond_pending(l, &p, cc),
+        FlagsState::Memory => return crate::flags_mem::cond(l, cc),
+        FlagsState::Known(_) | FlagsState::Computed(_) => {}
     }
     let f = rflags(l);
+    cond_rflags(l, f, cc)
+}
+
+/// A condition from materialised RFLAGS `f`.
+pub(crate) fn cond_rflags(l: &mut Lower<'_, '_>, f: Value, cc: CC) -> Value {
     let bit = |l: &mut Lower<'_, '_>, b: u64| is_set(l, f, b as i64);
     match cc {
         CC::o => bit(l, flags::OF),
@@ -229,12 +244,12 @@ pub(crate) fn cond(l: &mut Lower<'_, '_>, cc: CC) -> Value {
     }
 }
 
-fn not(l: &mut Lower<'_, '_>, v: Value) -> Value {
+pub(crate) fn not(l: &mut Lower<'_, '_>, v: Value) -> Value {
     l.b.ins().bxor_imm_s(v, 1)
 }
 
 /// l/ge/le/g from "less" (SF != OF) and ZF.
-fn signed_combo(l: &mut Lower<'_, '_>, cc: CC, lt: Value, z: Value) -> Value {
+pub(crate) fn signed_combo(l: &mut Lower<'_, '_>, cc: CC, lt: Value, z: Value) -> Value {
     match cc {
         CC::l => lt,
         CC::ge => not(l, lt),
@@ -247,6 +262,18 @@ fn signed_combo(l: &mut Lower<'_, '_>, cc: CC, lt: Value, z: Value) -> Value {
 }
 
 fn cond_pending(l: &mut Lower<'_, '_>, p: &Pending, cc: CC) -> Value {
+    cond_parts(l, p, cc, None, p.res)
+}
+
+/// A condition of record `p`, with OF given (`of`, when the record's own
+/// formula does not hold for its values) and PF taken from the low byte
+/// of `pf_res`.
+pub(crate) fn cond_parts(l: &mut Lower<'_, '_>, p: &Pending, cc: CC, of_given: Option<Value>, pf_res: Value) -> Value {
+    let of = |l: &mut Lower<'_, '_>, p: &Pending| match of_given {
+        Some(v) => v,
+        None => self::of(l, p),
+    };
+    let pf = |l: &mut Lower<'_, '_>, _: &Pending| parity_even(l, pf_res);
     // SUB/CMP: the conditions are plain compares of the operands.
     if p.op == FlagsOp::Sub {
         let signed = matches!(cc, CC::l | CC::ge | CC::le | CC::g);
@@ -381,4 +408,44 @@ pub(crate) fn rflags_value(l: &mut Lower<'_, '_>) -> Value {
             l.call(l.helpers.flags as usize, l.sigs.frame_only, &[l.frame])
         }
     }
+}
+
+/// AF as the RFLAGS bit (0 or 0x10), as `LazyFlags::compute` has it (bit 4
+/// is inside every operand size, so the values need no masking).
+pub(crate) fn af(l: &mut Lower<'_, '_>, op: FlagsOp, a: Value, b: Value, r: Value) -> Value {
+    match op {
+        FlagsOp::Materialized | FlagsOp::Logic => l.iconst(0),
+        FlagsOp::Inc | FlagsOp::Dec | FlagsOp::Neg => {
+            let x = l.b.ins().bxor(a, r);
+            l.b.ins().band_imm_s(x, flags::AF as i64)
+        }
+        _ => {
+            let x = l.b.ins().bxor(a, b);
+            let x = l.b.ins().bxor(x, r);
+            l.b.ins().band_imm_s(x, flags::AF as i64)
+        }
+    }
+}
+
+/// The six arithmetic flags of record `p` as RFLAGS bits, with OF (an i8
+/// boolean) and AF (the bit) given and PF from the low byte of `pf_res`.
+pub(crate) fn arith_bits(l: &mut Lower<'_, '_>, p: &Pending, of: Value, pf_res: Value, af: Value) -> Value {
+    let bit = |l: &mut Lower<'_, '_>, v: Value, at: i64| {
+        let v = l.b.ins().uextend(types::I64, v);
+        l.b.ins().ishl_imm_s(v, at)
+    };
+    let c = cf(l, p);
+    let c = bit(l, c, 0);
+    let pe = parity_even(l, pf_res);
+    let pe = bit(l, pe, 2);
+    let z = zf(l, p);
+    let z = bit(l, z, 6);
+    let s = sf(l, p);
+    let s = bit(l, s, 7);
+    let o = bit(l, of, 11);
+    let v = l.b.ins().bor(c, pe);
+    let v = l.b.ins().bor(v, af);
+    let v = l.b.ins().bor(v, z);
+    let v = l.b.ins().bor(v, s);
+    l.b.ins().bor(v, o)
 }

@@ -9,6 +9,8 @@
 //! - `translate`: one block to one function, the register cache, exits,
 //!   helper calls, dispatch by mnemonic;
 //! - `flags`: the lazy flags record in Cranelift values, conditions;
+//! - `flags_mem`: flags from before the block, computed inline from the
+//!   record in `CpuState`;
 //! - `lower_mem`: addresses, the inline TLB, loads, stores, PUSH/POP;
 //! - `lower_alu`: MOV and friends, the ALU, shifts, SETcc, CMOVcc;
 //! - `lower_ctl`: Jcc, JMP, CALL, RET;
@@ -18,6 +20,7 @@
 
 mod background;
 mod flags;
+mod flags_mem;
 mod lower_alu;
 mod lower_bits;
 mod lower_ctl;
@@ -26,6 +29,7 @@ mod lower_muldiv;
 mod lower_shift;
 mod lower_sse;
 mod lower_string;
+mod lower_sys;
 mod translate;
 
 use std::collections::HashMap;
@@ -263,6 +267,10 @@ mod tests;
 #[cfg(test)]
 mod tests_lowering;
 #[cfg(test)]
+mod tests_sys;
+#[cfg(test)]
 mod tests_chain;
 #[cfg(test)]
 mod tests_background;
+#[cfg(test)]
+mod tests_flags_mem;

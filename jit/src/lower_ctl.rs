@@ -42,7 +42,7 @@ fn check_canonical(l: &mut Lower<'_, '_>, ins: &Instruction, target: Value) {
 fn indirect_target(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Value> {
     match ins.op0_kind() {
         OpKind::Register if ins.op0_register().is_gpr64() => Ok(l.read_reg(ins.op0_register())),
-        OpKind::Memory if ins.memory_size() == MemorySize::UInt64 => {
+        OpKind::Memory if matches!(ins.memory_size(), MemorySize::UInt64 | MemorySize::QwordOffset) => {
             check_mem(ins)?;
             let a = address(l, ins);
             Ok(load(l, ins, a, 8))

@@ -336,3 +336,20 @@ pub(crate) fn movmsk(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     l.write_reg(ins.op0_register(), r);
     Ok(())
 }
+
+/// PSHUFB xmm, xmm/m128: Cranelift's `swizzle` zeroes lanes whose index is
+/// 16 or more, so the selector keeps bit 7 (zero the lane) and the low
+/// four bits (the index), as the interpreter's `pshufb`.
+pub(crate) fn pshufb(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
+    check_rm(ins)?;
+    sse_check(l, ins);
+    let sel = src16(l, ins, types::I8X16);
+    let d = ins.op0_register();
+    let a = load_xmm(l, d, types::I8X16);
+    let m = l.b.ins().iconst(types::I8, 0x8f);
+    let m = l.b.ins().splat(types::I8X16, m);
+    let idx = l.b.ins().band(sel, m);
+    let v = l.b.ins().swizzle(a, idx);
+    store_xmm(l, d, v);
+    Ok(())
+}

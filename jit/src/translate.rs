@@ -463,6 +463,9 @@ fn lower_one(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
     use crate::{lower_alu as alu, lower_ctl as ctl, lower_mem as memops};
     match ins.mnemonic() {
         M::Nop | M::Endbr64 | M::Endbr32 => Ok(Flow::Next),
+        m if crate::lower_sys::handles(m) => crate::lower_sys::lower(l, ins).map(|_| Flow::Next),
+        M::Pshufb => crate::lower_sse::pshufb(l, ins).map(|_| Flow::Next),
+        M::Mov if crate::lower_sys::is_sreg_read(ins) => crate::lower_sys::mov_from_sreg(l, ins).map(|_| Flow::Next),
         M::Mov => alu::mov(l, ins).map(|_| Flow::Next),
         M::Movzx | M::Movsx | M::Movsxd => alu::movx(l, ins).map(|_| Flow::Next),
         M::Lea => alu::lea(l, ins).map(|_| Flow::Next),

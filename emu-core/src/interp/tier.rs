@@ -230,10 +230,13 @@ pub struct Helpers {
     pub flags: unsafe extern "C" fn(*mut JitFrame) -> u64,
     /// `carry(frame)`: CF (0 or 1), without materialising.
     pub carry: unsafe extern "C" fn(*mut JitFrame) -> u64,
+    /// `rdtsc(frame)`: the TSC as RDTSC reads it; the status goes to
+    /// `JitFrame::status`.
+    pub rdtsc: unsafe extern "C" fn(*mut JitFrame) -> u64,
 }
 
 /// The helpers of this interpreter.
-pub const HELPERS: Helpers = Helpers { fallback: jit_fallback, read: jit_read, write: jit_write, flags: jit_flags, carry: jit_carry };
+pub const HELPERS: Helpers = Helpers { fallback: jit_fallback, read: jit_read, write: jit_write, flags: jit_flags, carry: jit_carry, rdtsc: jit_rdtsc };
 
 /// A decoded block offered for translation, with the facts the code may
 /// assume while it runs.
@@ -816,4 +819,21 @@ pub unsafe extern "C" fn jit_carry(frame: *mut JitFrame) -> u64 {
     let s = unsafe { &*(*frame).state };
     let cf = if s.lazy.op == crate::cpu::FlagsOp::Materialized { s.rflags & 1 != 0 } else { s.lazy.cf() };
     u64::from(cf)
+}
+
+/// RDTSC for native code: the TSC, or #GP (stashed, status FAULT) where
+/// CR4.TSD forbids it, as the interpreter's `rdtsc`.
+///
+/// # Safety
+/// `frame` must be the live frame of a running native block.
+pub unsafe extern "C" fn jit_rdtsc(frame: *mut JitFrame) -> u64 {
+    // SAFETY: as in `jit_fallback`.
+    let (frame, cpu) = unsafe { (&mut *frame, &mut *(*frame).interp) };
+    if cpu.s.cr4 & 0x4 != 0 && cpu.s.cpl() != 0 && cpu.protected_mode() {
+        cpu.jit_fault = Some(Fault::gp0());
+        frame.status = exit::FAULT;
+        return 0;
+    }
+    frame.status = exit::CONTINUE;
+    cpu.tsc()
 }
