@@ -6,7 +6,6 @@
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Value};
-use emu_core::interp::exit;
 use iced_x86::{Instruction, MemorySize, OpKind};
 
 use crate::flags;
@@ -51,10 +50,11 @@ fn indirect_target(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Value> {
     }
 }
 
-/// Ends the block at an indirect target: the dispatcher's loop looks it up.
+/// Ends the block at an indirect target: the hop table is probed inline,
+/// and on a miss the dispatcher's loop looks it up.
 fn done(l: &mut Lower<'_, '_>, rip: Value) -> L<Flow> {
     let retired = l.index as u64 + 1;
-    l.exit_value(rip, retired, exit::LOOKUP);
+    l.exit_indirect(rip, retired);
     Ok(Flow::Ended)
 }
 

@@ -96,7 +96,12 @@ fn returns_and_indirect_jumps_use_the_hop_table() {
     same_with(&code, &|_| {});
     let mut cpu = jit_machine(&code);
     to_hlt(&mut cpu);
-    assert!(stat(&cpu, "jit: hop-table runs") > 3000, "hops {}", stat(&cpu, "jit: hop-table runs"));
+    // Four blocks a round, two reached by RET/JMP r8: those hit the hop
+    // table in native code and count as chained runs (links alone would
+    // give about 4000), leaving the dispatcher's loop only the first hops.
+    let (chained, hopped) = (stat(&cpu, "jit: chained runs"), stat(&cpu, "jit: hop-table runs"));
+    assert!(chained > 7000, "chained {chained}, hops {hopped}");
+    assert!(hopped < 100, "hops {hopped}");
     assert!(stat(&cpu, "jit: dispatcher entries") < 100);
 }
 

@@ -289,6 +289,56 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.b.ins().return_(&[c]);
     }
 
+    /// Ends the block at a computed (indirect) target: probes the
+    /// dispatcher's hop table inline, as `hop_lookup` does (same index,
+    /// RIP, TLB epoch and CPL, then the block's `live` flag), and answers
+    /// CHAIN on a hit, else LOOKUP for the dispatcher's loop.
+    pub(crate) fn exit_indirect(&mut self, rip: Value, retired: u64) {
+        self.store_state();
+        self.b.ins().store(mem(), rip, self.state, offsets::RIP);
+        let n = self.iconst(retired);
+        self.store_retired(n);
+        // Index: (rip ^ (rip >> 12)) & (HOP_COUNT - 1), scaled to bytes.
+        let hi = self.b.ins().ushr_imm_s(rip, 12);
+        let x = self.b.ins().bxor(rip, hi);
+        let idx = self.b.ins().band_imm_s(x, (offsets::HOP_COUNT - 1) as i64);
+        let off = self.b.ins().imul_imm_s(idx, offsets::HOP_SIZE as i64);
+        let hops = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_HOPS);
+        let h = self.b.ins().iadd(hops, off);
+        let h_rip = self.b.ins().load(types::I64, mem(), h, offsets::HOP_RIP);
+        let h_epoch = self.b.ins().load(types::I64, mem(), h, offsets::HOP_EPOCH);
+        let epoch_ptr = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_EPOCH);
+        let epoch = self.b.ins().load(types::I64, mem(), epoch_ptr, 0);
+        let h_cpl = self.b.ins().uload8(types::I32, mem(), h, offsets::HOP_CPL);
+        let cpl = self.b.ins().load(types::I32, mem(), self.frame, offsets::FRAME_CPL);
+        // Equal when every XOR is zero: one branch for the three compares.
+        let d_rip = self.b.ins().bxor(h_rip, rip);
+        let d_epoch = self.b.ins().bxor(h_epoch, epoch);
+        let d_cpl = self.b.ins().bxor(h_cpl, cpl);
+        let d_cpl = self.b.ins().uextend(types::I64, d_cpl);
+        let d = self.b.ins().bor(d_rip, d_epoch);
+        let d = self.b.ins().bor(d, d_cpl);
+        let check = self.b.create_block();
+        let go = self.b.create_block();
+        let miss = self.b.create_block();
+        self.b.ins().brif(d, miss, &[], check, &[]);
+        self.b.switch_to_block(check);
+        // Empty entries point at a flag that is never set.
+        let live_ptr = self.b.ins().load(types::I64, mem(), h, offsets::HOP_LIVE);
+        let live = self.b.ins().uload8(types::I32, mem(), live_ptr, 0);
+        self.b.ins().brif(live, go, &[], miss, &[]);
+        self.b.switch_to_block(go);
+        let entry = self.b.ins().load(types::I64, mem(), h, offsets::HOP_ENTRY);
+        self.b.ins().store(mem(), entry, self.frame, offsets::FRAME_NEXT);
+        let block = self.b.ins().load(types::I64, mem(), h, offsets::HOP_BLOCK);
+        self.b.ins().store(mem(), block, self.frame, offsets::FRAME_BLOCK);
+        let c = self.b.ins().iconst(types::I32, i64::from(exit::CHAIN));
+        self.b.ins().return_(&[c]);
+        self.b.switch_to_block(miss);
+        let c = self.b.ins().iconst(types::I32, i64::from(exit::LOOKUP));
+        self.b.ins().return_(&[c]);
+    }
+
     /// Exits with the state as it is now if `cond` holds, else goes on.
     pub(crate) fn exit_if(&mut self, cond: Value, rip: u64, retired: u64, code: u32) {
         let (tail, args) = self.tail_for(rip, retired, code);

@@ -146,6 +146,14 @@ pub struct JitFrame {
     /// Set by native code answering [`exit::LOOKUP`] at a direct exit that
     /// may be linked: its [`LinkSlot`]; null otherwise.
     pub exit_link: *const LinkSlot,
+    /// The tier's hop table (`HOPS` entries of `HOP_SIZE` bytes), probed
+    /// by native code at indirect exits.
+    pub hops: *const Hop,
+    /// The TLB epoch, read through a pointer: helpers called by the chain
+    /// may change it.
+    pub epoch: *const u64,
+    /// The CPL the chain runs at (its TLB set was chosen by it).
+    pub cpl: u32,
 }
 
 /// Byte offsets the translator uses instead of guessing layouts.
@@ -166,6 +174,29 @@ pub mod offsets {
     pub const FRAME_NEXT: i32 = offset_of!(JitFrame, next) as i32;
     /// `JitFrame::exit_link`.
     pub const FRAME_EXIT_LINK: i32 = offset_of!(JitFrame, exit_link) as i32;
+    /// `JitFrame::hops`.
+    pub const FRAME_HOPS: i32 = offset_of!(JitFrame, hops) as i32;
+    /// `JitFrame::epoch`.
+    pub const FRAME_EPOCH: i32 = offset_of!(JitFrame, epoch) as i32;
+    /// `JitFrame::cpl`.
+    pub const FRAME_CPL: i32 = offset_of!(JitFrame, cpl) as i32;
+    /// `Hop::rip`.
+    pub const HOP_RIP: i32 = offset_of!(Hop, rip) as i32;
+    /// `Hop::epoch`.
+    pub const HOP_EPOCH: i32 = offset_of!(Hop, epoch) as i32;
+    /// `Hop::cpl` (a byte).
+    pub const HOP_CPL: i32 = offset_of!(Hop, cpl) as i32;
+    /// `Hop::live_ptr`.
+    pub const HOP_LIVE: i32 = offset_of!(Hop, live_ptr) as i32;
+    /// `Hop::block`.
+    pub const HOP_BLOCK: i32 = offset_of!(Hop, block) as i32;
+    /// `Hop::entry`.
+    pub const HOP_ENTRY: i32 = offset_of!(Hop, entry) as i32;
+    /// The size of a `Hop`, for indexing.
+    pub const HOP_SIZE: u64 = std::mem::size_of::<Hop>() as u64;
+    /// The number of hop-table entries (a power of two); native code
+    /// indexes it as `hop_index` does.
+    pub const HOP_COUNT: u64 = HOPS as u64;
     /// `LinkSlot::valid`.
     pub const LINK_VALID: i32 = offset_of!(LinkSlot, valid) as i32;
     /// `LinkSlot::entry`.
@@ -371,16 +402,31 @@ pub(crate) struct Tier {
 
 /// A native block by RIP, valid while the TLB epoch and CPL it was found
 /// under hold (so RIP still maps to the block's page) and the block lives.
-#[derive(Clone, Default)]
-struct Hop {
+/// `#[repr(C)]`: native code probes it by the `HOP_*` offsets.
+#[repr(C)]
+#[derive(Clone)]
+pub struct Hop {
     rip: u64,
     epoch: u64,
     cpl: u8,
-    /// The block's `live` flag; `None`: an empty entry.
-    live: Option<Arc<AtomicBool>>,
-    /// The `Block` (an address: the table must stay `Send`).
+    /// The address of the block's `live` flag (an `AtomicBool`, one byte),
+    /// kept allocated by `live`; [`DEAD`] for an empty entry, so native code
+    /// needs no null check. An address: the table must stay `Send`.
+    live_ptr: usize,
+    /// The `Block` (an address, as above).
     block: usize,
     entry: usize,
+    /// Keeps the flag `live_ptr` names allocated; `None`: an empty entry.
+    live: Option<Arc<AtomicBool>>,
+}
+
+/// The `live` flag of empty hop entries: never set.
+static DEAD: AtomicBool = AtomicBool::new(false);
+
+impl Default for Hop {
+    fn default() -> Self {
+        Self { rip: 0, epoch: 0, cpl: 0, live_ptr: std::ptr::from_ref(&DEAD) as usize, block: 0, entry: 0, live: None }
+    }
 }
 
 const HOPS: usize = 4096;
@@ -578,7 +624,10 @@ impl Interpreter {
         if h.rip == rip && h.epoch == epoch && h.cpl == cpl && h.block == addr && h.live.is_some() {
             return;
         }
-        *h = Hop { rip, epoch, cpl, live: Some(Arc::clone(&block.live)), block: addr, entry };
+        // The pointer is taken from the Arc stored beside it, which keeps
+        // it valid for as long as the entry holds it.
+        let live = Arc::clone(&block.live);
+        *h = Hop { rip, epoch, cpl, live_ptr: Arc::as_ptr(&live) as usize, block: addr, entry, live: Some(live) };
     }
 
     /// The live native block recorded for the current RIP, if its
@@ -611,6 +660,12 @@ impl Interpreter {
         let user = usize::from(cpl == 3);
         // No chaining under an instruction limit (single steps).
         let mut budget = if max == usize::MAX { CHAIN_BUDGET } else { 0 };
+        // Native blocks exist only with a tier; its hop table (a boxed
+        // slice, never reallocated while the tier lives) is probed by
+        // native code at indirect exits.
+        let Some(hops) = self.tier.as_ref().map(|t| t.hops.as_ptr()) else {
+            return Err(Fault::Stop(crate::control::StopReason::Error("jit: native code without a tier".into())));
+        };
         let this: *mut Interpreter = self;
         let mut frame = JitFrame {
             // SAFETY: `this` is a live exclusive reference turned raw; the
@@ -624,6 +679,10 @@ impl Interpreter {
             status: exit::CONTINUE,
             next: 0,
             exit_link: std::ptr::null(),
+            hops,
+            // SAFETY: as for `state`: a field address, no reference made.
+            epoch: unsafe { &raw const (*this).tlb.epoch },
+            cpl: u32::from(cpl),
         };
         let mut entry = native.entry;
         let (mut runs, mut chained, mut hopped, mut linked, mut retired) = (0u64, 0u64, 0u64, 0u64, 0u64);
