@@ -157,14 +157,7 @@ pub(crate) fn load(l: &mut Lower<'_, '_>, ins: &Instruction, a: Addr, size: usiz
     let segment = l.b.ins().iconst(types::I32, a.seg as i64);
     let width = l.b.ins().iconst(types::I32, size as i64);
     let v = l.call(l.helpers.read as usize, l.sigs.read, &[l.frame, segment, a.ea, width]);
-    let status = l.b.ins().load(types::I32, mem(), l.frame, offsets::FRAME_STATUS);
-    let ok = l.b.create_block();
-    let fault = l.b.create_block();
-    l.b.set_cold_block(fault);
-    l.b.ins().brif(status, fault, &[], ok, &[]);
-    l.b.switch_to_block(fault);
-    l.fault_exit_here(ins);
-    l.b.switch_to_block(ok);
+    l.fault_exit_on_status(ins);
     l.b.ins().jump(join, &[v.into()]);
 
     l.b.switch_to_block(join);
@@ -191,13 +184,7 @@ pub(crate) fn store(l: &mut Lower<'_, '_>, ins: &Instruction, a: Addr, size: usi
     let width = l.b.ins().iconst(types::I32, size as i64);
     let status = l.call(l.helpers.write as usize, l.sigs.write, &[l.frame, segment, a.ea, width, v]);
     let faulted = l.b.ins().icmp_imm_s(IntCC::Equal, status, i64::from(exit::FAULT));
-    let ok = l.b.create_block();
-    let fault = l.b.create_block();
-    l.b.set_cold_block(fault);
-    l.b.ins().brif(faulted, fault, &[], ok, &[]);
-    l.b.switch_to_block(fault);
-    l.fault_exit_here(ins);
-    l.b.switch_to_block(ok);
+    l.fault_exit_if(faulted, ins);
     l.b.ins().jump(join, &[status.into()]);
 
     l.b.switch_to_block(join);

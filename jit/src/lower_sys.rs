@@ -63,23 +63,10 @@ pub(crate) fn lower(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     }
 }
 
-/// Exits with the state before `ins` (the helper stashed a fault) when
-/// the frame's status says so.
-fn fault_on_status(l: &mut Lower<'_, '_>, ins: &Instruction) {
-    let status = l.b.ins().load(types::I32, mem(), l.frame, offsets::FRAME_STATUS);
-    let ok = l.b.create_block();
-    let fault = l.b.create_block();
-    l.b.set_cold_block(fault);
-    l.b.ins().brif(status, fault, &[], ok, &[]);
-    l.b.switch_to_block(fault);
-    l.fault_exit_here(ins);
-    l.b.switch_to_block(ok);
-}
-
 /// RDTSC: EDX:EAX = TSC (upper halves cleared).
 fn rdtsc(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     let t = l.call(l.helpers.rdtsc as usize, l.sigs.frame_only, &[l.frame]);
-    fault_on_status(l, ins);
+    l.fault_exit_on_status(ins);
     let lo = l.b.ins().band_imm_s(t, 0xffff_ffff);
     let hi = l.b.ins().ushr_imm_s(t, 32);
     l.set_gpr(0, lo);

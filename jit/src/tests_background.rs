@@ -11,6 +11,7 @@ use emu_core::Vcpu;
 use iced_x86::code_asm::*;
 
 use super::tests::{assemble, machine};
+use super::tests_chain::loop_code;
 use super::{Background, Gate, Translator};
 
 fn stat(cpu: &Interpreter, name: &str) -> u64 {
@@ -115,21 +116,7 @@ fn block_dropped_while_in_flight_never_runs_stale_code() {
 
 #[test]
 fn flush_while_translations_are_in_flight() {
-    let code = assemble(|a| {
-        let mut top = a.create_label();
-        let mut skip = a.create_label();
-        a.mov(ecx, 3000)?;
-        a.xor(eax, eax)?;
-        a.set_label(&mut top)?;
-        a.add(rax, rcx)?;
-        a.test(cl, 1)?;
-        a.je(skip)?;
-        a.xor(rax, 0x55)?;
-        a.set_label(&mut skip)?;
-        a.dec(ecx)?;
-        a.jne(top)?;
-        Ok(())
-    });
+    let code = loop_code(3000);
     let mut plain = machine(&code);
     run_phases(&mut plain, None, 1, &mut |_, _| {});
     let expected = Vcpu::state(&mut plain).unwrap();

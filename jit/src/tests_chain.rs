@@ -38,7 +38,7 @@ fn to_hlt(cpu: &mut Interpreter) {
 }
 
 /// A loop over three blocks in one page, linked to each other.
-fn loop_code(count: u32) -> Vec<u8> {
+pub(super) fn loop_code(count: u32) -> Vec<u8> {
     assemble(|a| {
         let mut top = a.create_label();
         let mut skip = a.create_label();

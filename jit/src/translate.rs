@@ -353,6 +353,25 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.b.ins().jump(tail, &args);
     }
 
+    /// Takes the fault exit of `ins` (on a cold path) when `faulted` is
+    /// nonzero, else goes on.
+    pub(crate) fn fault_exit_if(&mut self, faulted: Value, ins: &Instruction) {
+        let ok = self.b.create_block();
+        let fault = self.b.create_block();
+        self.b.set_cold_block(fault);
+        self.b.ins().brif(faulted, fault, &[], ok, &[]);
+        self.b.switch_to_block(fault);
+        self.fault_exit_here(ins);
+        self.b.switch_to_block(ok);
+    }
+
+    /// Takes the fault exit of `ins` when the frame's status says a helper
+    /// stashed a fault.
+    pub(crate) fn fault_exit_on_status(&mut self, ins: &Instruction) {
+        let status = self.b.ins().load(types::I32, mem(), self.frame, offsets::FRAME_STATUS);
+        self.fault_exit_if(status, ins);
+    }
+
     /// The shared tail that writes back the state as it is now, and the
     /// arguments to jump to it with.
     fn tail_for(&mut self, rip: u64, retired: u64, code: u32) -> (cranelift_codegen::ir::Block, Vec<cranelift_codegen::ir::BlockArg>) {

@@ -136,3 +136,19 @@ pub fn puthex64_routine(a: &mut CodeAssembler, label: &mut CodeLabel, putc: Code
     a.pop(rcx)?;
     a.ret()
 }
+
+/// Writes a 64-bit interrupt gate for `vector` to `target` (through the
+/// long-mode ROMs' code selector 0x18, DPL 0) into the IDT at `idt`.
+/// Clobbers RAX.
+pub fn interrupt_gate64(a: &mut CodeAssembler, idt: u64, vector: u64, target: CodeLabel) -> Result<(), IcedError> {
+    let e = idt + 16 * vector;
+    a.lea(rax, ptr(target))?;
+    a.mov(word_ptr(e), ax)?;
+    a.mov(word_ptr(e + 2), 0x18u32)?;
+    a.mov(word_ptr(e + 4), 0x8e00u32)?;
+    a.shr(rax, 16)?;
+    a.mov(word_ptr(e + 6), ax)?;
+    a.shr(rax, 16)?;
+    a.mov(dword_ptr(e + 8), eax)?;
+    a.mov(dword_ptr(e + 12), 0u32)
+}

@@ -502,16 +502,7 @@ pub fn exceptions() -> TestRom {
         let gates: Vec<(u64, CodeLabel)> =
             vectors.iter().zip(&stubs).map(|(&(v, _), &s)| (v, s)).chain([(0x40, timer), (0xff, spurious)]).collect();
         for (v, target) in gates {
-            l.lea(rax, ptr(target))?;
-            let e = IDT + 16 * v;
-            l.mov(word_ptr(e), ax)?;
-            l.mov(word_ptr(e + 2), 0x18u32)?;
-            l.mov(word_ptr(e + 4), 0x8e00u32)?;
-            l.shr(rax, 16)?;
-            l.mov(word_ptr(e + 6), ax)?;
-            l.shr(rax, 16)?;
-            l.mov(dword_ptr(e + 8), eax)?;
-            l.mov(dword_ptr(e + 12), 0u32)?;
+            asm::interrupt_gate64(&mut l, IDT, v, target)?;
         }
         l.lidt(ptr(idtr))?;
         // The cases, each resuming at the label after it.

@@ -44,8 +44,8 @@ pub fn memory(iterations: u32) -> TestRom {
         let mut pd_loop = l.create_label();
         let mut pt_loop = l.create_label();
         let mut top = l.create_label();
-        let mut putc = l.create_label();
-        let mut puthex = l.create_label();
+        let putc = l.create_label();
+        let puthex = l.create_label();
         l.mov(rsp, 0x7c00u64)?;
         // PD entries 1-15 (2-32 MiB) point at page tables that map the same
         // addresses with 4 KiB pages; entry 0 stays a 2 MiB page.
@@ -93,16 +93,23 @@ pub fn memory(iterations: u32) -> TestRom {
         l.add(qword_ptr(r10 + rdx * 8), rax)?;
         l.dec(ecx)?;
         l.jnz(top)?;
-        l.mov(rax, rbx)?;
-        l.call(puthex)?;
-        l.mov(al, b'\n' as u32)?;
-        l.call(putc)?;
-        asm::debug_exit(&mut l, PASS)?;
-        asm::putc_routine(&mut l, &mut putc)?;
-        asm::puthex64_routine(&mut l, &mut puthex, putc)?;
-        l.assemble(crate::LM_LM64)
+        print_rbx_pass_and_assemble(l, putc, puthex)
     })();
     long_mode_rom("memory", code, &format!("{:016x}\n", memory_expected(iterations)))
+}
+
+/// The end of [`memory`] and [`port_io`]: prints RBX in hex on a line,
+/// exits through debug-exit with PASS, and appends the output routines
+/// the program's `putc` and `puthex` labels name.
+fn print_rbx_pass_and_assemble(mut l: CodeAssembler, mut putc: CodeLabel, mut puthex: CodeLabel) -> Result<Vec<u8>, iced_x86::IcedError> {
+    l.mov(rax, rbx)?;
+    l.call(puthex)?;
+    l.mov(al, b'\n' as u32)?;
+    l.call(putc)?;
+    asm::debug_exit(&mut l, PASS)?;
+    asm::putc_routine(&mut l, &mut putc)?;
+    asm::puthex64_routine(&mut l, &mut puthex, putc)?;
+    l.assemble(crate::LM_LM64)
 }
 
 /// Where [`syscalls`] keeps its IDT and counters.
@@ -126,16 +133,7 @@ pub fn syscalls(iterations: u32) -> TestRom {
         let mut puthex = l.create_label();
         l.mov(rsp, 0x7c00u64)?;
         for (v, target) in [(0x80u64, int80), (6, ud)] {
-            l.lea(rax, ptr(target))?;
-            let e = SYS_IDT + 16 * v;
-            l.mov(word_ptr(e), ax)?;
-            l.mov(word_ptr(e + 2), 0x18u32)?;
-            l.mov(word_ptr(e + 4), 0x8e00u32)?;
-            l.shr(rax, 16)?;
-            l.mov(word_ptr(e + 6), ax)?;
-            l.shr(rax, 16)?;
-            l.mov(dword_ptr(e + 8), eax)?;
-            l.mov(dword_ptr(e + 12), 0u32)?;
+            asm::interrupt_gate64(&mut l, SYS_IDT, v, target)?;
         }
         l.lidt(ptr(idtr))?;
         // SYSCALL: EFER.SCE, CS from STAR[47:32] (our code selector),
@@ -212,8 +210,8 @@ pub fn port_io(iterations: u32) -> TestRom {
     let code = (|| {
         let mut l = CodeAssembler::new(64)?;
         let mut top = l.create_label();
-        let mut putc = l.create_label();
-        let mut puthex = l.create_label();
+        let putc = l.create_label();
+        let puthex = l.create_label();
         l.mov(rsp, 0x7c00u64)?;
         l.mov(al, 0x0fu32)?;
         l.out(0x70, al)?;
@@ -226,14 +224,7 @@ pub fn port_io(iterations: u32) -> TestRom {
         l.inc(rbx)?;
         l.dec(ecx)?;
         l.jnz(top)?;
-        l.mov(rax, rbx)?;
-        l.call(puthex)?;
-        l.mov(al, b'\n' as u32)?;
-        l.call(putc)?;
-        asm::debug_exit(&mut l, PASS)?;
-        asm::putc_routine(&mut l, &mut putc)?;
-        asm::puthex64_routine(&mut l, &mut puthex, putc)?;
-        l.assemble(crate::LM_LM64)
+        print_rbx_pass_and_assemble(l, putc, puthex)
     })();
     long_mode_rom("port-io", code, &format!("{:016x}\n", u64::from(iterations)))
 }

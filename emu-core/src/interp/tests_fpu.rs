@@ -98,26 +98,11 @@ struct Buf([u8; 128]);
 
 /// A thunk running one instruction on the host.
 struct Host {
-    page: *mut u8,
-    size: usize,
+    code: ExecPage,
 }
 
 impl Host {
     fn new(ins: &[u8]) -> Host {
-        let size = 4096;
-        // SAFETY: an anonymous private mapping; checked below.
-        let page = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(page, libc::MAP_FAILED);
-        let page = page.cast::<u8>();
         let mut a = CodeAssembler::new(64).unwrap();
         for r in [rbx, rbp, r12, r13, r14, r15] {
             a.push(r).unwrap();
@@ -146,11 +131,7 @@ impl Host {
             a.pop(r).unwrap();
         }
         a.ret().unwrap();
-        let code = a.assemble(page as u64).unwrap();
-        assert!(code.len() <= size);
-        // SAFETY: the page is ours and large enough.
-        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
-        Host { page, size }
+        Host { code: ExecPage::new(&mut a) }
     }
 
     /// Runs the instruction over `fx`, `mem` (at RSI) and `g`.
@@ -161,12 +142,48 @@ impl Host {
         // preserves the callee-saved registers and the host's x87/SSE
         // state; the instruction under test only touches the registers
         // and the buffer at RSI.
-        let f: Thunk = unsafe { std::mem::transmute(self.page) };
+        let f: Thunk = unsafe { std::mem::transmute(self.code.addr()) };
         f(fx.0.as_mut_ptr(), mem.as_mut_ptr(), g, save.0.as_mut_ptr());
     }
 }
 
-impl Drop for Host {
+/// One page of host memory holding assembled code, unmapped on drop.
+pub(super) struct ExecPage {
+    page: *mut u8,
+    size: usize,
+}
+
+impl ExecPage {
+    /// Maps a page, assembles `a` at its address and copies the code in.
+    pub(super) fn new(a: &mut CodeAssembler) -> ExecPage {
+        let size = 4096;
+        // SAFETY: an anonymous private mapping; checked below.
+        let page = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(page, libc::MAP_FAILED);
+        let page = page.cast::<u8>();
+        let code = a.assemble(page as u64).unwrap();
+        assert!(code.len() <= size);
+        // SAFETY: the page is ours and large enough.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
+        ExecPage { page, size }
+    }
+
+    /// The code's address.
+    pub(super) fn addr(&self) -> *mut u8 {
+        self.page
+    }
+}
+
+impl Drop for ExecPage {
     fn drop(&mut self) {
         // SAFETY: unmaps the page mapped in `new`.
         unsafe { libc::munmap(self.page.cast(), self.size) };
@@ -801,7 +818,7 @@ impl Host {
         let mut save = Area([0; 512]);
         type Thunk = extern "sysv64" fn(*mut u8, *mut u8, *mut Gprs, *mut u8);
         // SAFETY: as in `run`; `mem` is large enough for the instruction.
-        let f: Thunk = unsafe { std::mem::transmute(self.page) };
+        let f: Thunk = unsafe { std::mem::transmute(self.code.addr()) };
         f(fx.0.as_mut_ptr(), mem, g, save.0.as_mut_ptr());
     }
 }

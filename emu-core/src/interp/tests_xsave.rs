@@ -6,6 +6,7 @@
 use iced_x86::code_asm::*;
 
 use super::tests::long_mode_cpu;
+use super::tests_fpu::ExecPage;
 use super::*;
 use crate::cpu::{reg, seg, FxState};
 
@@ -523,8 +524,7 @@ fn faults() {
 /// sets EDX:EAX, runs the instruction on the area at RSI, stores the
 /// resulting state back and restores the host's.
 struct Host {
-    page: *mut u8,
-    size: usize,
+    code: ExecPage,
 }
 
 #[repr(C, align(64))]
@@ -535,20 +535,6 @@ struct HostFx([u8; 512]);
 
 impl Host {
     fn new(ins: &[u8]) -> Host {
-        let size = 4096;
-        // SAFETY: an anonymous private mapping; checked below.
-        let page = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(page, libc::MAP_FAILED);
-        let page = page.cast::<u8>();
         // (rdi = state in and out, rsi = area, rdx = mask, rcx = host save)
         let mut a = CodeAssembler::new(64).unwrap();
         a.fxsave64(ptr(rcx)).unwrap();
@@ -560,11 +546,7 @@ impl Host {
         a.fxsave64(ptr(rdi)).unwrap();
         a.fxrstor64(ptr(r8)).unwrap();
         a.ret().unwrap();
-        let code = a.assemble(page as u64).unwrap();
-        assert!(code.len() <= size);
-        // SAFETY: the page is ours and large enough.
-        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len()) };
-        Host { page, size }
+        Host { code: ExecPage::new(&mut a) }
     }
 
     fn run(&self, state: &mut [u8; 512], area: &mut [u8; 576], mask: u64) {
@@ -577,19 +559,13 @@ impl Host {
         // the callee-saved registers and the host's x87/SSE state; the
         // instruction touches only the first 576 bytes of the 64-byte
         // aligned area (the mask covers x87 and SSE only).
-        let f: Thunk = unsafe { std::mem::transmute(self.page) };
+        let f: Thunk = unsafe { std::mem::transmute(self.code.addr()) };
         f(fx.0.as_mut_ptr(), buf.0.as_mut_ptr(), mask, save.0.as_mut_ptr());
         *state = fx.0;
         area.copy_from_slice(&buf.0[..576]);
     }
 }
 
-impl Drop for Host {
-    fn drop(&mut self) {
-        // SAFETY: unmaps the page mapped in `new`.
-        unsafe { libc::munmap(self.page.cast(), self.size) };
-    }
-}
 
 /// The legacy-region bytes compared with the host: all but FOP, FIP and
 /// FDP (which AMD CPUs without XSAVEERPTR leave out unless an exception is
