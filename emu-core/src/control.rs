@@ -97,6 +97,12 @@ impl MachineControl {
         }
     }
 
+    /// The flag behind [`MachineControl::stop_requested`], for native code
+    /// that polls it (valid as long as the control).
+    pub fn stop_flag(&self) -> &std::sync::atomic::AtomicBool {
+        &self.stopping
+    }
+
     /// Whether a stop was requested, without taking the lock.
     pub fn stop_requested(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::Acquire)

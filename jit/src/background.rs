@@ -196,7 +196,7 @@ impl BlockTranslator for Background {
             long_mode: req.long_mode,
             helpers: req.helpers,
             links: req.links,
-            chain_fallthrough: req.chain_fallthrough,
+            blocks: req.blocks.to_vec(),
         };
         if !self.send(Msg::Job(job)) {
             return None;

@@ -30,6 +30,7 @@ mod lower_shift;
 mod lower_sse;
 mod lower_string;
 mod lower_sys;
+mod region;
 mod translate;
 
 use std::collections::HashMap;
@@ -41,7 +42,7 @@ use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
-use emu_core::interp::{exit, BlockTranslator, JitFrame, NativeBlock, TranslationRequest};
+use emu_core::interp::{exit, BlockTranslator, JitFrame, NativeBlock, RegionBlock, TranslationRequest};
 use iced_x86::Mnemonic;
 
 pub use background::{Background, Gate};
@@ -155,48 +156,46 @@ impl Translator {
             let mut l = Lower::new(&mut b, req.helpers, pointer);
             l.links = req.links as u64;
             l.page = req.rip & !0xfff;
-            let mut ended = false;
-            let mut last_lowered = false;
-            for (i, ins) in req.instructions.iter().enumerate() {
-                l.index = i;
-                let (flow, lowered) = l.instruction(ins);
-                last_lowered = lowered;
-                if lowered {
-                    self.lowered += 1;
-                } else {
-                    *self.fallback_sites.entry(ins.mnemonic()).or_default() += 1;
-                }
-                if flow == Flow::Ended {
-                    ended = true;
-                    break;
-                }
-            }
-            if !ended {
-                let next = req.instructions.last().map_or(req.rip, |i| i.next_ip());
-                let retired = req.instructions.len() as u64;
-                // After a fallback the state may have changed in ways a
-                // chained block must not assume (the interpreter decides).
-                if last_lowered && req.chain_fallthrough {
-                    l.exit_direct(next, retired, 1);
-                } else {
-                    l.exit_here(next, retired, exit::CONTINUE);
-                }
+            let whole = [RegionBlock { rip: req.rip, start: 0, len: req.instructions.len(), chain_fallthrough: false }];
+            let blocks = if req.blocks.is_empty() { &whole[..] } else { req.blocks };
+            // Even one block is a region: it may loop to itself.
+            let plan = region::Plan::new(blocks, req.instructions);
+            let order = plan.order.clone();
+            l.start_region(plan);
+            for i in order {
+                let Some(block) = blocks.get(i) else { continue };
+                let Some(instructions) = req.instructions.get(block.start..block.start + block.len) else { continue };
+                l.begin_block(i, block.start);
+                lower_block(&mut l, block, instructions, &mut self.lowered, &mut self.fallback_sites);
             }
             l.emit_tails();
             b.seal_all_blocks();
             b.finalize(self.module.target_config());
         }
         let dump = self.dumped < dump_limit();
-        let ir = dump.then(|| self.ctx.func.display().to_string());
+        let asm = dump && std::env::var_os("POPEK_JIT_DUMP_ASM").is_some_and(|v| v == "1");
+        self.ctx.set_disasm(asm);
+        let ir = dump.then(|| if asm { String::new() } else { self.ctx.func.display().to_string() });
         if self.module.define_function(id, &mut self.ctx).is_err() {
             return None;
         }
         let bytes = self.ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+        let ir = match (ir, asm) {
+            (Some(_), true) => self.ctx.compiled_code().and_then(|c| c.vcode.clone()),
+            (ir, _) => ir,
+        };
         self.code_bytes += bytes;
         if let Some(ir) = ir {
             // Debugging aid: the IR of the first POPEK_JIT_DUMP blocks.
             self.dumped += 1;
-            eprintln!("jit: block {:#x} ({} instructions, {bytes} code bytes)\n{ir}", req.rip, req.instructions.len());
+            let mut guest = String::new();
+            for b in req.blocks {
+                guest.push_str(&format!("  block {:#x}:\n", b.rip));
+                for ins in req.instructions.iter().skip(b.start).take(b.len) {
+                    guest.push_str(&format!("    {:#x} {ins}\n", ins.ip()));
+                }
+            }
+            eprintln!("jit: block {:#x} ({} instructions, {bytes} code bytes)\n{guest}{ir}", req.rip, req.instructions.len());
         }
         self.module.finalize_definitions().ok()?;
         let code = self.module.get_finalized_function(id);
@@ -204,7 +203,45 @@ impl Translator {
         // `extern "C" fn(*mut JitFrame) -> u32` (pointer in, i32 out,
         // SystemV, the host's C convention) and is finalized (executable).
         let entry = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*mut JitFrame) -> u32>(code) };
-        Some(NativeBlock { entry, generation: self.generation })
+        Some(NativeBlock { entry, index: 0, generation: self.generation })
+    }
+}
+
+/// Lowers one block of the request (`instructions`, from index
+/// `block.start`), ending it with an exit or a jump within the region;
+/// counts what was lowered and what falls back.
+fn lower_block(
+    l: &mut Lower<'_, '_>,
+    block: &RegionBlock,
+    instructions: &[iced_x86::Instruction],
+    lowered_count: &mut u64,
+    fallback_sites: &mut HashMap<Mnemonic, u64>,
+) {
+    let mut last_lowered = false;
+    for (k, ins) in instructions.iter().enumerate() {
+        l.index = block.start + k;
+        let (flow, lowered) = l.instruction(ins);
+        last_lowered = lowered;
+        if lowered {
+            *lowered_count += 1;
+        } else {
+            *fallback_sites.entry(ins.mnemonic()).or_default() += 1;
+        }
+        if flow == Flow::Ended {
+            return;
+        }
+    }
+    let next = instructions.last().map_or(block.rip, |i| i.next_ip());
+    let retired = (block.start + instructions.len()) as u64;
+    // After a fallback the state may have changed in ways a chained
+    // block must not assume (the interpreter decides).
+    if last_lowered && block.chain_fallthrough {
+        match l.internal(next) {
+            Some(target) => l.jump_to(target, retired, Some(1)),
+            None => l.exit_direct(next, retired, 1),
+        }
+    } else {
+        l.exit_here(next, retired, exit::CONTINUE);
     }
 }
 

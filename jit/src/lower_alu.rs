@@ -106,11 +106,7 @@ pub(crate) fn read_src(l: &mut Lower<'_, '_>, ins: &Instruction, n: u32, size: u
 }
 
 pub(crate) fn masked(l: &mut Lower<'_, '_>, v: Value, size: usize) -> Value {
-    if size == 8 {
-        v
-    } else {
-        l.b.ins().band_imm_s(v, mask(size) as i64)
-    }
+    l.zext(v, size)
 }
 
 /// MOV between GPRs, memory and immediates.

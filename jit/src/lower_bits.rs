@@ -26,7 +26,7 @@ fn merged(l: &mut Lower<'_, '_>, r: Register, v: Value) -> Value {
     let full = l.gpr(full_index(r));
     match r.size() {
         8 => v,
-        4 => l.b.ins().band_imm_s(v, 0xffff_ffff),
+        4 => l.zext(v, 4),
         n => {
             let m = mask(n) as i64;
             let kept = l.b.ins().band_imm_s(full, !m);
@@ -59,10 +59,7 @@ pub(crate) fn bit_test(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
         let unit = l.b.ins().sshr_imm_s(off, bits.trailing_zeros() as i64);
         let delta = l.b.ins().imul_imm_s(unit, size as i64);
         let ea = l.b.ins().iadd(a.ea, delta);
-        let ea = match crate::lower_mem::address_size(ins) {
-            8 => ea,
-            n => l.b.ins().band_imm_s(ea, mask(n) as i64),
-        };
+        let ea = l.zext(ea, crate::lower_mem::address_size(ins));
         // The segment base (FS/GS, else 0) is added to the moved offset.
         let base = l.b.ins().isub(a.lin, a.ea);
         let lin = l.b.ins().iadd(ea, base);

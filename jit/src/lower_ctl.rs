@@ -58,23 +58,43 @@ fn done(l: &mut Lower<'_, '_>, rip: Value) -> L<Flow> {
     Ok(Flow::Ended)
 }
 
-/// Ends the block at a static target, linked when it can be.
+/// Ends the block at a static target: a jump when it is a block of the
+/// region, else an exit, linked when it can be.
 fn done_direct(l: &mut Lower<'_, '_>, target: u64) -> L<Flow> {
     let retired = l.index as u64 + 1;
-    l.exit_direct(target, retired, 0);
+    go(l, target, retired, 0);
     Ok(Flow::Ended)
+}
+
+/// Goes to static `target` after `retired` instructions: a jump within the
+/// region, else an exit through link `slot`.
+fn go(l: &mut Lower<'_, '_>, target: u64, retired: u64, slot: usize) {
+    match l.internal(target) {
+        Some(i) => l.jump_to(i, retired, Some(slot)),
+        None => l.exit_direct(target, retired, slot),
+    }
 }
 
 /// Jcc rel.
 pub(crate) fn jcc(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
     let target = near_target(ins)?;
     let c = flags::cond(l, ins.condition_code());
+    let retired = l.index as u64 + 1;
+    if l.internal(target).is_some() || l.internal(ins.next_ip()).is_some() {
+        let taken = l.b.create_block();
+        let not = l.b.create_block();
+        l.b.ins().brif(c, taken, &[], not, &[]);
+        l.b.switch_to_block(taken);
+        go(l, target, retired, 0);
+        l.b.switch_to_block(not);
+        go(l, ins.next_ip(), retired, 1);
+        return Ok(Flow::Ended);
+    }
     // One write-back for both ways.
     l.store_state();
     let taken = l.b.create_block();
     let not = l.b.create_block();
     l.b.ins().brif(c, taken, &[], not, &[]);
-    let retired = l.index as u64 + 1;
     l.b.switch_to_block(taken);
     l.exit_direct_stored(target, retired, 0);
     l.b.switch_to_block(not);
@@ -103,7 +123,14 @@ pub(crate) fn call(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
         let target = near_target(ins)?;
         let ret = l.iconst(ins.next_ip());
         push_value(l, ins, ret, 8);
-        l.pending_end = None;
+        // Leaving anyway, a push that hit cached code needs no check; a
+        // jump within the region must not run dropped code.
+        if let Some(status) = l.pending_end.take() {
+            if l.internal(target).is_some() {
+                let ended = l.b.ins().icmp_imm_s(IntCC::Equal, status, i64::from(emu_core::interp::exit::END_BLOCK));
+                l.exit_if(ended, target, l.index as u64 + 1, emu_core::interp::exit::END_BLOCK);
+            }
+        }
         return done_direct(l, target);
     }
     let target = indirect_target(l, ins)?;
@@ -125,5 +152,16 @@ pub(crate) fn ret(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
     let rsp = l.gpr(4);
     let sp = l.b.ins().iadd_imm_s(rsp, 8 + imm as i64);
     l.set_gpr(4, sp);
+    // Returns to a call site in the region stay in it.
+    let retired = l.index as u64 + 1;
+    for (rip, i) in l.return_targets() {
+        let hit = l.b.ins().icmp_imm_s(IntCC::Equal, target, rip as i64);
+        let yes = l.b.create_block();
+        let no = l.b.create_block();
+        l.b.ins().brif(hit, yes, &[], no, &[]);
+        l.b.switch_to_block(yes);
+        l.jump_to(i, retired, None);
+        l.b.switch_to_block(no);
+    }
     done(l, target)
 }

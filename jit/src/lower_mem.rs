@@ -93,10 +93,8 @@ pub(crate) fn address(l: &mut Lower<'_, '_>, ins: &Instruction) -> Addr {
             let v = if scale == 1 { v } else { l.b.ins().imul_imm_s(v, scale) };
             ea = l.b.ins().iadd(ea, v);
         }
-        match address_size(ins) {
-            8 => ea,
-            n => l.b.ins().band_imm_s(ea, mask(n) as i64),
-        }
+        let n = address_size(ins);
+        l.zext(ea, n)
     };
     let lin = match seg {
         seg::FS | seg::GS => {

@@ -1,4 +1,4 @@
-//! Chaining between native blocks: links, the hop table, invalidation
+//! Chaining between native blocks (translated one block at a time): links, the hop table, invalidation
 //! (self-modifying code, code-cache flushes) and bounded latency for
 //! interrupts. Results are checked against the plain interpreter
 //! (`same_with`) and the tier's counters show the chain was used.
@@ -14,10 +14,12 @@ use iced_x86::code_asm::*;
 use super::tests::{assemble, machine, same_with, CODE};
 use super::Translator;
 
+/// One block per translation: these tests are about links between them.
 fn jit_machine(code: &[u8]) -> Interpreter {
     let mut cpu = machine(code);
     cpu.set_translator(Box::new(Translator::new().unwrap()));
     cpu.set_jit_threshold(0);
+    cpu.set_jit_regions(false);
     cpu
 }
 

@@ -69,6 +69,35 @@ pub(crate) struct Lower<'a, 'b> {
     pub(crate) page: u64,
     /// The shared exit tails: what they store, and their blocks.
     tails: Vec<(TailKey, cranelift_codegen::ir::Block)>,
+    /// The region being translated, when it has more than one block.
+    region: Option<RegionState>,
+    /// The current region block: its index (its links are `2 * block`
+    /// and `2 * block + 1`) and its first instruction's index.
+    pub(crate) block: usize,
+    pub(crate) block_start: usize,
+    /// Instructions the region retired before the current block.
+    retired_base: Variable,
+}
+
+/// The translation state a jump hands to a block it is the only way into.
+#[derive(Clone, Copy)]
+struct Handed {
+    flags: FlagsState,
+    loaded: [bool; 16],
+    dirty: [bool; 16],
+}
+
+/// A region translation's state across its blocks.
+struct RegionState {
+    plan: crate::region::Plan,
+    /// The Cranelift block of each region block.
+    blocks: Vec<cranelift_codegen::ir::Block>,
+    /// What a single-predecessor block starts with, handed over by its
+    /// predecessor's jump.
+    entry: Vec<Option<Handed>>,
+    /// Jumps emitted into each block, and whether it was lowered.
+    jumps: Vec<u32>,
+    lowered: Vec<bool>,
 }
 
 /// The shape of the state a shared exit tail writes back: the dirty
@@ -130,6 +159,9 @@ impl<'a, 'b> Lower<'a, 'b> {
         let state = b.ins().load(types::I64, mem(), frame, offsets::FRAME_STATE);
         let tlb = b.ins().load(types::I64, mem(), frame, offsets::FRAME_TLB);
         let regs = std::array::from_fn(|_| b.declare_var(types::I64));
+        let retired_base = b.declare_var(types::I64);
+        let zero = b.ins().iconst(types::I64, 0);
+        b.def_var(retired_base, zero);
         Self {
             b,
             frame,
@@ -146,7 +178,145 @@ impl<'a, 'b> Lower<'a, 'b> {
             links: 0,
             page: u64::MAX,
             tails: Vec::new(),
+            region: None,
+            block: 0,
+            block_start: 0,
+            retired_base,
         }
+    }
+
+    /// Starts a region translation: goes to the Cranelift block of the
+    /// region block the frame's entry index names (the entry block for an
+    /// index out of range).
+    pub(crate) fn start_region(&mut self, plan: crate::region::Plan) {
+        let n = plan.blocks.len();
+        let blocks: Vec<_> = (0..n).map(|_| self.b.create_block()).collect();
+        if n == 1 {
+            self.b.ins().jump(blocks[0], &[]);
+        } else {
+            let index = self.b.ins().load(types::I32, mem(), self.frame, offsets::FRAME_ENTRY);
+            // Each call its own: the SSA builder appends arguments to them.
+            let calls: Vec<_> = blocks.iter().map(|&b| self.b.func.dfg.block_call(b, &[])).collect();
+            let default = self.b.func.dfg.block_call(blocks[0], &[]);
+            let table = cranelift_codegen::ir::JumpTableData::new(default, &calls);
+            let jt = self.b.create_jump_table(table);
+            self.b.ins().br_table(index, jt);
+        }
+        self.region = Some(RegionState { plan, blocks, entry: vec![None; n], jumps: vec![0; n], lowered: vec![false; n] });
+    }
+
+    /// Begins lowering region block `i`. A block with one predecessor
+    /// goes on with its registers and flags as values; any other starts
+    /// from `CpuState` (its predecessors stored what they changed).
+    pub(crate) fn begin_block(&mut self, i: usize, start: usize) {
+        self.block = i;
+        self.block_start = start;
+        let Some(r) = &mut self.region else { return };
+        r.lowered[i] = true;
+        let cl = r.blocks[i];
+        let handed = r.entry[i];
+        self.b.switch_to_block(cl);
+        match handed {
+            Some(h) => {
+                self.flags = h.flags;
+                self.loaded = h.loaded;
+                self.dirty = h.dirty;
+            }
+            None => {
+                self.flags = FlagsState::Memory;
+                self.loaded = [false; 16];
+                self.dirty = [false; 16];
+            }
+        }
+    }
+
+    /// The region block at `rip`, when jumps there stay in native code.
+    pub(crate) fn internal(&self, rip: u64) -> Option<usize> {
+        self.region.as_ref()?.plan.block_at(rip)
+    }
+
+    /// The region blocks a RET may return to, with their RIPs.
+    pub(crate) fn return_targets(&self) -> Vec<(u64, usize)> {
+        let Some(r) = &self.region else { return Vec::new() };
+        r.plan.returns.iter().map(|&i| (r.plan.blocks[i].rip, i)).collect()
+    }
+
+    /// `retired` (a count from the start of the region's instruction list,
+    /// as `index + 1` after an instruction) as the instructions this run of
+    /// the region retired.
+    pub(crate) fn retired_value(&mut self, retired: u64) -> Value {
+        if self.region.is_none() {
+            return self.iconst(retired);
+        }
+        let base = self.b.use_var(self.retired_base);
+        self.b.ins().iadd_imm_s(base, retired.wrapping_sub(self.block_start as u64) as i64)
+    }
+
+    /// Ends the current block with a jump to region block `target`, having
+    /// retired `retired` instructions (counted as for `retired_value`);
+    /// `slot` is the exit's link if it must leave after all (`None`: a
+    /// predicted return, which leaves through the hop table).
+    /// Backward jumps (the only way round a loop) take one from the
+    /// chain budget and leave when it is spent, or when a stop or an
+    /// interrupt (with IF set) waits. A jump that cannot hand over its
+    /// state as planned exits instead.
+    pub(crate) fn jump_to(&mut self, target: usize, retired: u64, slot: Option<usize>) {
+        let Some(r) = &self.region else { return };
+        let (rip, cl) = (r.plan.blocks[target].rip, r.blocks[target]);
+        let single = target != 0 && r.plan.preds[target] == 1;
+        let backward = rip <= r.plan.blocks[self.block].rip;
+        if r.jumps[target] >= r.plan.preds[target] || (single && r.lowered[target]) {
+            match slot {
+                Some(slot) => self.exit_direct(rip, retired, slot),
+                None => self.exit_here(rip, retired, exit::LOOKUP),
+            }
+            return;
+        }
+        if backward {
+            self.poll_budget(rip, retired);
+        }
+        if !single {
+            // The target starts from CpuState.
+            self.store_state();
+        }
+        let n = self.retired_value(retired);
+        self.b.def_var(self.retired_base, n);
+        self.b.ins().jump(cl, &[]);
+        let handed = Handed { flags: self.flags, loaded: self.loaded, dirty: self.dirty };
+        if let Some(r) = &mut self.region {
+            r.jumps[target] += 1;
+            if single {
+                r.entry[target] = Some(handed);
+            }
+        }
+    }
+
+    /// Takes one from the chain budget, leaving (to continue at `rip`)
+    /// when it is spent or a stop or deliverable interrupt waits.
+    fn poll_budget(&mut self, rip: u64, retired: u64) {
+        let budget = self.b.ins().load(types::I32, mem(), self.frame, offsets::FRAME_BUDGET);
+        let stop_ptr = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_STOPPING);
+        let stop = self.b.ins().uload8(types::I32, mem(), stop_ptr, 0);
+        let pending_ptr = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_PENDING);
+        let pending = self.b.ins().uload8(types::I32, mem(), pending_ptr, 0);
+        let rflags = self.b.ins().load(types::I64, mem(), self.state, offsets::RFLAGS);
+        let irq = self.b.ins().ushr_imm_s(rflags, 9);
+        let irq = self.b.ins().ireduce(types::I32, irq);
+        let irq = self.b.ins().band(irq, pending);
+        let attention = self.b.ins().bor(irq, stop);
+        let attention = self.b.ins().band_imm_s(attention, 1);
+        let spent = self.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, budget, 0);
+        let spent = self.b.ins().uextend(types::I32, spent);
+        let leave = self.b.ins().bor(spent, attention);
+        let out = self.b.create_block();
+        let go = self.b.create_block();
+        self.b.set_cold_block(out);
+        self.b.ins().brif(leave, out, &[], go, &[]);
+        self.b.switch_to_block(out);
+        self.exit_here(rip, retired, exit::CONTINUE);
+        self.b.switch_to_block(go);
+        let left = self.b.ins().iadd_imm_s(budget, -1);
+        self.b.ins().store(mem(), left, self.frame, offsets::FRAME_BUDGET);
     }
 
     pub(crate) fn iconst(&mut self, v: u64) -> Value {
@@ -176,10 +346,20 @@ impl<'a, 'b> Lower<'a, 'b> {
             let v = self.b.ins().ushr_imm_s(full, 8);
             return self.b.ins().band_imm_s(v, 0xff);
         }
-        match r.size() {
-            8 => full,
-            n => self.b.ins().band_imm_s(full, mask(n) as i64),
-        }
+        self.zext(full, r.size())
+    }
+
+    /// The low `size` bytes of `v`, zero-extended (a plain 32-bit move
+    /// for 4 bytes, where a 64-bit AND would need its mask in a register).
+    pub(crate) fn zext(&mut self, v: Value, size: usize) -> Value {
+        let narrow = match size {
+            1 => types::I8,
+            2 => types::I16,
+            4 => types::I32,
+            _ => return v,
+        };
+        let low = self.b.ins().ireduce(narrow, v);
+        self.b.ins().uextend(types::I64, low)
     }
 
     /// Writes a register with the x86 rules: 8- and 16-bit writes merge,
@@ -195,7 +375,7 @@ impl<'a, 'b> Lower<'a, 'b> {
         } else {
             match r.size() {
                 8 => v,
-                4 => self.b.ins().band_imm_s(v, 0xffff_ffff),
+                4 => self.zext(v, 4),
                 n => {
                     let full = self.gpr(i);
                     let m = mask(n) as i64;
@@ -241,7 +421,7 @@ impl<'a, 'b> Lower<'a, 'b> {
     pub(crate) fn exit_value(&mut self, rip: Value, retired: u64, code: u32) {
         self.store_state();
         self.b.ins().store(mem(), rip, self.state, offsets::RIP);
-        let n = self.iconst(retired);
+        let n = self.retired_value(retired);
         self.store_retired(n);
         let c = self.b.ins().iconst(types::I32, i64::from(code));
         self.b.ins().return_(&[c]);
@@ -260,14 +440,14 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// share one write-back before the branch).
     pub(crate) fn exit_direct_stored(&mut self, target: u64, retired: u64, slot: usize) {
         self.store_rip(target);
-        let n = self.iconst(retired);
+        let n = self.retired_value(retired);
         self.store_retired(n);
         if self.links == 0 || target & !0xfff != self.page {
             let c = self.b.ins().iconst(types::I32, i64::from(exit::LOOKUP));
             self.b.ins().return_(&[c]);
             return;
         }
-        let link = self.iconst(self.links + slot as u64 * offsets::LINK_SIZE);
+        let link = self.iconst(self.links + (2 * self.block + slot) as u64 * offsets::LINK_SIZE);
         let valid = self.b.ins().load(types::I64, mem(), link, offsets::LINK_VALID);
         let check = self.b.create_block();
         let go = self.b.create_block();
@@ -281,6 +461,8 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.b.ins().store(mem(), entry, self.frame, offsets::FRAME_NEXT);
         let block = self.b.ins().load(types::I64, mem(), link, offsets::LINK_BLOCK);
         self.b.ins().store(mem(), block, self.frame, offsets::FRAME_BLOCK);
+        let index = self.b.ins().load(types::I32, mem(), link, offsets::LINK_INDEX);
+        self.b.ins().store(mem(), index, self.frame, offsets::FRAME_ENTRY);
         let c = self.b.ins().iconst(types::I32, i64::from(exit::CHAIN));
         self.b.ins().return_(&[c]);
         self.b.switch_to_block(unlinked);
@@ -296,7 +478,7 @@ impl<'a, 'b> Lower<'a, 'b> {
     pub(crate) fn exit_indirect(&mut self, rip: Value, retired: u64) {
         self.store_state();
         self.b.ins().store(mem(), rip, self.state, offsets::RIP);
-        let n = self.iconst(retired);
+        let n = self.retired_value(retired);
         self.store_retired(n);
         // Index: (rip ^ (rip >> 12)) & (HOP_COUNT - 1), scaled to bytes.
         let hi = self.b.ins().ushr_imm_s(rip, 12);
@@ -332,6 +514,8 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.b.ins().store(mem(), entry, self.frame, offsets::FRAME_NEXT);
         let block = self.b.ins().load(types::I64, mem(), h, offsets::HOP_BLOCK);
         self.b.ins().store(mem(), block, self.frame, offsets::FRAME_BLOCK);
+        let index = self.b.ins().load(types::I32, mem(), h, offsets::HOP_INDEX);
+        self.b.ins().store(mem(), index, self.frame, offsets::FRAME_ENTRY);
         let c = self.b.ins().iconst(types::I32, i64::from(exit::CHAIN));
         self.b.ins().return_(&[c]);
         self.b.switch_to_block(miss);
@@ -397,7 +581,7 @@ impl<'a, 'b> Lower<'a, 'b> {
             }
         }
         values.push(self.iconst(rip));
-        values.push(self.iconst(retired));
+        values.push(self.retired_value(retired));
         values.push(self.b.ins().iconst(types::I32, i64::from(code)));
         let types: Vec<types::Type> = values.iter().map(|&v| self.b.func.dfg.value_type(v)).collect();
         let key = TailKey { dirty, flags, op, size, aux, types };
@@ -467,7 +651,6 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.store_rip(ins.ip());
         let idx = self.b.ins().iconst(types::I32, self.index as i64);
         let code = self.call(self.helpers.fallback as usize, self.sigs.fallback, &[self.frame, idx]);
-        self.loaded = [false; 16];
         // Not CONTINUE: the instruction retired unless it faulted; RIP and
         // the state are already in place.
         let out = self.b.create_block();
@@ -477,10 +660,12 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.b.switch_to_block(out);
         let ended = self.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, code, i64::from(exit::END_BLOCK));
         let ended = self.b.ins().uextend(types::I64, ended);
-        let retired = self.b.ins().iadd_imm_s(ended, self.index as i64);
+        let before = self.retired_value(self.index as u64);
+        let retired = self.b.ins().iadd(ended, before);
         self.store_retired(retired);
         self.b.ins().return_(&[code]);
         self.b.switch_to_block(cont);
+        self.loaded = [false; 16];
     }
 
     /// In a cold path: runs the instruction with the interpreter and exits
@@ -495,7 +680,8 @@ impl<'a, 'b> Lower<'a, 'b> {
         let retired_extra = self.b.ins().bnot(faulted);
         let retired_extra = self.b.ins().band_imm_s(retired_extra, 1);
         let retired_extra = self.b.ins().uextend(types::I64, retired_extra);
-        let retired = self.b.ins().iadd_imm_s(retired_extra, self.index as i64);
+        let before = self.retired_value(self.index as u64);
+        let retired = self.b.ins().iadd(retired_extra, before);
         self.store_retired(retired);
         self.b.ins().return_(&[code]);
     }

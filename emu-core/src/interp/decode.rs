@@ -54,10 +54,10 @@ pub(crate) struct Block {
     /// when the cache drops it (and on drop), so links to it fall through
     /// to the dispatcher. Shared with the links that point here.
     pub(crate) live: Arc<AtomicBool>,
-    /// The links of the native code's direct exits (branch target, fall
-    /// through), which the dispatcher fills; native code reads them at the
-    /// addresses it was compiled with, stable because blocks live in `Arc`s.
-    pub(crate) links: [super::tier::LinkSlot; 2],
+    /// The region whose code runs this block (its blocks, instructions
+    /// and exit links): formed from this block when it became hot, or
+    /// another region that holds it.
+    pub(crate) region: OnceLock<Arc<super::region::Region>>,
 }
 
 impl Block {
@@ -69,7 +69,7 @@ impl Block {
             runs: AtomicU32::new(0),
             native: OnceLock::new(),
             live: Arc::new(AtomicBool::new(true)),
-            links: Default::default(),
+            region: OnceLock::new(),
         }
     }
 
@@ -210,6 +210,13 @@ impl CodeCache {
         self.pages.clear();
         self.code_pages.clear();
         self.generation += 1;
+    }
+
+    /// The cached block at `host` for `rip`, left in its slot.
+    pub(crate) fn peek(&self, host: u64, bitness: u32, rip: u64) -> Option<&Arc<Block>> {
+        let key = host << 2 | mode_bits(bitness);
+        let set = set_of(key, rip);
+        self.slots[set..set + WAYS].iter().filter(|s| s.key == key).find_map(|s| s.block.as_ref().filter(|b| b.rip == rip))
     }
 
     /// Takes the block out of its slot (no reference-count traffic on the

@@ -23,6 +23,7 @@ mod delivery;
 mod exec;
 pub mod fault;
 mod operand;
+mod region;
 mod segment;
 mod tier;
 
@@ -41,7 +42,7 @@ use crate::vcpu::{MachineContext, Vcpu, VcpuError, VcpuStats, VmExit};
 
 pub use fault::{Exception, Fault};
 pub use tier::{
-    exit, jit_carry, jit_fallback, jit_flags, jit_read, jit_write, offsets, BlockTranslator, Finished, Helpers, JitFrame, LinkSlot, NativeBlock, TranslationJob,
+    exit, jit_carry, jit_fallback, jit_flags, jit_read, jit_write, offsets, BlockTranslator, Finished, Helpers, JitFrame, LinkSlot, NativeBlock, RegionBlock, TranslationJob,
     TranslationRequest, CHAIN_BUDGET, HELPERS,
 };
 

@@ -56,7 +56,7 @@
 //! its instructions while it finishes.
 
 use std::mem::offset_of;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -66,6 +66,7 @@ use crate::cpu::{seg, CpuState, LazyFlags, Segment};
 use crate::mmu::TlbEntry;
 
 use super::decode::Block;
+use super::region::Region;
 use super::fault::Fault;
 use super::Interpreter;
 
@@ -106,15 +107,18 @@ pub struct LinkSlot {
     entry: AtomicUsize,
     /// The target `Block`.
     block: AtomicPtr<std::ffi::c_void>,
+    /// The target's entry index (see [`NativeBlock::index`]).
+    index: AtomicU32,
     /// Keeps the flag `valid` points at allocated.
     keep: Mutex<Option<Arc<AtomicBool>>>,
 }
 
 impl LinkSlot {
     /// Points the link at `target`, a cached block in the exit's page.
-    fn link(&self, target: &Block, entry: usize) {
+    fn link(&self, target: &Block, entry: usize, index: u32) {
         let mut keep = self.keep.lock().unwrap_or_else(|e| e.into_inner());
         self.entry.store(entry, Ordering::Relaxed);
+        self.index.store(index, Ordering::Relaxed);
         self.block.store(std::ptr::from_ref(target).cast_mut().cast(), Ordering::Relaxed);
         self.valid.store(Arc::as_ptr(&target.live).cast_mut(), Ordering::Release);
         // Replaced after the store above: the old flag is no longer named.
@@ -154,6 +158,19 @@ pub struct JitFrame {
     pub epoch: *const u64,
     /// The CPL the chain runs at (its TLB set was chosen by it).
     pub cpl: u32,
+    /// Chained blocks and region back edges left before the chain must
+    /// return to the dispatcher; native code takes one per back edge and
+    /// leaves at zero.
+    pub budget: u32,
+    /// The interrupt controller's "may be pending" flag (a never-set
+    /// flag without one), and the machine's stop flag: region loops leave
+    /// when either says so (the first only with IF set).
+    pub pending: *const AtomicBool,
+    /// See `pending`.
+    pub stopping: *const AtomicBool,
+    /// The entry index the native function is called with (which block
+    /// of its region to start at; see [`NativeBlock::index`]).
+    pub entry_index: u32,
 }
 
 /// Byte offsets the translator uses instead of guessing layouts.
@@ -180,6 +197,18 @@ pub mod offsets {
     pub const FRAME_EPOCH: i32 = offset_of!(JitFrame, epoch) as i32;
     /// `JitFrame::cpl`.
     pub const FRAME_CPL: i32 = offset_of!(JitFrame, cpl) as i32;
+    /// `JitFrame::budget`.
+    pub const FRAME_BUDGET: i32 = offset_of!(JitFrame, budget) as i32;
+    /// `JitFrame::pending`.
+    pub const FRAME_PENDING: i32 = offset_of!(JitFrame, pending) as i32;
+    /// `JitFrame::stopping`.
+    pub const FRAME_STOPPING: i32 = offset_of!(JitFrame, stopping) as i32;
+    /// `JitFrame::entry_index` (a u32).
+    pub const FRAME_ENTRY: i32 = offset_of!(JitFrame, entry_index) as i32;
+    /// `Hop::index` (a u32).
+    pub const HOP_INDEX: i32 = offset_of!(Hop, index) as i32;
+    /// `LinkSlot::index` (a u32).
+    pub const LINK_INDEX: i32 = offset_of!(LinkSlot, index) as i32;
     /// `Hop::rip`.
     pub const HOP_RIP: i32 = offset_of!(Hop, rip) as i32;
     /// `Hop::epoch`.
@@ -237,11 +266,15 @@ pub mod offsets {
     pub const TLB_ENTRY_SIZE: i64 = std::mem::size_of::<TlbEntry>() as i64;
 }
 
-/// Native code for one block: `entry(frame)` returns an [`exit`] code.
+/// Native code for one block: `entry(frame)`, with
+/// `JitFrame::entry_index` set to `index`, returns an [`exit`] code.
 #[derive(Clone, Copy, Debug)]
 pub struct NativeBlock {
-    /// The compiled function.
+    /// The compiled function (of the block's region).
     pub entry: unsafe extern "C" fn(*mut JitFrame) -> u32,
+    /// Which block of the region the function starts at: 0 for the
+    /// block the region was formed from, `i` for its block `i`.
+    pub index: u32,
     /// The translator generation the code belongs to; code of an older
     /// generation has been freed and is never called.
     pub generation: u64,
@@ -284,12 +317,28 @@ pub struct TranslationRequest<'a> {
     pub long_mode: bool,
     /// The helpers' addresses.
     pub helpers: Helpers,
-    /// The address of the block's two [`LinkSlot`]s (0: branch target,
-    /// 1: fall-through), valid as long as the code, or 0 for none. Native
-    /// code may link only exits whose target is in the page of `rip`.
+    /// The address of two [`LinkSlot`]s per region block (block `i`'s
+    /// branch target at `2i`, its fall-through at `2i + 1`), valid as long
+    /// as the code, or 0 for none. Native code may link only exits whose
+    /// target is in the page of `rip`.
     pub links: usize,
-    /// Whether the fall-through at the block's end may be linked: the last
-    /// instruction does not change the mode, paging or interrupt state.
+    /// The region: the blocks `instructions` is made of, the first being
+    /// the entry (at `rip`); all in the page of `rip`.
+    pub blocks: &'a [RegionBlock],
+}
+
+/// One block of a region: where its instructions are in the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionBlock {
+    /// RIP of its first instruction.
+    pub rip: u64,
+    /// Its first instruction's index in the request's instructions.
+    pub start: usize,
+    /// How many instructions it has.
+    pub len: usize,
+    /// Whether the fall-through at its end may be linked or followed: the
+    /// last instruction does not change the mode, paging or interrupt
+    /// state.
     pub chain_fallthrough: bool,
 }
 
@@ -313,7 +362,7 @@ pub struct TranslationJob {
     /// See [`TranslationRequest`].
     pub links: usize,
     /// See [`TranslationRequest`].
-    pub chain_fallthrough: bool,
+    pub blocks: Vec<RegionBlock>,
 }
 
 impl TranslationJob {
@@ -326,7 +375,7 @@ impl TranslationJob {
             long_mode: self.long_mode,
             helpers: self.helpers,
             links: self.links,
-            chain_fallthrough: self.chain_fallthrough,
+            blocks: &self.blocks,
         }
     }
 }
@@ -368,6 +417,8 @@ pub(crate) struct Tier {
     pub(crate) translator: Box<dyn BlockTranslator>,
     /// Runs of a block before it is translated.
     pub(crate) threshold: u32,
+    /// Translate regions of blocks (`POPEK_JIT_REGIONS=0`: one block each).
+    pub(crate) regions: bool,
     /// Code was dropped while native code could run: free it at the next
     /// block boundary.
     pub(crate) flush_pending: bool,
@@ -393,6 +444,10 @@ pub(crate) struct Tier {
     /// Blocks waiting for a background translation, by address: the
     /// ticket and the block (weak: a dropped block is not kept alive).
     queued: HashMap<usize, (u64, Weak<Block>)>,
+    /// The regions holding each block, by the block's host address:
+    /// a block that becomes hot inside a translated region enters that
+    /// region's code instead of being translated again.
+    covered: HashMap<u64, Weak<Region>>,
     next_ticket: u64,
     finished: Vec<Finished>,
     pub(crate) submitted: u64,
@@ -416,6 +471,7 @@ pub struct Hop {
     /// The `Block` (an address, as above).
     block: usize,
     entry: usize,
+    index: u32,
     /// Keeps the flag `live_ptr` names allocated; `None`: an empty entry.
     live: Option<Arc<AtomicBool>>,
 }
@@ -425,7 +481,7 @@ static DEAD: AtomicBool = AtomicBool::new(false);
 
 impl Default for Hop {
     fn default() -> Self {
-        Self { rip: 0, epoch: 0, cpl: 0, live_ptr: std::ptr::from_ref(&DEAD) as usize, block: 0, entry: 0, live: None }
+        Self { rip: 0, epoch: 0, cpl: 0, live_ptr: std::ptr::from_ref(&DEAD) as usize, block: 0, entry: 0, index: 0, live: None }
     }
 }
 
@@ -444,6 +500,7 @@ impl Tier {
         Self {
             translator,
             threshold,
+            regions: std::env::var_os("POPEK_JIT_REGIONS").is_none_or(|v| v != "0"),
             flush_pending: false,
             compiled: 0,
             refused: 0,
@@ -458,6 +515,7 @@ impl Tier {
             native_retired: 0,
             sync: std::env::var_os("POPEK_JIT_SYNC").is_some_and(|v| v == "1"),
             queued: HashMap::new(),
+            covered: HashMap::new(),
             next_ticket: 0,
             finished: Vec::new(),
             submitted: 0,
@@ -490,8 +548,17 @@ impl Tier {
                         self.refused += 1;
                     }
                     let _ = block.native.set(f.native);
+                    if let Some(r) = block.region.get() {
+                        let _ = r.installed.set(f.native);
+                    }
                 }
-                _ => self.discarded += 1,
+                Some(block) => {
+                    self.discarded += 1;
+                    if let Some(r) = block.region.get() {
+                        let _ = r.installed.set(None);
+                    }
+                }
+                None => self.discarded += 1,
             }
         }
         self.finished = done;
@@ -504,6 +571,14 @@ impl Interpreter {
         self.tier = Some(Tier::new(translator));
     }
 
+    /// Whether hot blocks are translated with the warm blocks they reach in
+    /// their page (the default) or one at a time.
+    pub fn set_jit_regions(&mut self, regions: bool) {
+        if let Some(t) = &mut self.tier {
+            t.regions = regions;
+        }
+    }
+
     /// Sets how many runs make a block hot (0: translate at first sight).
     pub fn set_jit_threshold(&mut self, threshold: u32) {
         if let Some(t) = &mut self.tier {
@@ -512,10 +587,12 @@ impl Interpreter {
     }
 
     /// Whether native code may run the whole block now: no instruction
-    /// limit, no alignment checks, no debug breakpoints, 64-bit mode.
+    /// limit (none at all for a region of several blocks), no alignment checks, no debug breakpoints, 64-bit mode.
     fn native_allowed(&self, block: &Block, max: usize) -> bool {
         use crate::cpu::flags;
-        max >= block.entries.len()
+        // A region may loop: it runs only without an instruction limit.
+        let multi = block.region.get().is_some_and(|r| r.blocks.len() > 1);
+        (if multi { max == usize::MAX } else { max >= block.entries.len() })
             && self.s.dr[7] & 0xff == 0
             && !(self.s.cr0 & (1 << 18) != 0 && self.s.rflags & flags::AC != 0 && self.s.cpl() == 3)
             && self.in_64bit_mode()
@@ -533,6 +610,7 @@ impl Interpreter {
                 // Every block is dropped: results still in flight are of
                 // the old generation and will be discarded.
                 tier.queued.clear();
+                tier.covered.clear();
                 tier.translator.flush();
             }
         }
@@ -564,10 +642,36 @@ impl Interpreter {
                         }
                     }
                 }
+                // Inside a region already translated (or being translated):
+                // enter its code there (or wait for it).
+                if let Some(region) = self.region_holding(block) {
+                    let entry = region.entry_for(block.rip, &block.entries);
+                    match entry {
+                        Some(Some(native)) => {
+                            let _ = block.region.set(region);
+                            let _ = block.native.set(Some(native));
+                            return self.runnable(block, native, max);
+                        }
+                        Some(None) => return None,
+                        None => {}
+                    }
+                }
                 let bitness = self.bitness();
-                let instructions: Vec<Instruction> = block.entries.iter().map(|(_, ins)| *ins).collect();
                 let long_mode = self.in_64bit_mode();
-                let chain_fallthrough = block.entries.last().is_some_and(|(_, ins)| !super::decode::ends_block(ins));
+                let tier = self.tier.as_mut()?;
+                // Blocks that ran a sixteenth as often as the hot one join its region.
+                let warm = if tier.regions { tier.threshold / 16 } else { u32::MAX };
+                let covered = std::mem::take(&mut tier.covered);
+                let region = Arc::new(self.form_region(block, warm, &covered));
+                let tier = self.tier.as_mut()?;
+                tier.covered = covered;
+                if region.host_page != 0 {
+                    for b in region.blocks.iter() {
+                        tier.covered.insert(region.host_page + (b.rip & 0xfff), Arc::downgrade(&region));
+                    }
+                }
+                let region = block.region.get_or_init(|| region);
+                let instructions: Vec<Instruction> = region.entries.iter().map(|(_, ins)| *ins).collect();
                 let tier = self.tier.as_mut()?;
                 let ticket = tier.next_ticket;
                 let job = TranslationJob {
@@ -577,8 +681,8 @@ impl Interpreter {
                     instructions,
                     long_mode,
                     helpers: HELPERS,
-                    links: block.links.as_ptr() as usize,
-                    chain_fallthrough,
+                    links: region.links.as_ptr() as usize,
+                    blocks: region.blocks.to_vec(),
                 };
                 let job = if background {
                     match tier.translator.submit(job) {
@@ -604,9 +708,18 @@ impl Interpreter {
                     tier.refused += 1;
                 }
                 let _ = block.native.set(native);
+                if let Some(r) = block.region.get() {
+                    let _ = r.installed.set(native);
+                }
                 native?
             }
         };
+        self.runnable(block, native, max)
+    }
+
+    /// `native` if it may run `block` now: of the current generation and
+    /// allowed (see `native_allowed`).
+    fn runnable(&self, block: &Block, native: NativeBlock, max: usize) -> Option<NativeBlock> {
         let generation = self.tier.as_ref()?.translator.generation();
         if native.generation != generation || !self.native_allowed(block, max) {
             return None;
@@ -614,9 +727,19 @@ impl Interpreter {
         Some(native)
     }
 
+    /// The live region holding `block` (by its host address), if any.
+    fn region_holding(&self, block: &Block) -> Option<Arc<Region>> {
+        if !self.in_64bit_mode() {
+            return None;
+        }
+        let rip = block.rip;
+        let host = self.tlb.lookup(rip & !0xfff, crate::mmu::Access::Execute, self.s.cpl() == 3)?;
+        self.tier.as_ref()?.covered.get(&(host as u64 + (rip & 0xfff)))?.upgrade()
+    }
+
     /// Records `block` (cached, native, found at the current RIP under the
     /// current TLB epoch and CPL) in the hop table.
-    fn hop_insert(&mut self, block: &Block, entry: usize) {
+    fn hop_insert(&mut self, block: &Block, entry: usize, index: u32) {
         let (rip, epoch, cpl) = (self.s.rip, self.tlb.epoch, self.s.cpl());
         let Some(tier) = &mut self.tier else { return };
         let h = &mut tier.hops[hop_index(rip)];
@@ -627,18 +750,18 @@ impl Interpreter {
         // The pointer is taken from the Arc stored beside it, which keeps
         // it valid for as long as the entry holds it.
         let live = Arc::clone(&block.live);
-        *h = Hop { rip, epoch, cpl, live_ptr: Arc::as_ptr(&live) as usize, block: addr, entry, live: Some(live) };
+        *h = Hop { rip, epoch, cpl, live_ptr: Arc::as_ptr(&live) as usize, block: addr, entry, index, live: Some(live) };
     }
 
     /// The live native block recorded for the current RIP, if its
     /// mapping still holds.
-    fn hop_lookup(&self, cpl: u8) -> Option<(*const Block, usize)> {
+    fn hop_lookup(&self, cpl: u8) -> Option<(*const Block, usize, u32)> {
         let rip = self.s.rip;
         let h = &self.tier.as_ref()?.hops[hop_index(rip)];
         if h.rip != rip || h.epoch != self.tlb.epoch || h.cpl != cpl || !h.live.as_ref()?.load(Ordering::Acquire) {
             return None;
         }
-        Some((h.block as *const Block, h.entry))
+        Some((h.block as *const Block, h.entry, h.index))
     }
 
     /// Whether a chain must return to the dispatcher now: a stop was
@@ -655,11 +778,16 @@ impl Interpreter {
         let cpl = self.s.cpl();
         if cached {
             // SAFETY: the caller keeps `block` alive for this call.
-            self.hop_insert(unsafe { &*block }, native.entry as usize);
+            self.hop_insert(unsafe { &*block }, native.entry as usize, native.index);
         }
         let user = usize::from(cpl == 3);
         // No chaining under an instruction limit (single steps).
-        let mut budget = if max == usize::MAX { CHAIN_BUDGET } else { 0 };
+        let budget = if max == usize::MAX { CHAIN_BUDGET } else { 0 };
+        let pending: *const AtomicBool = match &self.intr {
+            Some(i) => Arc::as_ptr(&i.pending),
+            None => &raw const DEAD,
+        };
+        let stopping: *const AtomicBool = self.control.stop_flag();
         // Native blocks exist only with a tier; its hop table (a boxed
         // slice, never reallocated while the tier lives) is probed by
         // native code at indirect exits.
@@ -683,6 +811,10 @@ impl Interpreter {
             // SAFETY: as for `state`: a field address, no reference made.
             epoch: unsafe { &raw const (*this).tlb.epoch },
             cpl: u32::from(cpl),
+            budget,
+            pending,
+            stopping,
+            entry_index: native.index,
         };
         let mut entry = native.entry;
         let (mut runs, mut chained, mut hopped, mut linked, mut retired) = (0u64, 0u64, 0u64, 0u64, 0u64);
@@ -698,10 +830,10 @@ impl Interpreter {
             let code = unsafe { entry(&mut frame) };
             runs += 1;
             retired += frame.retired;
-            if (code != exit::CHAIN && code != exit::LOOKUP) || budget == 0 {
+            if (code != exit::CHAIN && code != exit::LOOKUP) || frame.budget == 0 {
                 break code;
             }
-            budget -= 1;
+            frame.budget -= 1;
             // SAFETY: native code has returned; nothing else uses the
             // interpreter until the next call.
             let cpu = unsafe { &*this };
@@ -715,17 +847,18 @@ impl Interpreter {
                 chained += 1;
                 continue;
             }
-            let Some((target, next)) = cpu.hop_lookup(cpl) else { break code };
+            let Some((target, next, index)) = cpu.hop_lookup(cpl) else { break code };
             if !frame.exit_link.is_null() {
                 // SAFETY: native code names a link of the block it just
                 // ran, which is alive (see above), and a link exit's
                 // target is in that block's page, so the target found for
                 // this RIP is the one the link must always lead to while
                 // the source runs (it runs only where its page maps there).
-                unsafe { (*frame.exit_link).link(&*target, next) };
+                unsafe { (*frame.exit_link).link(&*target, next, index) };
                 linked += 1;
             }
             frame.block = target.cast();
+            frame.entry_index = index;
             // SAFETY: as for CHAIN: `next` is a live block's entry.
             entry = unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(*mut JitFrame) -> u32>(next) };
             hopped += 1;
@@ -790,7 +923,8 @@ pub unsafe extern "C" fn jit_fallback(frame: *mut JitFrame, index: u32) -> u32 {
     // pointers in it are valid for the duration of the native call, and no
     // other reference to the interpreter is in use while native code runs.
     let (cpu, block) = unsafe { (&mut *(*frame).interp, &*(*frame).block.cast::<Block>()) };
-    let Some((handler, ins)) = block.entries.get(index as usize) else {
+    let entries = block.region.get().map_or(&block.entries, |r| &r.entries);
+    let Some((handler, ins)) = entries.get(index as usize) else {
         cpu.jit_fault = Some(Fault::Stop(crate::control::StopReason::Error("jit: fallback out of its block".into())));
         return exit::FAULT;
     };

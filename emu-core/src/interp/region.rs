@@ -1,0 +1,209 @@
+//! Regions: what one translation covers. A hot block is translated
+//! together with the warm blocks it reaches by direct jumps, branches,
+//! calls and fall-throughs within its guest page, so a loop or a short
+//! call in that page runs as one native function whose registers and flags
+//! stay in host registers, with no return to the dispatcher between its
+//! blocks.
+//!
+//! Only the page of the entry block: every block of the region is then
+//! reached at a RIP that maps to the same guest-physical page as the entry
+//! whenever the entry runs, and a write to that page drops the entry (and
+//! with it the region's code), as it drops every block of the page. Only
+//! blocks already decoded and run often enough: cold paths stay exits, so
+//! the compile time goes to code that runs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{OnceLock, Weak};
+
+use iced_x86::{FlowControl, Instruction, Mnemonic as M, OpKind};
+
+use crate::mmu::Access;
+
+use super::decode::{ends_block, Block};
+use super::exec::Handler;
+use super::tier::{LinkSlot, NativeBlock, RegionBlock};
+use super::Interpreter;
+
+/// The most blocks one region holds.
+const MAX_BLOCKS: usize = 32;
+/// The most instructions one region holds (compile time grows with it).
+const MAX_INSTRUCTIONS: usize = 384;
+
+/// A block's region: its blocks' instructions in order, where each block
+/// starts, and two exit links per block (branch target, fall-through).
+/// Shared by every block that enters the region's code.
+pub(crate) struct Region {
+    pub(crate) entries: Box<[(Handler, Instruction)]>,
+    pub(crate) blocks: Box<[RegionBlock]>,
+    /// Stable addresses: native code reads them where it was compiled to.
+    pub(crate) links: Box<[LinkSlot]>,
+    /// The host address of the region's page (0 outside 64-bit mode).
+    pub(crate) host_page: u64,
+    /// The translation once the answer came: the entry block's native
+    /// code (index 0), or `None` when it was refused or discarded.
+    pub(crate) installed: OnceLock<Option<NativeBlock>>,
+}
+
+impl Region {
+    fn new(entries: Vec<(Handler, Instruction)>, blocks: Vec<RegionBlock>, host_page: u64) -> Self {
+        let links = (0..2 * blocks.len()).map(|_| LinkSlot::default()).collect();
+        Self { entries: entries.into_boxed_slice(), blocks: blocks.into_boxed_slice(), links, host_page, installed: OnceLock::new() }
+    }
+
+    /// The native code entering this region at the block made of
+    /// `entries` at `rip`, if the region holds that block and has code.
+    /// `None` inside: the region holds it but has no code yet.
+    pub(crate) fn entry_for(&self, rip: u64, entries: &[(Handler, Instruction)]) -> Option<Option<NativeBlock>> {
+        let index = self.blocks.iter().position(|b| b.rip == rip)?;
+        let b = &self.blocks[index];
+        let same = self.entries.get(b.start..b.start + b.len).is_some_and(|mine| mine.iter().map(|e| &e.1).eq(entries.iter().map(|e| &e.1)));
+        if !same {
+            return None;
+        }
+        match self.installed.get() {
+            None => Some(None),
+            Some(None) => None,
+            Some(Some(head)) => Some(Some(NativeBlock { index: index as u32, ..*head })),
+        }
+    }
+}
+
+/// Whether the fall-through at the end of `entries` may be chained to.
+fn chains_through(entries: &[(Handler, Instruction)]) -> bool {
+    entries.last().is_some_and(|(_, ins)| !ends_block(ins))
+}
+
+/// The RIPs a block may go to next without the dispatcher deciding: the
+/// targets of a direct Jcc, JMP or CALL (and the CALL's return address,
+/// where a RET in the region may come back to), or the fall-through.
+pub(crate) fn successors(entries: &[(Handler, Instruction)]) -> Vec<u64> {
+    let Some((_, last)) = entries.last() else { return Vec::new() };
+    let direct = last.op_count() == 1 && last.op0_kind() == OpKind::NearBranch64;
+    match last.flow_control() {
+        FlowControl::ConditionalBranch if direct && is_jcc(last.mnemonic()) => vec![last.near_branch_target(), last.next_ip()],
+        FlowControl::UnconditionalBranch if direct && last.mnemonic() == M::Jmp => vec![last.near_branch_target()],
+        FlowControl::Call if direct && last.mnemonic() == M::Call => vec![last.near_branch_target(), last.next_ip()],
+        FlowControl::Next if !ends_block(last) => vec![last.next_ip()],
+        _ => Vec::new(),
+    }
+}
+
+/// [`successors`], each with the callee its RIP needs in the region (the
+/// return address of a call), queued after the callee.
+fn successors_of(entries: &[(Handler, Instruction)]) -> Vec<(u64, Option<u64>)> {
+    let next = successors(entries);
+    let is_call = entries.last().is_some_and(|(_, ins)| ins.flow_control() == FlowControl::Call);
+    match (is_call, next.as_slice()) {
+        (true, &[callee, ret]) => vec![(callee, None), (ret, Some(callee))],
+        _ => next.into_iter().map(|r| (r, None)).collect(),
+    }
+}
+
+/// Whether `m` is one of the sixteen Jcc (not JCXZ or LOOP).
+pub(crate) fn is_jcc(m: M) -> bool {
+    matches!(
+        m,
+        M::Jo | M::Jno | M::Jb | M::Jae | M::Je | M::Jne | M::Jbe | M::Ja | M::Js | M::Jns | M::Jp | M::Jnp | M::Jl | M::Jge | M::Jle | M::Jg
+    )
+}
+
+impl Interpreter {
+    /// The region of `head`, a block just found hot at the current RIP:
+    /// `head` first, then the cached blocks of its page that it reaches
+    /// and that ran at least `warm` times, breadth first. Outside 64-bit
+    /// mode, when the page is not in the TLB or `warm` is `u32::MAX`, the
+    /// block alone.
+    pub(crate) fn form_region(&self, head: &Block, warm: u32, covered: &HashMap<u64, Weak<Region>>) -> Region {
+        let mut entries = head.entries.to_vec();
+        let mut blocks = vec![RegionBlock { rip: head.rip, start: 0, len: entries.len(), chain_fallthrough: chains_through(&head.entries) }];
+        let page = head.rip & !0xfff;
+        let host = match self.in_64bit_mode() {
+            true => self.tlb.lookup(page, Access::Execute, self.s.cpl() == 3),
+            false => None,
+        };
+        let Some(host) = host else { return Region::new(entries, blocks, 0) };
+        let mut seen = HashSet::from([head.rip]);
+        let mut queue: std::collections::VecDeque<(u64, Option<u64>)> = successors_of(&head.entries).into();
+        while let Some((rip, needs)) = queue.pop_front() {
+            if blocks.len() >= MAX_BLOCKS {
+                break;
+            }
+            // A call's return address joins only with the callee (a RET
+            // in the region may come back to it); otherwise the code after
+            // a call is entered from outside, as a region of its own.
+            if needs.is_some_and(|callee| !blocks.iter().any(|b| b.rip == callee)) {
+                continue;
+            }
+            if rip & !0xfff != page || !seen.insert(rip) {
+                continue;
+            }
+            let at = host as u64 + (rip & 0xfff);
+            // Blocks another live region holds are entered there.
+            if covered.get(&at).and_then(Weak::upgrade).is_some_and(|r| !matches!(r.installed.get(), Some(None))) {
+                continue;
+            }
+            let Some(block) = self.code.peek(at, 64, rip) else { continue };
+            let hot = warm != u32::MAX && (block.native.get().is_some() || block.runs.load(Ordering::Relaxed) >= warm);
+            if !hot || entries.len() + block.entries.len() > MAX_INSTRUCTIONS {
+                continue;
+            }
+            blocks.push(RegionBlock { rip, start: entries.len(), len: block.entries.len(), chain_fallthrough: chains_through(&block.entries) });
+            entries.extend_from_slice(&block.entries);
+            queue.extend(successors_of(&block.entries));
+        }
+        Region::new(entries, blocks, host as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::code_asm::*;
+
+    fn decoded(code: &[u8], ip: u64) -> Vec<(Handler, Instruction)> {
+        let mut d = iced_x86::Decoder::with_ip(64, code, ip, iced_x86::DecoderOptions::NONE);
+        let mut v = Vec::new();
+        while d.can_decode() {
+            let ins = d.decode();
+            v.push((super::super::exec::handler_of(&ins), ins));
+        }
+        v
+    }
+
+    fn assemble(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+        let mut a = CodeAssembler::new(64).unwrap();
+        f(&mut a).unwrap();
+        a.assemble(0x1000).unwrap()
+    }
+
+    #[test]
+    fn successors_of_each_kind_of_block_end() {
+        let jcc = decoded(&assemble(|a| a.jne(0x1080u64)), 0x1000);
+        assert_eq!(successors(&jcc), vec![0x1080, 0x1002]);
+        let jmp = decoded(&assemble(|a| a.jmp(0x1200u64)), 0x1000);
+        assert_eq!(successors(&jmp), vec![0x1200]);
+        let call = decoded(&assemble(|a| a.call(0x1300u64)), 0x1000);
+        assert_eq!(successors(&call), vec![0x1300, 0x1005]);
+        let plain = decoded(&assemble(|a| a.add(rax, rbx)), 0x1000);
+        assert_eq!(successors(&plain), vec![0x1003]);
+        // Indirect transfers, returns and mode changes end the region.
+        for code in [assemble(|a| a.jmp(rax)), assemble(|a| a.ret()), assemble(|a| a.sti()), assemble(|a| a.jrcxz(0x1000u64))] {
+            assert_eq!(successors(&decoded(&code, 0x1000)), Vec::<u64>::new());
+        }
+    }
+
+    #[test]
+    fn a_region_has_two_links_per_block() {
+        let e = decoded(&assemble(|a| a.nop()), 0x1000);
+        let blocks = vec![
+            RegionBlock { rip: 0x1000, start: 0, len: 1, chain_fallthrough: true },
+            RegionBlock { rip: 0x1001, start: 1, len: 1, chain_fallthrough: true },
+        ];
+        let mut entries = e.clone();
+        entries.extend(e);
+        let r = Region::new(entries, blocks, 0);
+        assert_eq!(r.links.len(), 4);
+        assert_eq!(r.entries.len(), 2);
+    }
+}

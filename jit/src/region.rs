@@ -1,0 +1,170 @@
+//! The shape of a region translation: which region blocks jump to which
+//! (the edges the lowering may turn into Cranelift jumps), how many
+//! predecessors each has, and the order to lower them in.
+//!
+//! Edges are over-approximated (every direct target, fall-through and
+//! predicted return that is a region block), so a block counted with one
+//! predecessor really has one: it may then take its predecessor's
+//! registers and flags record as values instead of from `CpuState`.
+
+use iced_x86::{FlowControl, Mnemonic as M, OpKind};
+
+use emu_core::interp::RegionBlock;
+use iced_x86::Instruction;
+
+/// The most return addresses a RET in a region is compared with.
+pub(crate) const MAX_RETURNS: usize = 4;
+
+/// What the lowering needs to know about a region before lowering it.
+pub(crate) struct Plan {
+    pub(crate) blocks: Vec<RegionBlock>,
+    /// Edges into each block: in-region jumps, plus one for entering the
+    /// function at it.
+    pub(crate) preds: Vec<u32>,
+    /// Every block, in reverse postorder from the entry (then from the
+    /// blocks it does not reach): a block with one predecessor comes
+    /// after it.
+    pub(crate) order: Vec<usize>,
+    /// Blocks a RET may come back to: return addresses of the region's
+    /// direct calls that are region blocks.
+    pub(crate) returns: Vec<usize>,
+}
+
+fn index_of(blocks: &[RegionBlock], rip: u64) -> Option<usize> {
+    blocks.iter().position(|b| b.rip == rip)
+}
+
+fn is_direct(ins: &Instruction) -> bool {
+    ins.op_count() == 1 && ins.op0_kind() == OpKind::NearBranch64
+}
+
+impl Plan {
+    pub(crate) fn new(blocks: &[RegionBlock], instructions: &[Instruction]) -> Self {
+        let blocks = blocks.to_vec();
+        let last = |b: &RegionBlock| instructions.get(b.start + b.len.max(1) - 1);
+        let mut returns = Vec::new();
+        for b in &blocks {
+            if let Some(ins) = last(b) {
+                if ins.mnemonic() == M::Call && is_direct(ins) && index_of(&blocks, ins.near_branch_target()).is_some() {
+                    if let Some(r) = index_of(&blocks, ins.next_ip()) {
+                        if !returns.contains(&r) && returns.len() < MAX_RETURNS {
+                            returns.push(r);
+                        }
+                    }
+                }
+            }
+        }
+        let succ: Vec<Vec<usize>> = blocks
+            .iter()
+            .map(|b| {
+                let Some(ins) = last(b) else { return Vec::new() };
+                let targets: Vec<u64> = match ins.flow_control() {
+                    FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch | FlowControl::Call if is_direct(ins) => {
+                        if ins.flow_control() == FlowControl::ConditionalBranch {
+                            vec![ins.near_branch_target(), ins.next_ip()]
+                        } else {
+                            vec![ins.near_branch_target()]
+                        }
+                    }
+                    FlowControl::Return => return returns.clone(),
+                    _ if b.chain_fallthrough => vec![ins.next_ip()],
+                    _ => Vec::new(),
+                };
+                targets.into_iter().filter_map(|t| index_of(&blocks, t)).collect()
+            })
+            .collect();
+        // Every block may be entered from outside (a block that becomes hot
+        // inside the region enters its code there): one predecessor each.
+        let mut preds = vec![1u32; blocks.len()];
+        for s in &succ {
+            for &t in s {
+                preds[t] += 1;
+            }
+        }
+        // Depth-first postorder from the entry, then from each block not
+        // reached yet (every block is an entry), reversed.
+        let mut order = Vec::with_capacity(blocks.len());
+        let mut visited = vec![false; blocks.len()];
+        for root in 0..blocks.len() {
+            if visited[root] {
+                continue;
+            }
+            visited[root] = true;
+            let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+                if let Some(&t) = succ[node].get(*next) {
+                    *next += 1;
+                    if !visited[t] {
+                        visited[t] = true;
+                        stack.push((t, 0));
+                    }
+                } else {
+                    order.push(node);
+                    stack.pop();
+                }
+            }
+        }
+        order.reverse();
+        Self { blocks, preds, order, returns }
+    }
+
+    /// The region block at `rip`, if any.
+    pub(crate) fn block_at(&self, rip: u64) -> Option<usize> {
+        index_of(&self.blocks, rip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::code_asm::*;
+
+    fn decode(code: &[u8], ip: u64) -> Vec<Instruction> {
+        let mut d = iced_x86::Decoder::with_ip(64, code, ip, iced_x86::DecoderOptions::NONE);
+        let mut v = Vec::new();
+        while d.can_decode() {
+            v.push(d.decode());
+        }
+        v
+    }
+
+    /// Splits straight-line code into blocks after each control transfer.
+    fn blocks_of(ins: &[Instruction]) -> Vec<RegionBlock> {
+        let mut blocks = Vec::new();
+        let mut start = 0;
+        for (i, x) in ins.iter().enumerate() {
+            if x.flow_control() != FlowControl::Next {
+                blocks.push(RegionBlock { rip: ins[start].ip(), start, len: i + 1 - start, chain_fallthrough: false });
+                start = i + 1;
+            }
+        }
+        blocks
+    }
+
+    #[test]
+    fn a_loop_with_a_call_and_its_return() {
+        // top: call sub; dec rcx; jnz top; jmp out. sub: ret.
+        let mut a = CodeAssembler::new(64).unwrap();
+        let mut top = a.create_label();
+        let mut sub = a.create_label();
+        a.set_label(&mut top).unwrap();
+        a.call(sub).unwrap();
+        a.dec(rcx).unwrap();
+        a.jnz(top).unwrap();
+        a.jmp(0x9000u64).unwrap();
+        a.set_label(&mut sub).unwrap();
+        a.ret().unwrap();
+        let ins = decode(&a.assemble(0x1000).unwrap(), 0x1000);
+        let blocks = blocks_of(&ins);
+        assert_eq!(blocks.len(), 4);
+        let p = Plan::new(&blocks, &ins);
+        // call -> sub; sub's RET -> the block after the call; jnz -> top
+        // and the jmp block.
+        assert_eq!(p.returns, vec![1]);
+        assert_eq!(p.preds, vec![2, 2, 2, 2]);
+        assert_eq!(p.order[0], 0);
+        let pos = |b: usize| p.order.iter().position(|&x| x == b).unwrap();
+        assert!(pos(3) < pos(1), "sub before the return block");
+        assert!(pos(1) < pos(2));
+    }
+}
