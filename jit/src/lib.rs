@@ -156,7 +156,7 @@ impl Translator {
             let mut l = Lower::new(&mut b, req.helpers, pointer);
             l.links = req.links as u64;
             l.page = req.rip & !0xfff;
-            let whole = [RegionBlock { rip: req.rip, start: 0, len: req.instructions.len(), chain_fallthrough: false }];
+            let whole = [RegionBlock { rip: req.rip, start: 0, len: req.instructions.len(), chain_fallthrough: false, entry: true }];
             let blocks = if req.blocks.is_empty() { &whole[..] } else { req.blocks };
             // Even one block is a region: it may loop to itself.
             let plan = region::Plan::new(blocks, req.instructions);
@@ -233,9 +233,10 @@ fn lower_block(
     }
     let next = instructions.last().map_or(block.rip, |i| i.next_ip());
     let retired = (block.start + instructions.len()) as u64;
-    // After a fallback the state may have changed in ways a chained
-    // block must not assume (the interpreter decides).
-    if last_lowered && block.chain_fallthrough {
+    // A fallback that answered CONTINUE changed nothing the next block's
+    // code assumes (mode changes end blocks and are not chained through).
+    let _ = last_lowered;
+    if block.chain_fallthrough {
         match l.internal(next) {
             Some(target) => l.jump_to(target, retired, Some(1)),
             None => l.exit_direct(next, retired, 1),
@@ -311,3 +312,5 @@ mod tests_chain;
 mod tests_background;
 #[cfg(test)]
 mod tests_flags_mem;
+#[cfg(test)]
+mod tests_region;

@@ -19,11 +19,11 @@ pub(crate) const MAX_RETURNS: usize = 4;
 pub(crate) struct Plan {
     pub(crate) blocks: Vec<RegionBlock>,
     /// Edges into each block: in-region jumps, plus one for entering the
-    /// function at it.
+    /// function at it when it is an entry.
     pub(crate) preds: Vec<u32>,
-    /// Every block, in reverse postorder from the entry (then from the
-    /// blocks it does not reach): a block with one predecessor comes
-    /// after it.
+    /// The blocks reachable from an entry, in reverse postorder from the
+    /// first (then from the other entries): a block with one predecessor
+    /// comes after it.
     pub(crate) order: Vec<usize>,
     /// Blocks a RET may come back to: return addresses of the region's
     /// direct calls that are region blocks.
@@ -73,20 +73,19 @@ impl Plan {
                 targets.into_iter().filter_map(|t| index_of(&blocks, t)).collect()
             })
             .collect();
-        // Every block may be entered from outside (a block that becomes hot
-        // inside the region enters its code there): one predecessor each.
-        let mut preds = vec![1u32; blocks.len()];
+        // Entry blocks may be entered from outside: one predecessor more.
+        let mut preds: Vec<u32> = blocks.iter().map(|b| u32::from(b.entry)).collect();
         for s in &succ {
             for &t in s {
                 preds[t] += 1;
             }
         }
-        // Depth-first postorder from the entry, then from each block not
-        // reached yet (every block is an entry), reversed.
+        // Depth-first postorder from the first entry, then from the other
+        // entries not reached yet, reversed.
         let mut order = Vec::with_capacity(blocks.len());
         let mut visited = vec![false; blocks.len()];
         for root in 0..blocks.len() {
-            if visited[root] {
+            if visited[root] || !blocks[root].entry {
                 continue;
             }
             visited[root] = true;
@@ -134,7 +133,7 @@ mod tests {
         let mut start = 0;
         for (i, x) in ins.iter().enumerate() {
             if x.flow_control() != FlowControl::Next {
-                blocks.push(RegionBlock { rip: ins[start].ip(), start, len: i + 1 - start, chain_fallthrough: false });
+                blocks.push(RegionBlock { rip: ins[start].ip(), start, len: i + 1 - start, chain_fallthrough: false, entry: start == 0 });
                 start = i + 1;
             }
         }
@@ -161,7 +160,7 @@ mod tests {
         // call -> sub; sub's RET -> the block after the call; jnz -> top
         // and the jmp block.
         assert_eq!(p.returns, vec![1]);
-        assert_eq!(p.preds, vec![2, 2, 2, 2]);
+        assert_eq!(p.preds, vec![2, 1, 1, 1]);
         assert_eq!(p.order[0], 0);
         let pos = |b: usize| p.order.iter().position(|&x| x == b).unwrap();
         assert!(pos(3) < pos(1), "sub before the return block");

@@ -191,12 +191,18 @@ impl<'a, 'b> Lower<'a, 'b> {
     pub(crate) fn start_region(&mut self, plan: crate::region::Plan) {
         let n = plan.blocks.len();
         let blocks: Vec<_> = (0..n).map(|_| self.b.create_block()).collect();
-        if n == 1 {
+        if plan.blocks.iter().filter(|b| b.entry).count() <= 1 {
             self.b.ins().jump(blocks[0], &[]);
         } else {
             let index = self.b.ins().load(types::I32, mem(), self.frame, offsets::FRAME_ENTRY);
             // Each call its own: the SSA builder appends arguments to them.
-            let calls: Vec<_> = blocks.iter().map(|&b| self.b.func.dfg.block_call(b, &[])).collect();
+            // Blocks that are not entries are never named (the dispatcher
+            // enters only entries): their slots go to the first block.
+            let calls: Vec<_> = blocks
+                .iter()
+                .zip(&plan.blocks)
+                .map(|(&b, rb)| self.b.func.dfg.block_call(if rb.entry { b } else { blocks[0] }, &[]))
+                .collect();
             let default = self.b.func.dfg.block_call(blocks[0], &[]);
             let table = cranelift_codegen::ir::JumpTableData::new(default, &calls);
             let jt = self.b.create_jump_table(table);
@@ -263,7 +269,7 @@ impl<'a, 'b> Lower<'a, 'b> {
     pub(crate) fn jump_to(&mut self, target: usize, retired: u64, slot: Option<usize>) {
         let Some(r) = &self.region else { return };
         let (rip, cl) = (r.plan.blocks[target].rip, r.blocks[target]);
-        let single = target != 0 && r.plan.preds[target] == 1;
+        let single = !r.plan.blocks[target].entry && r.plan.preds[target] == 1;
         let backward = rip <= r.plan.blocks[self.block].rip;
         if r.jumps[target] >= r.plan.preds[target] || (single && r.lowered[target]) {
             match slot {
@@ -388,15 +394,20 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.set_gpr(i, new);
     }
 
-    /// Stores the dirty registers and pending flags (the state stays
-    /// cached: for exits and cold paths).
-    pub(crate) fn store_state(&mut self) {
+    /// Stores the dirty registers (they stay cached).
+    fn store_registers(&mut self) {
         for i in 0..16 {
             if self.dirty[i] {
                 let v = self.b.use_var(self.regs[i]);
                 self.b.ins().store(mem(), v, self.state, offsets::GPR + 8 * i as i32);
             }
         }
+    }
+
+    /// Stores the dirty registers and pending flags (the state stays
+    /// cached: for exits and cold paths).
+    pub(crate) fn store_state(&mut self) {
+        self.store_registers();
         let flags = self.flags;
         crate::flags::store(self, &flags);
     }

@@ -12,9 +12,9 @@
 //! blocks already decoded and run often enough: cold paths stay exits, so
 //! the compile time goes to code that runs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::{OnceLock, Weak};
+use std::sync::OnceLock;
 
 use iced_x86::{FlowControl, Instruction, Mnemonic as M, OpKind};
 
@@ -55,7 +55,7 @@ impl Region {
     /// `entries` at `rip`, if the region holds that block and has code.
     /// `None` inside: the region holds it but has no code yet.
     pub(crate) fn entry_for(&self, rip: u64, entries: &[(Handler, Instruction)]) -> Option<Option<NativeBlock>> {
-        let index = self.blocks.iter().position(|b| b.rip == rip)?;
+        let index = self.blocks.iter().position(|b| b.rip == rip && b.entry)?;
         let b = &self.blocks[index];
         let same = self.entries.get(b.start..b.start + b.len).is_some_and(|mine| mine.iter().map(|e| &e.1).eq(entries.iter().map(|e| &e.1)));
         if !same {
@@ -114,9 +114,9 @@ impl Interpreter {
     /// and that ran at least `warm` times, breadth first. Outside 64-bit
     /// mode, when the page is not in the TLB or `warm` is `u32::MAX`, the
     /// block alone.
-    pub(crate) fn form_region(&self, head: &Block, warm: u32, covered: &HashMap<u64, Weak<Region>>) -> Region {
+    pub(crate) fn form_region(&self, head: &Block, warm: u32) -> Region {
         let mut entries = head.entries.to_vec();
-        let mut blocks = vec![RegionBlock { rip: head.rip, start: 0, len: entries.len(), chain_fallthrough: chains_through(&head.entries) }];
+        let mut blocks = vec![RegionBlock { rip: head.rip, start: 0, len: entries.len(), chain_fallthrough: chains_through(&head.entries), entry: true }];
         let page = head.rip & !0xfff;
         let host = match self.in_64bit_mode() {
             true => self.tlb.lookup(page, Access::Execute, self.s.cpl() == 3),
@@ -139,22 +139,19 @@ impl Interpreter {
                 continue;
             }
             let at = host as u64 + (rip & 0xfff);
-            // Blocks another live region holds are entered there.
-            if covered.get(&at).and_then(Weak::upgrade).is_some_and(|r| !matches!(r.installed.get(), Some(None))) {
-                continue;
-            }
             let Some(block) = self.code.peek(at, 64, rip) else { continue };
             let hot = warm != u32::MAX && (block.native.get().is_some() || block.runs.load(Ordering::Relaxed) >= warm);
             if !hot || entries.len() + block.entries.len() > MAX_INSTRUCTIONS {
                 continue;
             }
-            blocks.push(RegionBlock { rip, start: entries.len(), len: block.entries.len(), chain_fallthrough: chains_through(&block.entries) });
+            blocks.push(RegionBlock { rip, start: entries.len(), len: block.entries.len(), chain_fallthrough: chains_through(&block.entries), entry: true });
             entries.extend_from_slice(&block.entries);
             queue.extend(successors_of(&block.entries));
         }
         Region::new(entries, blocks, host as u64)
     }
 }
+
 
 #[cfg(test)]
 mod tests {
@@ -197,8 +194,8 @@ mod tests {
     fn a_region_has_two_links_per_block() {
         let e = decoded(&assemble(|a| a.nop()), 0x1000);
         let blocks = vec![
-            RegionBlock { rip: 0x1000, start: 0, len: 1, chain_fallthrough: true },
-            RegionBlock { rip: 0x1001, start: 1, len: 1, chain_fallthrough: true },
+            RegionBlock { rip: 0x1000, start: 0, len: 1, chain_fallthrough: true, entry: true },
+            RegionBlock { rip: 0x1001, start: 1, len: 1, chain_fallthrough: true, entry: false },
         ];
         let mut entries = e.clone();
         entries.extend(e);

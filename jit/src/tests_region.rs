@@ -1,0 +1,206 @@
+//! Regions: loops and calls within a page run as one native function.
+//! Each program runs once with the interpreter alone and once with a
+//! translator at a small threshold (so successors are warm when a block
+//! becomes hot); both must end in the same state, and the counters show
+//! the region was used.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use emu_core::cpu::reg;
+use emu_core::interp::{InterruptSource, Interpreter, Step};
+use emu_core::Vcpu;
+use iced_x86::code_asm::*;
+
+use super::tests::{assemble, machine, CODE};
+use super::Translator;
+
+fn stat(cpu: &Interpreter, name: &str) -> u64 {
+    cpu.stats().events.iter().find(|(k, _)| k == name).map_or(0, |e| e.1)
+}
+
+fn run(code: &[u8], jit: bool) -> Interpreter {
+    let mut cpu = machine(code);
+    if jit {
+        cpu.set_translator(Box::new(Translator::new().unwrap()));
+        cpu.set_jit_threshold(20);
+    }
+    for _ in 0..1_000_000 {
+        match cpu.step_block() {
+            Step::Executed => {}
+            Step::Halted => return cpu,
+            Step::Stopped(r) => panic!("stopped: {r:?} at {:#x}", Interpreter::state(&cpu).rip),
+        }
+    }
+    panic!("no HLT reached");
+}
+
+/// Runs `code` both ways, compares the end states and returns the JIT run.
+fn same(code: &[u8]) -> Interpreter {
+    let mut interp = run(code, false);
+    let mut jit = run(code, true);
+    let (a, b) = (Vcpu::state(&mut interp).unwrap(), Vcpu::state(&mut jit).unwrap());
+    assert_eq!(a.gpr, b.gpr, "registers (interp, jit)");
+    assert_eq!(a.rip, b.rip);
+    assert_eq!(a.rflags, b.rflags, "rflags {:#x} vs {:#x}", a.rflags, b.rflags);
+    jit
+}
+
+/// Native instructions as a share of all retired, in percent.
+fn native_share(cpu: &Interpreter) -> u64 {
+    stat(cpu, "jit: instructions native") * 100 / cpu.retired().max(1)
+}
+
+#[test]
+fn a_loop_over_several_blocks_stays_native() {
+    let code = super::tests_chain::loop_code(20_000);
+    let cpu = same(&code);
+    assert!(native_share(&cpu) > 95, "{}% native", native_share(&cpu));
+    // The loop's blocks jump to each other inside one function: the
+    // dispatcher sees the entries the budget forces, not every block.
+    let (entries, runs) = (stat(&cpu, "jit: dispatcher entries"), stat(&cpu, "jit: native block runs"));
+    assert!(runs < 200, "{runs} native runs");
+    assert!(entries < 200, "{entries} dispatcher entries");
+}
+
+#[test]
+fn calls_and_returns_within_the_page_stay_native() {
+    // The compute ROM's shape: a call to a routine in the same page and a
+    // conditional skip, 10,000 times.
+    let code = assemble(|a| {
+        let mut top = a.create_label();
+        let mut skip = a.create_label();
+        let mut sub = a.create_label();
+        let mut done = a.create_label();
+        a.mov(ecx, 10_000)?;
+        a.mov(eax, 1)?;
+        a.xor(ebx, ebx)?;
+        a.mov(r8, 6_364_136_223_846_793_005u64)?;
+        a.set_label(&mut top)?;
+        a.imul_2(rax, r8)?;
+        a.add(rax, 1_442_695_041)?;
+        a.mov(rdx, rax)?;
+        a.shr(rdx, 33)?;
+        a.xor(rbx, rdx)?;
+        a.call(sub)?;
+        a.test(al, 1)?;
+        a.jz(skip)?;
+        a.inc(r10)?;
+        a.set_label(&mut skip)?;
+        a.dec(rcx)?;
+        a.jnz(top)?;
+        a.jmp(done)?;
+        a.set_label(&mut sub)?;
+        a.rol(rbx, 5)?;
+        a.ret()?;
+        a.set_label(&mut done)?;
+        Ok(())
+    });
+    let cpu = same(&code);
+    eprintln!("{:?}", cpu.stats().events);
+    assert!(native_share(&cpu) > 95, "{}% native", native_share(&cpu));
+    assert!(stat(&cpu, "jit: hop-table runs") < 100, "returns left the region");
+    assert!(stat(&cpu, "jit: native block runs") < 200);
+}
+
+#[test]
+fn a_block_hot_inside_a_region_enters_it() {
+    // `body` joins `top`'s region while the first loop runs; then it is
+    // reached 200 times by an indirect jump from outside, hot on its own.
+    let code = assemble(|a| {
+        let mut top = a.create_label();
+        let mut body = a.create_label();
+        let mut after = a.create_label();
+        let mut done = a.create_label();
+        a.mov(ecx, 200)?;
+        a.mov(r11d, 201)?;
+        a.xor(eax, eax)?;
+        a.lea(r9, qword_ptr(body))?;
+        a.set_label(&mut top)?;
+        a.add(rax, rcx)?;
+        a.jmp(body)?;
+        a.set_label(&mut body)?;
+        a.add(rax, 3)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.set_label(&mut after)?;
+        a.dec(r11d)?;
+        a.jz(done)?;
+        a.mov(ecx, 1)?;
+        a.jmp(r9)?;
+        a.set_label(&mut done)?;
+        Ok(())
+    });
+    let cpu = same(&code);
+    // `top`'s region, `after`'s and the indirect jump's: `body` enters
+    // the first instead of being translated again.
+    assert!(stat(&cpu, "jit: blocks compiled") <= 3, "{} compiled", stat(&cpu, "jit: blocks compiled"));
+    assert!(native_share(&cpu) > 80, "{}% native", native_share(&cpu));
+}
+
+#[test]
+fn a_region_loop_that_rewrites_itself_runs_the_new_code() {
+    // The loop adds an immediate; at ECX = 500 it rewrites that immediate
+    // (a store into its own page, inside the region), so the rest of the
+    // iterations must add the new value.
+    let code = assemble(|a| {
+        let mut top = a.create_label();
+        let mut body = a.create_label();
+        a.mov(ecx, 1000)?;
+        a.xor(eax, eax)?;
+        a.lea(rdx, qword_ptr(body))?;
+        a.set_label(&mut top)?;
+        a.cmp(ecx, 500)?;
+        a.jne(body)?;
+        a.mov(byte_ptr(rdx + 1), 7)?;
+        a.set_label(&mut body)?;
+        a.add(eax, 1)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        Ok(())
+    });
+    let mut cpu = same(&code);
+    assert_eq!(Interpreter::state(&cpu).gpr[reg::RAX], 500 + 7 * 500);
+    assert_eq!(Vcpu::state(&mut cpu).unwrap().gpr[reg::RAX], 500 + 7 * 500);
+}
+
+#[test]
+fn an_interrupt_leaves_a_region_loop() {
+    // A loop of one block jumping to itself, interrupts enabled.
+    let code = assemble(|a| {
+        let mut one = a.create_label();
+        a.sti()?;
+        a.set_label(&mut one)?;
+        a.inc(rax)?;
+        a.inc(rdx)?;
+        a.jmp(one)?;
+        Ok(())
+    });
+    let mut cpu = machine(&code);
+    cpu.set_translator(Box::new(Translator::new().unwrap()));
+    cpu.set_jit_threshold(20);
+    let pending = Arc::new(AtomicBool::new(false));
+    // The first acknowledge finds nothing (as a spurious INTR would), so
+    // the loop runs with the flag up; the next one answers.
+    let acks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let acks2 = Arc::clone(&acks);
+    cpu.set_interrupt_source(InterruptSource {
+        pending: Arc::clone(&pending),
+        acknowledge: Box::new(move || (acks2.fetch_add(1, Ordering::Relaxed) > 0).then_some(5)),
+    });
+    for _ in 0..100 {
+        assert_eq!(cpu.step_block(), Step::Executed);
+    }
+    // Native and looping: one step runs the whole budget.
+    let before = cpu.retired();
+    assert_eq!(cpu.step_block(), Step::Executed);
+    assert!(cpu.retired() - before > 1000, "not looping natively: {}", cpu.retired() - before);
+    // The interrupt arrives: the loop leaves at its next backward jump.
+    pending.store(true, Ordering::Release);
+    let before = cpu.retired();
+    assert_eq!(cpu.step_block(), Step::Executed);
+    assert!(cpu.retired() - before <= 3, "ran {} instructions with an interrupt pending", cpu.retired() - before);
+    assert_eq!(cpu.step_block(), Step::Executed);
+    assert_eq!(Interpreter::state(&cpu).rip, 0x9000 + 16 * 5);
+    let _ = CODE;
+}
