@@ -275,7 +275,7 @@ pub fn translate(
 }
 
 /// Number of entries in each direct-mapped TLB.
-pub const TLB_ENTRIES: usize = 1024;
+pub const TLB_ENTRIES: usize = 4096;
 const INVALID: u64 = u64::MAX;
 
 /// One TLB entry. Tags hold the virtual page number (`linear >> 12`) or
@@ -328,9 +328,15 @@ pub struct Tlb {
     pub hits: std::cell::Cell<u64>,
     /// See `hits`.
     pub misses: std::cell::Cell<u64>,
-    /// Some entry may come from a large page (since the last full flush).
-    has_large: bool,
+    /// The large pages (first 4 KiB page number, `large_shift`) that may
+    /// have pieces cached since the last full flush, so an INVLPG outside
+    /// all of them touches one entry; `None` once more than
+    /// `LARGE_TRACKED` were seen (INVLPG then scans).
+    large: Option<Vec<(u64, u8)>>,
 }
+
+/// Large pages tracked for INVLPG before it falls back to a scan.
+const LARGE_TRACKED: usize = 64;
 
 impl Default for Tlb {
     fn default() -> Self {
@@ -342,7 +348,7 @@ impl Tlb {
     /// An empty TLB.
     pub fn new() -> Self {
         let empty = || vec![TlbEntry::default(); TLB_ENTRIES].into_boxed_slice();
-        Self { sets: [empty(), empty()], epoch: 0, hits: Default::default(), misses: Default::default(), has_large: false }
+        Self { sets: [empty(), empty()], epoch: 0, hits: Default::default(), misses: Default::default(), large: Some(Vec::new()) }
     }
 
     fn index(vpn: u64) -> usize {
@@ -386,7 +392,19 @@ impl Tlb {
         e.phys_page = phys_page;
         e.global = t.global;
         e.large_shift = (t.page_size >> 12).max(1).trailing_zeros() as u8;
-        self.has_large |= e.large_shift != 0;
+        let shift = e.large_shift;
+        if shift != 0 {
+            if let Some(list) = &mut self.large {
+                let base = vpn >> shift << shift;
+                if !list.contains(&(base, shift)) {
+                    if list.len() < LARGE_TRACKED {
+                        list.push((base, shift));
+                    } else {
+                        self.large = None;
+                    }
+                }
+            }
+        }
         e.read_tag = vpn;
         e.write_tag = if t.writable && !rom && !code_page { vpn } else { INVALID };
         e.exec_tag = if t.executable { vpn } else { INVALID };
@@ -396,7 +414,9 @@ impl Tlb {
     /// entries (a CR3 write with CR4.PGE).
     pub fn flush(&mut self, keep_global: bool) {
         self.epoch += 1;
-        self.has_large &= keep_global;
+        if !keep_global {
+            self.large = Some(Vec::new());
+        }
         for set in &mut self.sets {
             for e in set.iter_mut() {
                 if !(keep_global && e.global) {
@@ -412,12 +432,23 @@ impl Tlb {
     pub fn flush_page(&mut self, linear: u64) {
         self.epoch += 1;
         let vpn = linear >> 12;
+        // Scan for large-page pieces only when a large page cached here
+        // holds `vpn` (it is forgotten: its pieces all go now), or when
+        // too many were seen to track.
+        let scan = match &mut self.large {
+            None => true,
+            Some(list) => {
+                let before = list.len();
+                list.retain(|&(base, shift)| vpn >> shift << shift != base);
+                list.len() != before
+            }
+        };
         for set in &mut self.sets {
             let e = &mut set[Self::index(vpn)];
             if e.read_tag == vpn || e.write_tag == vpn || e.exec_tag == vpn {
                 *e = TlbEntry::default();
             }
-            if self.has_large {
+            if scan {
                 for e in set.iter_mut() {
                     let shift = u32::from(e.large_shift);
                     if shift != 0 && e.read_tag != INVALID && e.read_tag >> shift == vpn >> shift {
@@ -583,5 +614,31 @@ mod tests {
         assert!(tlb.lookup(0x20_0000, Access::Read, false).is_none());
         assert!(tlb.lookup(0x3f_f000, Access::Read, false).is_none());
         assert!(tlb.lookup(0x80_0000, Access::Read, false).is_some(), "other pages stay");
+    }
+
+    #[test]
+    fn invlpg_outside_tracked_large_pages_keeps_their_pieces() {
+        let mut tlb = Tlb::new();
+        let host = 0x7000_0000usize as *mut u8;
+        let big = Translation { phys: 0x20_0000, writable: true, executable: true, global: false, page_size: 2 << 20 };
+        let small = Translation { page_size: 4096, ..big };
+        tlb.fill(0x20_0000, host, 0x200, &big, false, false, false);
+        tlb.fill(0x80_0000, host, 0x800, &small, false, false, false);
+        tlb.flush_page(0x80_0000);
+        assert!(tlb.lookup(0x80_0000, Access::Read, false).is_none());
+        assert!(tlb.lookup(0x20_0000, Access::Read, false).is_some(), "the large page is not touched");
+        // More large pages than are tracked: INVLPG scans, still exact.
+        for i in 0..LARGE_TRACKED as u64 + 2 {
+            let at = 0x4000_0000 + (i << 21);
+            tlb.fill(at, host, at >> 12, &big, false, false, false);
+        }
+        assert!(tlb.large.is_none());
+        tlb.flush_page(0x20_1000);
+        assert!(tlb.lookup(0x20_0000, Access::Read, false).is_none());
+        let last = 0x4000_0000 + ((LARGE_TRACKED as u64 + 1) << 21);
+        assert!(tlb.lookup(last, Access::Read, false).is_some());
+        // A full flush starts tracking again.
+        tlb.flush(false);
+        assert_eq!(tlb.large.as_deref(), Some(&[][..]));
     }
 }

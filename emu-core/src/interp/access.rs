@@ -90,11 +90,13 @@ impl Interpreter {
         let phys_page = t.phys & !(PAGE - 1);
         let host = self.mem.host_range(phys_page, PAGE);
         let rom = host.is_some() && !self.mem.ram_regions().iter().any(|r| phys_page >= r.guest_start && phys_page < r.guest_end());
-        if access == Access::Write && self.code.is_code_page(phys_page >> 12) {
+        let mut code_page = self.code.is_code_page(phys_page >> 12);
+        if access == Access::Write && code_page {
             self.code.invalidate_page(phys_page >> 12);
+            code_page = false;
         }
         if !implicit {
-            self.tlb.fill(linear, host.unwrap_or(std::ptr::null_mut()), phys_page >> 12, &t, user, rom, self.code.is_code_page(phys_page >> 12));
+            self.tlb.fill(linear, host.unwrap_or(std::ptr::null_mut()), phys_page >> 12, &t, user, rom, code_page);
         }
         if rom && access == Access::Write {
             // Writes to ROM are dropped, as on the real bus.

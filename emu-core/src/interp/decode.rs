@@ -14,7 +14,7 @@
 //! blocks and bumps a generation counter that stops the block running now
 //! (self-modifying code).
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -113,8 +113,9 @@ pub(crate) struct CodeCache {
     jumps: Box<[Jump]>,
     slots: Vec<Slot>,
     /// For each code page (guest-physical page number), the slots used.
-    pages: HashMap<u64, Vec<u32>>,
-    code_pages: HashSet<u64>,
+    // Looked up on every TLB fill: a fast hash for page numbers.
+    pages: FxHashMap<u64, Vec<u32>>,
+    code_pages: FxHashSet<u64>,
     /// Bumped whenever cached code is dropped.
     pub(crate) generation: u64,
     /// Blocks dropped from the cache, kept alive until the next block
@@ -135,8 +136,8 @@ impl Default for CodeCache {
         Self {
             jumps: vec![Jump::default(); JUMP_SLOTS].into_boxed_slice(),
             slots: vec![Slot::default(); SLOTS],
-            pages: HashMap::new(),
-            code_pages: HashSet::new(),
+            pages: FxHashMap::default(),
+            code_pages: FxHashSet::default(),
             generation: 0,
             graveyard: Vec::new(),
             evictions: 0,

@@ -26,7 +26,7 @@ use super::tier::{LinkSlot, NativeBlock, RegionBlock};
 use super::Interpreter;
 
 /// The most blocks one region holds.
-const MAX_BLOCKS: usize = 32;
+pub(crate) const MAX_BLOCKS: usize = 32;
 /// The most instructions one region holds (compile time grows with it).
 const MAX_INSTRUCTIONS: usize = 384;
 
@@ -51,22 +51,32 @@ impl Region {
         Self { entries: entries.into_boxed_slice(), blocks: blocks.into_boxed_slice(), links, host_page, installed: OnceLock::new() }
     }
 
-    /// The native code entering this region at the block made of
-    /// `entries` at `rip`, if the region holds that block and has code.
-    /// `None` inside: the region holds it but has no code yet.
-    pub(crate) fn entry_for(&self, rip: u64, entries: &[(Handler, Instruction)]) -> Option<Option<NativeBlock>> {
-        let index = self.blocks.iter().position(|b| b.rip == rip && b.entry)?;
+    /// How this region's code may run the block made of `entries` at
+    /// `rip`.
+    pub(crate) fn holding(&self, rip: u64, entries: &[(Handler, Instruction)]) -> Holding {
+        let Some(index) = self.blocks.iter().position(|b| b.rip == rip) else { return Holding::No };
         let b = &self.blocks[index];
         let same = self.entries.get(b.start..b.start + b.len).is_some_and(|mine| mine.iter().map(|e| &e.1).eq(entries.iter().map(|e| &e.1)));
-        if !same {
-            return None;
-        }
         match self.installed.get() {
-            None => Some(None),
-            Some(None) => None,
-            Some(Some(head)) => Some(Some(NativeBlock { index: index as u32, ..*head })),
+            _ if !same => Holding::No,
+            Some(None) => Holding::No,
+            _ if !b.entry => Holding::Inside,
+            None => Holding::Pending,
+            Some(Some(head)) => Holding::Entry(NativeBlock { index: index as u32, ..*head }),
         }
     }
+}
+
+/// What a region's code can do for a block that became hot.
+pub(crate) enum Holding {
+    /// It does not hold the block (or has no code for good).
+    No,
+    /// Its code starts there: this native entry.
+    Entry(NativeBlock),
+    /// It starts there once its translation is installed.
+    Pending,
+    /// It holds the block, but only as the continuation of another.
+    Inside,
 }
 
 /// Whether the fall-through at the end of `entries` may be chained to.
@@ -111,10 +121,11 @@ pub(crate) fn is_jcc(m: M) -> bool {
 impl Interpreter {
     /// The region of `head`, a block just found hot at the current RIP:
     /// `head` first, then the cached blocks of its page that it reaches
-    /// and that ran at least `warm` times, breadth first. Outside 64-bit
+    /// and that ran at least `warm` times, breadth first, up to
+    /// `max_blocks`. Outside 64-bit
     /// mode, when the page is not in the TLB or `warm` is `u32::MAX`, the
     /// block alone.
-    pub(crate) fn form_region(&self, head: &Block, warm: u32) -> Region {
+    pub(crate) fn form_region(&self, head: &Block, warm: u32, max_blocks: usize) -> Region {
         let mut entries = head.entries.to_vec();
         let mut blocks = vec![RegionBlock { rip: head.rip, start: 0, len: entries.len(), chain_fallthrough: chains_through(&head.entries), entry: true }];
         let page = head.rip & !0xfff;
@@ -126,7 +137,7 @@ impl Interpreter {
         let mut seen = HashSet::from([head.rip]);
         let mut queue: std::collections::VecDeque<(u64, Option<u64>)> = successors_of(&head.entries).into();
         while let Some((rip, needs)) = queue.pop_front() {
-            if blocks.len() >= MAX_BLOCKS {
+            if blocks.len() >= max_blocks {
                 break;
             }
             // A call's return address joins only with the callee (a RET
@@ -144,11 +155,40 @@ impl Interpreter {
             if !hot || entries.len() + block.entries.len() > MAX_INSTRUCTIONS {
                 continue;
             }
-            blocks.push(RegionBlock { rip, start: entries.len(), len: block.entries.len(), chain_fallthrough: chains_through(&block.entries), entry: true });
+            blocks.push(RegionBlock { rip, start: entries.len(), len: block.entries.len(), chain_fallthrough: chains_through(&block.entries), entry: false });
             entries.extend_from_slice(&block.entries);
             queue.extend(successors_of(&block.entries));
         }
+        mark_entries(&mut blocks, &entries);
         Region::new(entries, blocks, host as u64)
+    }
+}
+
+/// Decides where the region's code may be entered: its first block, the
+/// return addresses of its calls (where returns from outside land), and
+/// every block other region blocks jump to from more than one place or
+/// from none (loop heads, joins). A block with one way in from the region
+/// is not an entry: it goes on with its predecessor's registers and flags
+/// in host registers. When such a block becomes hot on its own (entered
+/// from outside), it is translated alone, as its own one-block region.
+fn mark_entries(blocks: &mut [RegionBlock], entries: &[(Handler, Instruction)]) {
+    let mut ways_in = vec![0u32; blocks.len()];
+    let mut returns = Vec::new();
+    for b in blocks.iter() {
+        let Some(code) = entries.get(b.start..b.start + b.len) else { continue };
+        let mut targets = successors(code);
+        if code.last().is_some_and(|(_, ins)| ins.flow_control() == FlowControl::Call) {
+            // The return address is reached by a return, not from here.
+            returns.extend(targets.pop());
+        }
+        for t in targets {
+            if let Some(i) = blocks.iter().position(|x| x.rip == t) {
+                ways_in[i] += 1;
+            }
+        }
+    }
+    for (i, b) in blocks.iter_mut().enumerate() {
+        b.entry = i == 0 || ways_in[i] != 1 || returns.contains(&b.rip);
     }
 }
 

@@ -57,7 +57,6 @@
 
 use std::mem::offset_of;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use iced_x86::{Instruction, Mnemonic};
@@ -66,7 +65,7 @@ use crate::cpu::{seg, CpuState, LazyFlags, Segment};
 use crate::mmu::TlbEntry;
 
 use super::decode::Block;
-use super::region::Region;
+use super::region::{Holding, Region};
 use super::fault::Fault;
 use super::Interpreter;
 
@@ -451,11 +450,11 @@ pub(crate) struct Tier {
     sync: bool,
     /// Blocks waiting for a background translation, by address: the
     /// ticket and the block (weak: a dropped block is not kept alive).
-    queued: HashMap<usize, (u64, Weak<Block>)>,
+    queued: rustc_hash::FxHashMap<usize, (u64, Weak<Block>)>,
     /// The regions holding each block, by the block's host address:
     /// a block that becomes hot inside a translated region enters that
     /// region's code instead of being translated again.
-    covered: HashMap<u64, Weak<Region>>,
+    covered: rustc_hash::FxHashMap<u64, Weak<Region>>,
     next_ticket: u64,
     finished: Vec<Finished>,
     pub(crate) submitted: u64,
@@ -522,8 +521,8 @@ impl Tier {
             hops: vec![Hop::default(); HOPS].into_boxed_slice(),
             native_retired: 0,
             sync: std::env::var_os("POPEK_JIT_SYNC").is_some_and(|v| v == "1"),
-            queued: HashMap::new(),
-            covered: HashMap::new(),
+            queued: rustc_hash::FxHashMap::default(),
+            covered: rustc_hash::FxHashMap::default(),
             next_ticket: 0,
             finished: Vec::new(),
             submitted: 0,
@@ -651,17 +650,20 @@ impl Interpreter {
                     }
                 }
                 // Inside a region already translated (or being translated):
-                // enter its code there (or wait for it).
+                // enter its code there (or wait for it), or, where the
+                // region only continues another block into this one,
+                // translate this block alone.
+                let mut alone = false;
                 if let Some(region) = self.region_holding(block) {
-                    let entry = region.entry_for(block.rip, &block.entries);
-                    match entry {
-                        Some(Some(native)) => {
+                    match region.holding(block.rip, &block.entries) {
+                        Holding::Entry(native) => {
                             let _ = block.region.set(region);
                             let _ = block.native.set(Some(native));
                             return self.runnable(block, native, max);
                         }
-                        Some(None) => return None,
-                        None => {}
+                        Holding::Pending => return None,
+                        Holding::Inside => alone = true,
+                        Holding::No => {}
                     }
                 }
                 let bitness = self.bitness();
@@ -669,10 +671,10 @@ impl Interpreter {
                 let tier = self.tier.as_mut()?;
                 // Blocks that ran a sixteenth as often as the hot one join its region.
                 let warm = if tier.regions { tier.threshold / 16 } else { u32::MAX };
-                let region = Arc::new(self.form_region(block, warm));
+                let region = Arc::new(self.form_region(block, warm, if alone { 1 } else { super::region::MAX_BLOCKS }));
                 let tier = self.tier.as_mut()?;
                 if region.host_page != 0 {
-                    for b in region.blocks.iter().filter(|b| b.entry) {
+                    for b in region.blocks.iter() {
                         tier.covered.insert(region.host_page + (b.rip & 0xfff), Arc::downgrade(&region));
                     }
                 }
