@@ -1,8 +1,8 @@
 //! Background compilation: a [`Translator`] on its own compiler thread.
 //!
 //! The vCPU thread hands over [`TranslationJob`]s (plain data) and keeps
-//! interpreting the block; the compiler thread translates them in order
-//! and sends back the entry point with its generation. Cranelift's
+//! interpreting the block; the compiler thread translates the newest
+//! first and sends back the entry point with its generation. Cranelift's
 //! `JITModule` is not `Sync`, so it never leaves the compiler thread: only
 //! entry addresses travel back.
 //!
@@ -48,6 +48,8 @@ struct Shared {
     /// Messages sent and messages handled.
     sent: AtomicU64,
     handled: AtomicU64,
+    /// Jobs a flush dropped before they were compiled.
+    dropped: AtomicU64,
 }
 
 /// A handle on the compiler thread for tests: hold translations in flight,
@@ -158,27 +160,47 @@ impl Background {
     }
 }
 
-/// The compiler thread: translates and flushes in the order asked.
+/// The compiler thread: translates the newest job first (what the guest
+/// runs now; a job queued during a burst of start-up code may have gone
+/// cold meanwhile), and flushes when asked, dropping the jobs queued
+/// before the flush (their answers would be of the old generation).
 fn compiler(mut t: Translator, inbox: &Receiver<Msg>, outbox: &Sender<Done>, shared: &Shared) {
-    while let Ok(msg) = inbox.recv() {
+    let mut pending: Vec<TranslationJob> = Vec::new();
+    loop {
+        // Everything sent so far, without waiting unless there is nothing.
+        let first = if pending.is_empty() {
+            match inbox.recv() {
+                Ok(msg) => Some(msg),
+                Err(_) => break,
+            }
+        } else {
+            None
+        };
+        for msg in first.into_iter().chain(std::iter::from_fn(|| inbox.try_recv().ok())) {
+            match msg {
+                Msg::Job(job) => pending.push(job),
+                // The vCPU dropped every block of the old generation before
+                // asking, and never installs its answers: its code is unused.
+                Msg::Flush => {
+                    shared.handled.fetch_add(pending.len() as u64 + 1, Ordering::AcqRel);
+                    shared.dropped.fetch_add(pending.len() as u64, Ordering::AcqRel);
+                    pending.clear();
+                    t.flush();
+                }
+            }
+        }
         {
             let mut held = shared.held.lock().unwrap_or_else(|e| e.into_inner());
             while *held {
                 held = shared.wake.wait(held).unwrap_or_else(|e| e.into_inner());
             }
         }
-        match msg {
-            Msg::Job(job) => {
-                let native = t.translate(&job.request());
-                let done = Done { ticket: job.ticket, native, code_bytes: t.code_bytes, generation: t.generation() };
-                *shared.stats.lock().unwrap_or_else(|e| e.into_inner()) = t.stats();
-                if outbox.send(done).is_err() {
-                    break;
-                }
-            }
-            // The vCPU dropped every block of the old generation before
-            // asking, and never installs its answers: its code is unused.
-            Msg::Flush => t.flush(),
+        let Some(job) = pending.pop() else { continue };
+        let native = t.translate(&job.request());
+        let done = Done { ticket: job.ticket, native, code_bytes: t.code_bytes, generation: t.generation() };
+        *shared.stats.lock().unwrap_or_else(|e| e.into_inner()) = t.stats();
+        if outbox.send(done).is_err() {
+            break;
         }
         shared.handled.fetch_add(1, Ordering::AcqRel);
     }
@@ -250,6 +272,7 @@ impl BlockTranslator for Background {
     fn stats(&self) -> Vec<(String, u64)> {
         let mut v = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
         v.push(("stale answers dropped".into(), self.stale));
+        v.push(("jobs dropped by flushes".into(), self.shared.dropped.load(Ordering::Acquire)));
         v
     }
 }

@@ -140,6 +140,9 @@ fn flush_while_translations_are_in_flight() {
     assert_eq!(s.gpr, expected.gpr);
     assert_eq!(s.rip, expected.rip);
     assert!(stat(&cpu, "jit: code flushes") >= 1);
-    assert!(stat(&cpu, "jit: stale answers dropped") >= 1, "the old generation's answer was used");
+    // The job in flight was either compiled for the old generation and its
+    // answer dropped, or dropped by the flush before it was compiled.
+    let gone = stat(&cpu, "jit: stale answers dropped") + stat(&cpu, "jit: jobs dropped by flushes");
+    assert!(gone >= 1, "the old generation's answer was used");
     assert!(stat(&cpu, "jit: native block runs") > 0, "nothing ran natively");
 }
