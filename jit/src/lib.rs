@@ -253,7 +253,17 @@ impl BlockTranslator for Translator {
             return None;
         }
         let start = Instant::now();
-        let native = self.compile(req);
+        // A panic in the code generator is a translator bug; the guest must
+        // not pay for it with the emulator: the block stays interpreted.
+        let native = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.compile(req))) {
+            Ok(native) => native,
+            Err(_) => {
+                tracing::error!(rip = req.rip, "jit: the code generator panicked; the block stays interpreted");
+                self.ctx = self.module.make_context();
+                self.fctx = FunctionBuilderContext::new();
+                None
+            }
+        };
         self.compile_ns += start.elapsed().as_nanos() as u64;
         match native {
             Some(_) => self.compiled += 1,
