@@ -494,6 +494,10 @@ impl Default for Hop {
 
 const HOPS: usize = 4096;
 
+/// The run at which a block not yet hot looks for a translated region
+/// that holds it.
+const EARLY_LOOK: u32 = 16;
+
 fn hop_index(rip: u64) -> usize {
     (rip ^ (rip >> 12)) as usize & (HOPS - 1)
 }
@@ -636,7 +640,16 @@ impl Interpreter {
         let native = match block.native.get() {
             Some(native) => (*native)?,
             None => {
-                if block.runs.fetch_add(1, Ordering::Relaxed) < tier.threshold {
+                let runs = block.runs.fetch_add(1, Ordering::Relaxed);
+                if runs < tier.threshold {
+                    // A block that a translated region holds as an entry
+                    // need not wait to be hot: that code exists. Looked
+                    // for once, early, not on every interpreted run.
+                    if runs == EARLY_LOOK && tier.regions {
+                        if let Holding::Entry(native) = self.adopt_held_entry(block) {
+                            return self.runnable(block, native, max);
+                        }
+                    }
                     return None;
                 }
                 let key = Arc::as_ptr(block) as usize;
@@ -654,17 +667,11 @@ impl Interpreter {
                 // region only continues another block into this one,
                 // translate this block alone.
                 let mut alone = false;
-                if let Some(region) = self.region_holding(block) {
-                    match region.holding(block.rip, &block.entries) {
-                        Holding::Entry(native) => {
-                            let _ = block.region.set(region);
-                            let _ = block.native.set(Some(native));
-                            return self.runnable(block, native, max);
-                        }
-                        Holding::Pending => return None,
-                        Holding::Inside => alone = true,
-                        Holding::No => {}
-                    }
+                match self.adopt_held_entry(block) {
+                    Holding::Entry(native) => return self.runnable(block, native, max),
+                    Holding::Pending => return None,
+                    Holding::Inside => alone = true,
+                    Holding::No => {}
                 }
                 let bitness = self.bitness();
                 let long_mode = self.in_64bit_mode();
@@ -733,6 +740,18 @@ impl Interpreter {
             return None;
         }
         Some(native)
+    }
+
+    /// What the live region holding `block` can do for it; where it has
+    /// an entry there, the block takes that code (and the region).
+    fn adopt_held_entry(&self, block: &Block) -> Holding {
+        let Some(region) = self.region_holding(block) else { return Holding::No };
+        let holding = region.holding(block.rip, &block.entries);
+        if let Holding::Entry(native) = holding {
+            let _ = block.region.set(region);
+            let _ = block.native.set(Some(native));
+        }
+        holding
     }
 
     /// The live region holding `block` (by its host address), if any.
