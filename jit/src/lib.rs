@@ -1,13 +1,15 @@
-//! popek's dynamic binary translator: hot guest basic blocks translated to
-//! host code with Cranelift, as a tier of the interpreter
+//! popek's dynamic binary translator: hot guest code translated to host
+//! code with Cranelift a region at a time (a hot block and the warm blocks
+//! it reaches in its page), as a tier of the interpreter
 //! (`emu_core::interp::BlockTranslator`). Native code works on the same
 //! `CpuState`, lazy flags and soft TLB as the interpreter, and hands
 //! whatever it does not lower to the interpreter's own handlers.
 //!
 //! Layout:
 //! - [`Translator`] (here): Cranelift modules, code generations, stats;
-//! - `translate`: one block to one function, the register cache, exits,
-//!   helper calls, dispatch by mnemonic;
+//! - `translate`: one region to one function, the register cache, exits,
+//!   jumps within the region, helper calls, dispatch by mnemonic;
+//! - `region`: the region's edges, predecessor counts and lowering order;
 //! - `flags`: the lazy flags record in Cranelift values, conditions;
 //! - `flags_mem`: flags from before the block, computed inline from the
 //!   record in `CpuState`;

@@ -1,7 +1,9 @@
-//! One block to one Cranelift function: the register cache, exits, helper
-//! calls and the per-instruction dispatch to the lowering modules.
+//! One region to one Cranelift function: the register cache, exits, jumps
+//! between the region's blocks, helper calls and the per-instruction
+//! dispatch to the lowering modules.
 //!
-//! The function is `extern "C" fn(frame) -> u32`. Guest registers live in
+//! The function is `extern "C" fn(frame) -> u32`; the frame's entry index
+//! says which region block it starts at. Guest registers live in
 //! Cranelift variables, loaded from `CpuState` on first use and written
 //! back (the dirty ones) at every exit and before every fallback. Each
 //! instruction is lowered in a fixed order, reads (which may fault) first,
