@@ -279,8 +279,9 @@ pub const TLB_ENTRIES: usize = 4096;
 const INVALID: u64 = u64::MAX;
 
 /// One TLB entry. Tags hold the virtual page number (`linear >> 12`) or
-/// `INVALID`; `addend` turns a linear address into a host address.
-#[repr(C)]
+/// `INVALID`; `addend` turns a linear address into a host address. A
+/// cache line each: translated code indexes the array with a shift.
+#[repr(C, align(64))]
 #[derive(Clone, Copy, Debug)]
 pub struct TlbEntry {
     /// Tag for reads.
