@@ -50,6 +50,8 @@ struct Shared {
     handled: AtomicU64,
     /// Jobs a flush dropped before they were compiled.
     dropped: AtomicU64,
+    /// Raised when an answer is sent, lowered when the vCPU takes them.
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A handle on the compiler thread for tests: hold translations in flight,
@@ -202,6 +204,7 @@ fn compiler(mut t: Translator, inbox: &Receiver<Msg>, outbox: &Sender<Done>, sha
         if outbox.send(done).is_err() {
             break;
         }
+        shared.ready.store(true, Ordering::Release);
         shared.handled.fetch_add(1, Ordering::AcqRel);
     }
 }
@@ -246,12 +249,18 @@ impl BlockTranslator for Background {
     }
 
     fn finished(&mut self, out: &mut Vec<Finished>) {
+        // Lowered first: an answer sent while draining raises it again.
+        self.shared.ready.store(false, Ordering::Release);
         out.append(&mut self.early);
         while let Ok(d) = self.results.try_recv() {
             if let Some(f) = self.accept(d) {
                 out.push(f);
             }
         }
+    }
+
+    fn results_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        Some(Arc::clone(&self.shared.ready))
     }
 
     fn wants_flush(&self) -> bool {

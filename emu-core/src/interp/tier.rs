@@ -408,8 +408,15 @@ pub trait BlockTranslator: Send {
     }
     /// Appends the background translations finished since the last call.
     fn finished(&mut self, _out: &mut Vec<Finished>) {}
-    /// Whether the translator wants its code memory freed (called between
-    /// blocks; the dispatcher then drops every block and calls `flush`).
+    /// A flag the compiler thread raises when answers wait (`finished`
+    /// lowers it), so the dispatcher need not ask at every block boundary;
+    /// `None`: ask every time.
+    fn results_flag(&self) -> Option<Arc<AtomicBool>> {
+        None
+    }
+    /// Whether the translator wants its code memory freed (asked after
+    /// translations arrive; the dispatcher then drops every block at the
+    /// next boundary and calls `flush`).
     fn wants_flush(&self) -> bool;
     /// Drops all native code; later blocks belong to a new generation.
     fn flush(&mut self);
@@ -426,6 +433,8 @@ pub(crate) struct Tier {
     pub(crate) threshold: u32,
     /// Translate regions of blocks (`POPEK_JIT_REGIONS=0`: one block each).
     pub(crate) regions: bool,
+    /// The translator's "answers wait" flag, if it has one.
+    results: Option<Arc<AtomicBool>>,
     /// Code was dropped while native code could run: free it at the next
     /// block boundary.
     pub(crate) flush_pending: bool,
@@ -509,6 +518,7 @@ impl Tier {
         // (3 s, POPEK-INIT-OK at 24 s).
         let threshold = std::env::var("POPEK_JIT_THRESHOLD").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
         Self {
+            results: translator.results_flag(),
             translator,
             threshold,
             regions: std::env::var_os("POPEK_JIT_REGIONS").is_none_or(|v| v != "0"),
@@ -613,7 +623,11 @@ impl Interpreter {
     /// installs finished background translations.
     pub(crate) fn tier_boundary(&mut self) {
         let Some(tier) = &mut self.tier else { return };
-        if tier.flush_pending || tier.translator.wants_flush() {
+        if !tier.queued.is_empty() && tier.results.as_ref().is_none_or(|f| f.load(Ordering::Acquire)) {
+            tier.install_finished();
+            tier.flush_pending |= tier.translator.wants_flush();
+        }
+        if tier.flush_pending {
             tier.flush_pending = false;
             self.code.clear();
             self.code.bury();
@@ -623,11 +637,6 @@ impl Interpreter {
                 tier.queued.clear();
                 tier.covered.clear();
                 tier.translator.flush();
-            }
-        }
-        if let Some(tier) = &mut self.tier {
-            if !tier.queued.is_empty() {
-                tier.install_finished();
             }
         }
     }
@@ -717,6 +726,7 @@ impl Interpreter {
                     job
                 };
                 let native = tier.translator.translate(&job.request());
+                tier.flush_pending |= tier.translator.wants_flush();
                 if native.is_some() {
                     tier.compiled += 1;
                 } else {
