@@ -37,6 +37,8 @@ const SLOTS: usize = WAYS << SET_BITS;
 const PAGE: u64 = 4096;
 /// The longest block decoded at once.
 const MAX_BLOCK: usize = 64;
+/// The bytes copied to decode a block, unless it turns out longer.
+const SHORT_WINDOW: usize = 256;
 
 /// Straight-line instructions with their handlers.
 pub(crate) struct Block {
@@ -370,27 +372,39 @@ impl Interpreter {
             let ins = self.fetch_slow(bitness, rip, lin)?;
             return Ok(single(rip, ins));
         };
-        // SAFETY: `host` maps the rest of this guest page (the TLB holds it),
-        // and the guest cannot unmap it while we hold the memory Arc.
-        let bytes = unsafe { std::slice::from_raw_parts(host as *const u8, in_page) }.to_vec();
-        let mut d = Decoder::with_ip(bitness, &bytes, rip, DecoderOptions::NONE);
-        let mut entries = Vec::new();
-        let mut end = rip;
-        while entries.len() < MAX_BLOCK {
-            let ins = d.decode();
-            if d.last_error() != DecoderError::None {
-                break;
+        // Most blocks are a few dozen bytes: copy a short window of the page
+        // first, and the rest of it only when the block runs past it.
+        let mut window = in_page.min(SHORT_WINDOW);
+        let (entries, end) = loop {
+            // SAFETY: `host` maps the rest of this guest page (the TLB holds
+            // it), and the guest cannot unmap it while we hold the memory
+            // Arc; `window` is within the page.
+            let bytes = unsafe { std::slice::from_raw_parts(host as *const u8, window) }.to_vec();
+            let mut d = Decoder::with_ip(bitness, &bytes, rip, DecoderOptions::NONE);
+            let mut entries = Vec::new();
+            let mut end = rip;
+            let mut short = false;
+            while entries.len() < MAX_BLOCK {
+                let ins = d.decode();
+                if d.last_error() != DecoderError::None {
+                    short = d.last_error() == DecoderError::NoMoreBytes && window < in_page;
+                    break;
+                }
+                let last = ins.ip().wrapping_add(ins.len() as u64 - 1);
+                if !self.in_64bit_mode() && (last > limit || last < ins.ip()) {
+                    break;
+                }
+                entries.push((exec::handler_of(&ins), ins));
+                end = ins.next_ip();
+                if ends_block(&ins) {
+                    break;
+                }
             }
-            let last = ins.ip().wrapping_add(ins.len() as u64 - 1);
-            if !self.in_64bit_mode() && (last > limit || last < ins.ip()) {
-                break;
+            if !short {
+                break (entries, end);
             }
-            entries.push((exec::handler_of(&ins), ins));
-            end = ins.next_ip();
-            if ends_block(&ins) {
-                break;
-            }
-        }
+            window = in_page;
+        };
         if entries.is_empty() {
             // An instruction crossing the page, an invalid one, or one past
             // the CS limit: the slow path raises whatever it must.
