@@ -23,12 +23,12 @@ fn jit_machine(code: &[u8]) -> Interpreter {
     cpu
 }
 
-fn stat(cpu: &Interpreter, name: &str) -> u64 {
+pub(super) fn stat(cpu: &Interpreter, name: &str) -> u64 {
     cpu.stats().events.iter().find(|(k, _)| k == name).map_or(0, |e| e.1)
 }
 
 /// Steps until HLT; panics on a stop or if none comes.
-fn to_hlt(cpu: &mut Interpreter) {
+pub(super) fn to_hlt(cpu: &mut Interpreter) {
     for _ in 0..1_000_000 {
         match cpu.step_block() {
             Step::Executed => {}

@@ -13,11 +13,8 @@ use emu_core::Vcpu;
 use iced_x86::code_asm::*;
 
 use super::tests::{assemble, machine, CODE};
+use super::tests_chain::{stat, to_hlt};
 use super::Translator;
-
-fn stat(cpu: &Interpreter, name: &str) -> u64 {
-    cpu.stats().events.iter().find(|(k, _)| k == name).map_or(0, |e| e.1)
-}
 
 fn run(code: &[u8], jit: bool) -> Interpreter {
     let mut cpu = machine(code);
@@ -25,14 +22,8 @@ fn run(code: &[u8], jit: bool) -> Interpreter {
         cpu.set_translator(Box::new(Translator::new().unwrap()));
         cpu.set_jit_threshold(20);
     }
-    for _ in 0..1_000_000 {
-        match cpu.step_block() {
-            Step::Executed => {}
-            Step::Halted => return cpu,
-            Step::Stopped(r) => panic!("stopped: {r:?} at {:#x}", Interpreter::state(&cpu).rip),
-        }
-    }
-    panic!("no HLT reached");
+    to_hlt(&mut cpu);
+    cpu
 }
 
 /// Runs `code` both ways, compares the end states and returns the JIT run.
@@ -97,7 +88,6 @@ fn calls_and_returns_within_the_page_stay_native() {
         Ok(())
     });
     let cpu = same(&code);
-    eprintln!("{:?}", cpu.stats().events);
     assert!(native_share(&cpu) > 95, "{}% native", native_share(&cpu));
     assert!(stat(&cpu, "jit: hop-table runs") < 100, "returns left the region");
     assert!(stat(&cpu, "jit: native block runs") < 200);
