@@ -369,6 +369,16 @@ pub(crate) fn set_arith(l: &mut Lower<'_, '_>, f: Value) {
 }
 
 /// SF, ZF and PF of a `size`-byte result, as RFLAGS bits.
+/// The flags of a multiplication: SF, ZF and PF of the low half `lo` (as
+/// the interpreter leaves them), CF and OF from `overflow` (an i8).
+pub(crate) fn set_mul(l: &mut Lower<'_, '_>, lo: Value, size: usize, overflow: Value) {
+    let f = szp(l, lo, size);
+    let o = l.b.ins().uextend(types::I64, overflow);
+    let o = l.b.ins().imul_imm_s(o, (flags::CF | flags::OF) as i64);
+    let f = l.b.ins().bor(f, o);
+    set_arith(l, f);
+}
+
 pub(crate) fn szp(l: &mut Lower<'_, '_>, res: Value, size: usize) -> Value {
     let z = l.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
     let z = l.b.ins().uextend(types::I64, z);

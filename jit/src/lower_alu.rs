@@ -343,10 +343,6 @@ pub(crate) fn imul(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
         (lo, l.b.ins().icmp(cranelift_codegen::ir::condcodes::IntCC::NotEqual, back, p))
     };
     l.write_reg(ins.op0_register(), lo);
-    let f = flags::szp(l, lo, size);
-    let o = l.b.ins().uextend(types::I64, overflow);
-    let o = l.b.ins().imul_imm_s(o, (fl::CF | fl::OF) as i64);
-    let f = l.b.ins().bor(f, o);
-    flags::set_arith(l, f);
+    flags::set_mul(l, lo, size, overflow);
     Ok(())
 }

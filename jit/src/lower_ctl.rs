@@ -28,13 +28,7 @@ fn check_canonical(l: &mut Lower<'_, '_>, ins: &Instruction, target: Value) {
     let t = l.b.ins().ishl_imm_s(target, 16);
     let t = l.b.ins().sshr_imm_s(t, 16);
     let bad = l.b.ins().icmp(IntCC::NotEqual, t, target);
-    let cold = l.b.create_block();
-    let cont = l.b.create_block();
-    l.b.set_cold_block(cold);
-    l.b.ins().brif(bad, cold, &[], cont, &[]);
-    l.b.switch_to_block(cold);
-    l.cold_fallback_exit(ins);
-    l.b.switch_to_block(cont);
+    l.cold_fallback_if(ins, bad);
 }
 
 /// A 64-bit register or memory operand 0 (indirect JMP/CALL).

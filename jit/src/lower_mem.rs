@@ -25,7 +25,8 @@ pub(crate) struct Addr {
     pub(crate) lin: Value,
 }
 
-fn seg_index(r: Register) -> usize {
+/// The `CpuState::segs` index of a segment register (DS for none).
+pub(crate) fn seg_index(r: Register) -> usize {
     match r {
         Register::ES => seg::ES,
         Register::CS => seg::CS,

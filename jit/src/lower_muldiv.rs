@@ -8,8 +8,7 @@
 //! (raising the exception, or dividing) and the block ends there.
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, InstBuilder, Value};
-use emu_core::cpu::flags as fl;
+use cranelift_codegen::ir::{InstBuilder, Value};
 use iced_x86::{Instruction, Mnemonic as M, Register};
 
 use crate::flags;
@@ -78,23 +77,8 @@ pub(crate) fn mul(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
         (lo, hi, overflow)
     };
     write_wide(l, size, lo, hi);
-    let f = flags::szp(l, lo, size);
-    let o = l.b.ins().uextend(types::I64, overflow);
-    let o = l.b.ins().imul_imm_s(o, (fl::CF | fl::OF) as i64);
-    let f = l.b.ins().bor(f, o);
-    flags::set_arith(l, f);
+    flags::set_mul(l, lo, size, overflow);
     Ok(())
-}
-
-/// Leaves to the interpreter (cold, ending the block) when `bad` holds.
-fn cold_if(l: &mut Lower<'_, '_>, ins: &Instruction, bad: Value) {
-    let cold = l.b.create_block();
-    let cont = l.b.create_block();
-    l.b.set_cold_block(cold);
-    l.b.ins().brif(bad, cold, &[], cont, &[]);
-    l.b.switch_to_block(cold);
-    l.cold_fallback_exit(ins);
-    l.b.switch_to_block(cont);
 }
 
 /// DIV, IDIV r/m. The flags are left as they are (as the interpreter
@@ -128,13 +112,13 @@ pub(crate) fn div(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
             let ovf = l.b.ins().band(m1, min);
             let bad = l.b.ins().bor(wide, zero);
             let bad = l.b.ins().bor(bad, ovf);
-            cold_if(l, ins, bad);
+            l.cold_fallback_if(ins, bad);
             (l.b.ins().sdiv(lo, divisor), l.b.ins().srem(lo, divisor))
         } else {
             let zero = l.b.ins().icmp_imm_s(IntCC::Equal, divisor, 0);
             let wide = l.b.ins().icmp_imm_s(IntCC::NotEqual, hi, 0);
             let bad = l.b.ins().bor(zero, wide);
-            cold_if(l, ins, bad);
+            l.cold_fallback_if(ins, bad);
             (l.b.ins().udiv(lo, divisor), l.b.ins().urem(lo, divisor))
         }
     } else {
@@ -149,18 +133,18 @@ pub(crate) fn div(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
             let min = l.b.ins().icmp_imm_s(IntCC::Equal, n, i64::MIN);
             let ovf = l.b.ins().band(m1, min);
             let bad = l.b.ins().bor(zero, ovf);
-            cold_if(l, ins, bad);
+            l.cold_fallback_if(ins, bad);
             let q = l.b.ins().sdiv(n, d);
             let r = l.b.ins().srem(n, d);
             // The quotient must fit the operand size, signed.
             let back = flags::sext(l, q, size);
             let wide = l.b.ins().icmp(IntCC::NotEqual, back, q);
-            cold_if(l, ins, wide);
+            l.cold_fallback_if(ins, wide);
             (masked(l, q, size), masked(l, r, size))
         } else {
             // #DE exactly when hi >= divisor (which covers a zero one).
             let bad = l.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, hi, divisor);
-            cold_if(l, ins, bad);
+            l.cold_fallback_if(ins, bad);
             (l.b.ins().udiv(n, divisor), l.b.ins().urem(n, divisor))
         }
     };

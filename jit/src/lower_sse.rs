@@ -53,17 +53,6 @@ fn is_xmm_op(ins: &Instruction, n: u32) -> bool {
     ins.op_kind(n) == OpKind::Register && ins.op_register(n).is_xmm()
 }
 
-/// Leaves through the interpreter (cold, ending the block) when `bad`.
-fn cold_if(l: &mut Lower<'_, '_>, ins: &Instruction, bad: Value) {
-    let cold = l.b.create_block();
-    let cont = l.b.create_block();
-    l.b.set_cold_block(cold);
-    l.b.ins().brif(bad, cold, &[], cont, &[]);
-    l.b.switch_to_block(cold);
-    l.cold_fallback_exit(ins);
-    l.b.switch_to_block(cont);
-}
-
 /// The interpreter's `sse_enter`: #UD/#NM are its to raise.
 fn sse_check(l: &mut Lower<'_, '_>, ins: &Instruction) {
     let cr0 = l.b.ins().load(types::I64, mem(), l.state, CR0);
@@ -73,7 +62,7 @@ fn sse_check(l: &mut Lower<'_, '_>, ins: &Instruction) {
     let fx = l.b.ins().band_imm_s(cr4, CR4_OSFXSR);
     let bad4 = l.b.ins().icmp_imm_s(IntCC::Equal, fx, 0);
     let bad = l.b.ins().bor(bad0, bad4);
-    cold_if(l, ins, bad);
+    l.cold_fallback_if(ins, bad);
 }
 
 /// Forms that take any alignment.
@@ -89,7 +78,7 @@ fn host16(l: &mut Lower<'_, '_>, ins: &Instruction, write: bool) -> Value {
     if !unaligned(ins.mnemonic()) {
         let low = l.b.ins().band_imm_s(a.lin, 15);
         let bad = l.b.ins().icmp_imm_s(IntCC::NotEqual, low, 0);
-        cold_if(l, ins, bad);
+        l.cold_fallback_if(ins, bad);
     }
     let tag = if write { offsets::TLB_WRITE_TAG } else { offsets::TLB_READ_TAG };
     let (fast, slow, entry) = tlb_check(l, a.lin, 16, tag);

@@ -30,16 +30,6 @@ fn acc(size: usize) -> Register {
     }
 }
 
-fn seg_of(r: Register) -> usize {
-    match r {
-        Register::ES => seg::ES,
-        Register::CS => seg::CS,
-        Register::SS => seg::SS,
-        Register::FS => seg::FS,
-        Register::GS => seg::GS,
-        _ => seg::DS,
-    }
-}
 
 /// `size` or `-size` by DF (RFLAGS in memory holds DF: only fallbacks
 /// change it).
@@ -77,7 +67,7 @@ pub(crate) fn string(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
         return Err(Unsupported);
     }
     let size = elem_size(m);
-    let src_seg = seg_of(ins.memory_segment());
+    let src_seg = crate::lower_mem::seg_index(ins.memory_segment());
     let d = step(l, size);
     match m {
         M::Movsb | M::Movsw | M::Movsd | M::Movsq => {

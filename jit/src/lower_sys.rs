@@ -112,17 +112,6 @@ fn flush_flags(l: &mut Lower<'_, '_>) {
     l.flags = FlagsState::Memory;
 }
 
-/// Leaves through the interpreter (cold) when `bad`: it raises the #GP.
-fn cold_if(l: &mut Lower<'_, '_>, ins: &Instruction, bad: Value) {
-    let cold = l.b.create_block();
-    let cont = l.b.create_block();
-    l.b.set_cold_block(cold);
-    l.b.ins().brif(bad, cold, &[], cont, &[]);
-    l.b.switch_to_block(cold);
-    l.cold_fallback_exit(ins);
-    l.b.switch_to_block(cont);
-}
-
 /// CLI and STI: #GP when CPL > IOPL (left to the interpreter); STI from
 /// IF=0 sets the interrupt shadow.
 fn cli_sti(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
@@ -131,7 +120,7 @@ fn cli_sti(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     let c = cpl(l);
     let io = iopl(l, f);
     let bad = l.b.ins().icmp(IntCC::UnsignedGreaterThan, c, io);
-    cold_if(l, ins, bad);
+    l.cold_fallback_if(ins, bad);
     let new = if ins.mnemonic() == M::Cli {
         l.b.ins().band_imm_s(f, !(fl::IF as i64))
     } else {

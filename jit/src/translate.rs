@@ -699,6 +699,19 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.b.ins().return_(&[code]);
     }
 
+    /// Leaves through the interpreter (on a cold path, ending the block)
+    /// when `bad` holds: it raises what the lowering leaves to it (#GP,
+    /// #DE, #UD/#NM); else goes on.
+    pub(crate) fn cold_fallback_if(&mut self, ins: &Instruction, bad: Value) {
+        let cold = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.set_cold_block(cold);
+        self.b.ins().brif(bad, cold, &[], cont, &[]);
+        self.b.switch_to_block(cold);
+        self.cold_fallback_exit(ins);
+        self.b.switch_to_block(cont);
+    }
+
     /// After an instruction: leave if one of its writes hit cached code.
     pub(crate) fn finish_instruction(&mut self, ins: &Instruction, next_rip: u64) {
         if let Some(status) = self.pending_end.take() {
