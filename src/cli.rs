@@ -79,6 +79,12 @@ pub struct RunArgs {
     /// MIPS, soft-TLB hit rate, exits or device events by kind.
     #[arg(long)]
     pub stats: bool,
+
+    /// Debugging the JIT: repeat every run of translated code under the
+    /// interpreter and stop at the first difference in registers, flags or
+    /// memory, with a report (much slower). Needs --accel jit.
+    #[arg(long)]
+    pub jit_lockstep: bool,
 }
 
 impl RunArgs {
@@ -87,6 +93,9 @@ impl RunArgs {
     pub fn validate(&self) -> Result<(), String> {
         if self.kernel.is_none() && (self.initrd.is_some() || !self.append.is_empty()) {
             return Err("--initrd and --append need --kernel".into());
+        }
+        if self.jit_lockstep && self.accel != Some(Accel::Jit) {
+            return Err("--jit-lockstep needs --accel jit".into());
         }
         Ok(())
     }
@@ -111,6 +120,7 @@ impl RunArgs {
             debugcon: self.debugcon.clone(),
             timeout: self.timeout,
             stats: self.stats,
+            jit_lockstep: self.jit_lockstep,
         }
     }
 }

@@ -124,6 +124,9 @@ pub struct Config {
     pub timeout: Option<Duration>,
     /// Print the vCPU's statistics at exit.
     pub stats: bool,
+    /// Under the JIT, repeat each native run under the interpreter and stop
+    /// at the first difference.
+    pub jit_lockstep: bool,
 }
 
 /// A writer that flushes after every write, so prompts without a newline
@@ -473,6 +476,7 @@ fn build_interp(
             let background = jit::Background::new(translator).map_err(|e| Error::Config(format!("the jit compiler thread: {e}")))?;
             cpu.set_translator(Box::new(background));
         }
+        cpu.set_lockstep(cfg.jit_lockstep);
     }
     let timed: Vec<Arc<Mutex<dyn Timed>>> = vec![devs.cmos, pit, lapic, hpet];
     spawn_device_timers(timed, clock.clone(), control.clone());

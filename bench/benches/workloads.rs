@@ -24,6 +24,7 @@ fn config(rom: &std::path::Path, accel: Accel) -> Config {
         debugcon: Output::None,
         timeout: None,
         stats: false,
+        jit_lockstep: false,
     }
 }
 

@@ -222,6 +222,7 @@ impl BlockTranslator for Background {
             helpers: req.helpers,
             links: req.links,
             blocks: req.blocks.to_vec(),
+            journal_writes: req.journal_writes,
         };
         if !self.send(Msg::Job(job)) {
             return None;

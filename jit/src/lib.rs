@@ -157,6 +157,7 @@ impl Translator {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
             let mut l = Lower::new(&mut b, req.helpers, pointer);
             l.links = req.links as u64;
+            l.inline_stores = !req.journal_writes;
             l.page = req.rip & !0xfff;
             let whole = [RegionBlock { rip: req.rip, start: 0, len: req.instructions.len(), chain_fallthrough: false, entry: true }];
             let blocks = if req.blocks.is_empty() { &whole[..] } else { req.blocks };

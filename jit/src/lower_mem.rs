@@ -174,19 +174,20 @@ pub(crate) fn load(l: &mut Lower<'_, '_>, ins: &Instruction, a: Addr, size: usiz
 /// Stores the low `size` bytes of `v`. A fault exits with the state before
 /// `ins`; a write that dropped cached code is checked when `ins` is done.
 pub(crate) fn store(l: &mut Lower<'_, '_>, ins: &Instruction, a: Addr, size: usize, v: Value) {
-    let (fast, slow, entry) = tlb_check(l, a.lin, size, offsets::TLB_WRITE_TAG);
     let join = l.b.create_block();
     l.b.append_block_param(join, types::I32);
+    if l.inline_stores {
+        let (fast, slow, entry) = tlb_check(l, a.lin, size, offsets::TLB_WRITE_TAG);
+        l.b.switch_to_block(fast);
+        let addend = l.b.ins().load(types::I64, mem(), entry, offsets::TLB_ADDEND);
+        let host = l.b.ins().iadd(a.lin, addend);
+        let narrow = if size == 8 { v } else { l.b.ins().ireduce(int_type(size), v) };
+        l.b.ins().store(mem(), narrow, host, 0);
+        let cont = l.b.ins().iconst(types::I32, i64::from(exit::CONTINUE));
+        l.b.ins().jump(join, &[cont.into()]);
+        l.b.switch_to_block(slow);
+    }
 
-    l.b.switch_to_block(fast);
-    let addend = l.b.ins().load(types::I64, mem(), entry, offsets::TLB_ADDEND);
-    let host = l.b.ins().iadd(a.lin, addend);
-    let narrow = if size == 8 { v } else { l.b.ins().ireduce(int_type(size), v) };
-    l.b.ins().store(mem(), narrow, host, 0);
-    let cont = l.b.ins().iconst(types::I32, i64::from(exit::CONTINUE));
-    l.b.ins().jump(join, &[cont.into()]);
-
-    l.b.switch_to_block(slow);
     let segment = l.b.ins().iconst(types::I32, a.seg as i64);
     let width = l.b.ins().iconst(types::I32, size as i64);
     let status = l.call(l.helpers.write as usize, l.sigs.write, &[l.frame, segment, a.ea, width, v]);

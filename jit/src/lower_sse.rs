@@ -115,7 +115,8 @@ fn check_rm(ins: &Instruction) -> L<()> {
 /// MOVAPS, MOVUPS, MOVAPD, MOVUPD, MOVDQA, MOVDQU, LDDQU.
 pub(crate) fn mov128(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     if ins.op0_kind() == OpKind::Memory {
-        if !is_xmm_op(ins, 1) {
+        // Without inline stores (lockstep) the interpreter writes.
+        if !is_xmm_op(ins, 1) || !l.inline_stores {
             return Err(Unsupported);
         }
         check_mem(ins)?;

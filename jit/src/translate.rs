@@ -68,6 +68,9 @@ pub(crate) struct Lower<'a, 'b> {
     /// The address of the block's link slots (0: no links), and the guest
     /// page of the block: only exits to targets in that page are linked.
     pub(crate) links: u64,
+    /// Stores may use the TLB inline (off in lockstep, which journals
+    /// every write in the write helper).
+    pub(crate) inline_stores: bool,
     pub(crate) page: u64,
     /// The shared exit tails: what they store, and their blocks.
     tails: Vec<(TailKey, cranelift_codegen::ir::Block)>,
@@ -178,6 +181,7 @@ impl<'a, 'b> Lower<'a, 'b> {
             index: 0,
             pending_end: None,
             links: 0,
+            inline_stores: true,
             page: u64::MAX,
             tails: Vec::new(),
             region: None,

@@ -158,13 +158,17 @@ impl Interpreter {
         if (linear & (PAGE - 1)) as usize + size <= PAGE as usize {
             if !implicit {
                 if let Some(p) = self.tlb.lookup(linear, Access::Write, user) {
+                    self.journal_write(linear, p, size);
                     write_host(p, size, value);
                     return Ok(());
                 }
             }
             let (phys, host) = self.translate(linear, Access::Write, implicit)?;
             match host {
-                Some(p) => write_host(p, size, value),
+                Some(p) => {
+                    self.journal_write(linear, p, size);
+                    write_host(p, size, value);
+                }
                 None => self.write_mmio(phys, size, value),
             }
             return Ok(());
@@ -228,6 +232,7 @@ impl Interpreter {
         }
         if (lin & (PAGE - 1)) as usize + size <= PAGE as usize {
             if let Some(p) = self.tlb.lookup(lin, Access::Write, self.user_access()) {
+                self.journal_write(lin, p, size);
                 write_host(p, size, value);
                 return Ok(());
             }
@@ -269,7 +274,7 @@ pub(crate) fn is_canonical(addr: u64) -> bool {
 }
 
 #[inline]
-fn read_host(p: *mut u8, size: usize) -> u64 {
+pub(super) fn read_host(p: *mut u8, size: usize) -> u64 {
     // SAFETY: `p..p+size` lies inside one guest page of a live mapping
     // (the TLB or the walk found it). Unaligned loads of the access's own
     // width (a plain memcpy call for a variable size would dominate);
@@ -290,7 +295,7 @@ fn read_host(p: *mut u8, size: usize) -> u64 {
 }
 
 #[inline]
-fn write_host(p: *mut u8, size: usize, value: u64) {
+pub(super) fn write_host(p: *mut u8, size: usize, value: u64) {
     // SAFETY: as in `read_host`; the TLB gives write tags only to
     // writable RAM pages.
     unsafe {

@@ -22,6 +22,7 @@ mod decode;
 mod delivery;
 mod exec;
 pub mod fault;
+mod lockstep;
 mod operand;
 mod region;
 mod segment;
@@ -105,6 +106,8 @@ pub struct Interpreter {
     pub(crate) tier: Option<tier::Tier>,
     /// A fault a JIT helper saw, for the dispatcher to raise.
     pub(crate) jit_fault: Option<Fault>,
+    /// Lockstep checking of native code, when on.
+    pub(crate) lockstep: Option<Box<lockstep::Lockstep>>,
 }
 
 /// The registers of a local APIC that the CPU reaches without the bus:
@@ -133,6 +136,9 @@ pub(crate) struct Counters {
     pub(crate) exceptions: Cell<u64>,
     pub(crate) halts: Cell<u64>,
     pub(crate) blocks_decoded: Cell<u64>,
+    /// Reads of the clock and the local APIC's CPU-side registers (the
+    /// TSC, its deadline, CR8), which a repeated run would not repeat.
+    pub(crate) clock_reads: Cell<u64>,
 }
 
 /// Adds one to a counter.
@@ -167,6 +173,7 @@ impl Interpreter {
             counters: Counters::default(),
             tier: None,
             jit_fault: None,
+            lockstep: None,
         }
     }
 
@@ -286,7 +293,11 @@ impl Interpreter {
                 // Back in its slot before it runs, so chained code can come
                 // back to it; one not cached stays held here.
                 let held = self.code.put_back(slot, block, generation);
-                let result = self.run_native(ptr, native, max, cached);
+                let result = if self.lockstep_on() {
+                    self.run_native_lockstep(ptr, native, max, cached)
+                } else {
+                    self.run_native(ptr, native, max, cached)
+                };
                 drop(held);
                 return result;
             }
@@ -388,6 +399,7 @@ impl Vcpu for Interpreter {
             .into_iter()
             .map(|(k, n)| (k.into(), n))
             .chain(self.tier_stats())
+            .chain(self.lockstep_stats())
             .collect(),
         }
     }
@@ -397,6 +409,8 @@ impl Vcpu for Interpreter {
 mod tests;
 #[cfg(test)]
 mod tests_fpu;
+#[cfg(test)]
+mod tests_lockstep;
 #[cfg(test)]
 mod tests_protect;
 #[cfg(test)]

@@ -324,6 +324,9 @@ pub struct TranslationRequest<'a> {
     /// The region: the blocks `instructions` is made of, the first being
     /// the entry (at `rip`); all in the page of `rip`.
     pub blocks: &'a [RegionBlock],
+    /// Every guest write must go through the write helper, none through
+    /// the TLB inline (lockstep journals them there).
+    pub journal_writes: bool,
 }
 
 /// One block of a region: where its instructions are in the request.
@@ -339,13 +342,12 @@ pub struct RegionBlock {
     /// last instruction does not change the mode, paging or interrupt
     /// state.
     pub chain_fallthrough: bool,
-    /// Whether native code may be entered at this block; others are
-    /// reached only from within, and start with their predecessor's
-    /// registers and flags. Regions make every block an entry, so that a
-    /// block that becomes hot inside a region enters its code: a Linux
-    /// boot translated about 4 times the instructions (and waited that
-    /// much longer for the compiler thread) when only the first block,
-    /// the calls' return addresses and joins were entries.
+    /// Whether native code may be entered at this block: the first block,
+    /// the calls' return addresses and every block with no or several
+    /// ways in from the region (joins, loop heads). Others are reached
+    /// only from within and start with their predecessor's registers and
+    /// flags. A block that becomes hot where a region holds it as an entry
+    /// runs that code instead of a translation of its own.
     pub entry: bool,
 }
 
@@ -370,6 +372,8 @@ pub struct TranslationJob {
     pub links: usize,
     /// See [`TranslationRequest`].
     pub blocks: Vec<RegionBlock>,
+    /// See [`TranslationRequest`].
+    pub journal_writes: bool,
 }
 
 impl TranslationJob {
@@ -383,6 +387,7 @@ impl TranslationJob {
             helpers: self.helpers,
             links: self.links,
             blocks: &self.blocks,
+            journal_writes: self.journal_writes,
         }
     }
 }
@@ -699,6 +704,7 @@ impl Interpreter {
                 }
                 let region = block.region.get_or_init(|| region);
                 let instructions: Vec<Instruction> = region.entries.iter().map(|(_, ins)| *ins).collect();
+                let journal_writes = self.lockstep_on();
                 let tier = self.tier.as_mut()?;
                 let ticket = tier.next_ticket;
                 let job = TranslationJob {
@@ -710,6 +716,7 @@ impl Interpreter {
                     helpers: HELPERS,
                     links: region.links.as_ptr() as usize,
                     blocks: region.blocks.to_vec(),
+                    journal_writes,
                 };
                 let job = if background {
                     match tier.translator.submit(job) {

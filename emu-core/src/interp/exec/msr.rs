@@ -176,6 +176,7 @@ fn write(cpu: &mut Interpreter, i: u32, v: u64) -> Option<()> {
     let canonical = super::super::access::is_canonical(v);
     let all_or_nothing = v == 0 || v == u64::MAX;
     if i == index::TSC {
+        crate::interp::bump(&cpu.counters.clock_reads);
         cpu.s.msrs.tsc_offset = v.wrapping_sub(cpu.clock.monotonic_ns());
         return Some(());
     }

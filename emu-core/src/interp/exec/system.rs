@@ -45,12 +45,14 @@ impl Interpreter {
     /// The TSC: 1 GHz from the machine's monotonic clock (the one its
     /// timers count), plus the guest's offset.
     pub(crate) fn tsc(&self) -> u64 {
+        crate::interp::bump(&self.counters.clock_reads);
         self.clock.monotonic_ns().wrapping_add(self.s.msrs.tsc_offset)
     }
 
     /// IA32_TSC_DEADLINE as the guest reads it: the armed deadline in TSC
     /// units, 0 once it fired or while disarmed.
     pub(crate) fn tsc_deadline(&self) -> u64 {
+        crate::interp::bump(&self.counters.clock_reads);
         let armed = self.local_apic.as_ref().and_then(|apic| apic.tsc_deadline_ns());
         armed.map_or(0, |ns| ns.wrapping_add(self.s.msrs.tsc_offset))
     }
@@ -58,6 +60,7 @@ impl Interpreter {
     /// Arms the local APIC's TSC-deadline timer at TSC value `v` (0
     /// disarms); a deadline already past fires at once.
     pub(crate) fn set_tsc_deadline(&mut self, v: u64) {
+        crate::interp::bump(&self.counters.clock_reads);
         let Some(apic) = self.local_apic.as_ref() else { return };
         if v == 0 {
             apic.set_tsc_deadline_ns(None);
@@ -133,6 +136,7 @@ pub(super) fn mov_cr_dr(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
                     return Err(Fault::gp0());
                 }
                 cpu.s.cr8 = v;
+                crate::interp::bump(&cpu.counters.clock_reads);
                 // CR8 is the local APIC's TPR[7:4].
                 if let Some(apic) = cpu.local_apic.as_ref() {
                     apic.set_tpr_cr8(v as u8);
@@ -148,7 +152,10 @@ pub(super) fn mov_cr_dr(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
             Register::CR2 => cpu.s.cr2,
             Register::CR3 => cpu.s.cr3,
             Register::CR4 => cpu.s.cr4,
-            Register::CR8 => cpu.local_apic.as_ref().map_or(cpu.s.cr8, |apic| u64::from(apic.tpr_cr8())),
+            Register::CR8 => {
+                crate::interp::bump(&cpu.counters.clock_reads);
+                cpu.local_apic.as_ref().map_or(cpu.s.cr8, |apic| u64::from(apic.tpr_cr8()))
+            }
             _ => return Err(Fault::ud()),
         };
         cpu.set_reg(dst, v & wide_mask);
