@@ -71,7 +71,13 @@ fn loader_fills_boot_params_for_debians_kernel() {
 }
 
 fn boot_args(dir: &std::path::Path, accel: &str, append: &str) -> Vec<String> {
-    let mut args: Vec<String> = ["run", "--accel", accel, "-m", "512M", "--timeout", "280s"].map(String::from).to_vec();
+    // "jit-lockstep": the JIT with the interpreter repeating every native
+    // run (about twice the interpreter's time).
+    let (backend, timeout) = if accel == "jit-lockstep" { ("jit", "900s") } else { (accel, "280s") };
+    let mut args: Vec<String> = ["run", "--accel", backend, "-m", "512M", "--timeout", timeout].map(String::from).to_vec();
+    if accel == "jit-lockstep" {
+        args.push("--jit-lockstep".into());
+    }
     args.push("--kernel".into());
     args.push(dir.join("vmlinuz").display().to_string());
     args.push("--initrd".into());
@@ -97,6 +103,13 @@ fn boots_to_init_and_powers_off_under_interp() {
 #[test]
 fn boots_to_init_and_powers_off_under_jit() {
     boot_to_init("jit");
+}
+
+/// The whole boot and check script with every native run checked against
+/// the interpreter (billions of instructions compared).
+#[test]
+fn boots_to_init_and_powers_off_under_jit_lockstep() {
+    boot_to_init("jit-lockstep");
 }
 
 /// What the kernel prints when something went wrong that QEMU's run of the
@@ -149,6 +162,11 @@ fn boot_to_init(accel: &str) {
     if accel != "kvm" {
         assert!(stderr.contains("instructions retired"), "{stderr}");
         assert!(stderr.contains("soft-TLB lookups"), "{stderr}");
+    }
+    if accel == "jit-lockstep" {
+        let compared = stderr.lines().find_map(|l| l.trim().strip_prefix("jit lockstep: instructions compared")).map(str::trim);
+        let compared: u64 = compared.and_then(|n| n.parse().ok()).unwrap_or(0);
+        assert!(compared > 1_000_000_000, "only {compared} instructions compared: {stderr}");
     }
 }
 
