@@ -198,7 +198,7 @@ impl Translator {
                     guest.push_str(&format!("    {:#x} {ins}\n", ins.ip()));
                 }
             }
-            eprintln!("jit: block {:#x} ({} instructions, {bytes} code bytes)\n{guest}{ir}", req.rip, req.instructions.len());
+            eprintln!("jit: {name} at {:#x} ({} instructions, {bytes} code bytes)\n{guest}{ir}", req.rip, req.instructions.len());
         }
         self.module.finalize_definitions().ok()?;
         let code = self.module.get_finalized_function(id);

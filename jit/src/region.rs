@@ -28,6 +28,10 @@ pub(crate) struct Plan {
     /// Blocks a RET may come back to: return addresses of the region's
     /// direct calls that are region blocks.
     pub(crate) returns: Vec<usize>,
+    /// Blocks that replace the whole lazy flags record before anything
+    /// could read it (see [`overwrites_flags_first`]): a jump there need not
+    /// store the jumping block's record.
+    pub(crate) flags_dead: Vec<bool>,
 }
 
 fn index_of(blocks: &[RegionBlock], rip: u64) -> Option<usize> {
@@ -104,13 +108,33 @@ impl Plan {
             }
         }
         order.reverse();
-        Self { blocks, preds, order, returns }
+        let flags_dead = blocks.iter().map(|b| overwrites_flags_first(instructions.get(b.start..b.start + b.len).unwrap_or(&[]))).collect();
+        Self { blocks, preds, order, returns, flags_dead }
     }
 
     /// The region block at `rip`, if any.
     pub(crate) fn block_at(&self, rip: u64) -> Option<usize> {
         index_of(&self.blocks, rip)
     }
+}
+
+/// Whether `instructions` replace the whole arithmetic flags record before
+/// anything could see the old one: a register or immediate CMP, TEST, ADD,
+/// SUB, AND, OR, XOR or NEG (none reads a flag, each sets all six), after
+/// nothing but register moves and LEAs. Those cannot fault, so no exception
+/// pushes RFLAGS first; a block's start is where it may also be entered
+/// from outside, with the flags in `CpuState` as always.
+pub(crate) fn overwrites_flags_first(instructions: &[Instruction]) -> bool {
+    let register_only = |ins: &Instruction| (0..ins.op_count()).all(|i| matches!(ins.op_kind(i), OpKind::Register | OpKind::Immediate8 | OpKind::Immediate8to32 | OpKind::Immediate16 | OpKind::Immediate32 | OpKind::Immediate32to64 | OpKind::Immediate64));
+    for ins in instructions.iter().take(8) {
+        match ins.mnemonic() {
+            M::Cmp | M::Test | M::Add | M::Sub | M::And | M::Or | M::Xor | M::Neg => return register_only(ins) && !ins.has_lock_prefix(),
+            M::Mov | M::Movzx | M::Movsx | M::Movsxd if register_only(ins) => {}
+            M::Lea | M::Nop => {}
+            _ => return false,
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -165,5 +189,33 @@ mod tests {
         let pos = |b: usize| p.order.iter().position(|&x| x == b).unwrap();
         assert!(pos(3) < pos(1), "sub before the return block");
         assert!(pos(1) < pos(2));
+        // DEC keeps CF: the block after the call needs the flags it gets.
+        assert_eq!(p.flags_dead, vec![false, false, false, false]);
+    }
+
+    #[test]
+    fn flags_are_dead_only_where_a_full_writer_comes_first() {
+        let block = |f: &dyn Fn(&mut CodeAssembler)| {
+            let mut a = CodeAssembler::new(64).unwrap();
+            f(&mut a);
+            overwrites_flags_first(&decode(&a.assemble(0x1000).unwrap(), 0x1000))
+        };
+        assert!(block(&|a| a.cmp(r9d, 0xff_ffff).unwrap()));
+        assert!(block(&|a| {
+            a.mov(eax, ecx).unwrap();
+            a.lea(rdx, qword_ptr(rax + 8)).unwrap();
+            a.test(eax, eax).unwrap();
+        }));
+        // A load may fault (and push RFLAGS) before the compare.
+        assert!(!block(&|a| {
+            a.mov(eax, dword_ptr(rcx)).unwrap();
+            a.cmp(eax, 1).unwrap();
+        }));
+        assert!(!block(&|a| a.cmp(dword_ptr(rcx), 1).unwrap()));
+        // ADC reads CF; INC keeps it; a jump reads them all.
+        assert!(!block(&|a| a.adc(eax, 1).unwrap()));
+        assert!(!block(&|a| a.inc(eax).unwrap()));
+        assert!(!block(&|a| a.jne(0x1000u64).unwrap()));
+        assert!(!block(&|a| a.nop().unwrap()));
     }
 }

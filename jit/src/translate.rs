@@ -276,6 +276,7 @@ impl<'a, 'b> Lower<'a, 'b> {
         let Some(r) = &self.region else { return };
         let (rip, cl) = (r.plan.blocks[target].rip, r.blocks[target]);
         let single = !r.plan.blocks[target].entry && r.plan.preds[target] == 1;
+        let flags_dead = r.plan.flags_dead[target];
         let backward = rip <= r.plan.blocks[self.block].rip;
         if r.jumps[target] >= r.plan.preds[target] || (single && r.lowered[target]) {
             match slot {
@@ -288,8 +289,13 @@ impl<'a, 'b> Lower<'a, 'b> {
             self.poll_budget(rip, retired);
         }
         if !single {
-            // The target starts from CpuState.
-            self.store_state();
+            // The target starts from CpuState, but replaces a lazy flags
+            // record before anything could read it when `flags_dead`.
+            if flags_dead && matches!(self.flags, FlagsState::Pending(_)) {
+                self.store_registers();
+            } else {
+                self.store_state();
+            }
         }
         let n = self.retired_value(retired);
         self.b.def_var(self.retired_base, n);
@@ -541,10 +547,16 @@ impl<'a, 'b> Lower<'a, 'b> {
     }
 
     /// Exits with the state as it is now if `cond` holds, else goes on.
+    /// The tail's arguments (RIP, retired count, code) are made on the cold
+    /// side, so the path that goes on does not compute them.
     pub(crate) fn exit_if(&mut self, cond: Value, rip: u64, retired: u64, code: u32) {
-        let (tail, args) = self.tail_for(rip, retired, code);
+        let exit = self.b.create_block();
+        self.b.set_cold_block(exit);
         let cont = self.b.create_block();
-        self.b.ins().brif(cond, tail, &args, cont, &[]);
+        self.b.ins().brif(cond, exit, &[], cont, &[]);
+        self.b.switch_to_block(exit);
+        let (tail, args) = self.tail_for(rip, retired, code);
+        self.b.ins().jump(tail, &args);
         self.b.switch_to_block(cont);
     }
 
