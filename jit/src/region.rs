@@ -32,6 +32,9 @@ pub(crate) struct Plan {
     /// could read it (see [`overwrites_flags_first`]): a jump there need not
     /// store the jumping block's record.
     pub(crate) flags_dead: Vec<bool>,
+    /// Some block jumps back to itself or an earlier block of the region
+    /// (a loop that stays in native code).
+    pub(crate) has_loop: bool,
 }
 
 fn index_of(blocks: &[RegionBlock], rip: u64) -> Option<usize> {
@@ -109,7 +112,8 @@ impl Plan {
         }
         order.reverse();
         let flags_dead = blocks.iter().map(|b| overwrites_flags_first(instructions.get(b.start..b.start + b.len).unwrap_or(&[]))).collect();
-        Self { blocks, preds, order, returns, flags_dead }
+        let has_loop = succ.iter().enumerate().any(|(b, s)| s.iter().any(|&t| blocks[t].rip <= blocks[b].rip));
+        Self { blocks, preds, order, returns, flags_dead, has_loop }
     }
 
     /// The region block at `rip`, if any.
@@ -191,6 +195,7 @@ mod tests {
         assert!(pos(1) < pos(2));
         // DEC keeps CF: the block after the call needs the flags it gets.
         assert_eq!(p.flags_dead, vec![false, false, false, false]);
+        assert!(p.has_loop);
     }
 
     #[test]
