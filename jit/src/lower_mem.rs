@@ -120,11 +120,14 @@ pub(crate) fn int_type(size: usize) -> types::Type {
 /// Branches to `fast` with the TLB entry when the TLB holds the page for
 /// this access and it stays in the page, else to `slow`.
 pub(crate) fn tlb_check(l: &mut Lower<'_, '_>, lin: Value, size: usize, tag_offset: i32) -> (cranelift_codegen::ir::Block, cranelift_codegen::ir::Block, Value) {
-    let vpn = l.b.ins().ushr_imm_s(lin, 12);
-    let idx = l.b.ins().band_imm_s(vpn, (TLB_ENTRIES - 1) as i64);
-    let off = if offsets::TLB_ENTRY_SIZE.count_ones() == 1 {
-        l.b.ins().ishl_imm_s(idx, i64::from(offsets::TLB_ENTRY_SIZE.trailing_zeros()))
+    let shift = offsets::TLB_ENTRY_SIZE.trailing_zeros();
+    let off = if offsets::TLB_ENTRY_SIZE.count_ones() == 1 && shift <= 12 {
+        // (lin >> 12 & mask) << shift, in two steps.
+        let scaled = l.b.ins().ushr_imm_s(lin, 12 - i64::from(shift));
+        l.b.ins().band_imm_s(scaled, ((TLB_ENTRIES - 1) << shift) as i64)
     } else {
+        let vpn = l.b.ins().ushr_imm_s(lin, 12);
+        let idx = l.b.ins().band_imm_s(vpn, (TLB_ENTRIES - 1) as i64);
         l.b.ins().imul_imm_s(idx, offsets::TLB_ENTRY_SIZE)
     };
     let entry = l.b.ins().iadd(l.tlb, off);
@@ -132,12 +135,8 @@ pub(crate) fn tlb_check(l: &mut Lower<'_, '_>, lin: Value, size: usize, tag_offs
     // The tag is compared with the page of the access's last byte: an
     // access that crosses into the next page misses (QEMU's trick), so
     // one compare covers both checks.
-    let last = if size > 1 {
-        let end = l.b.ins().iadd_imm_s(lin, size as i64 - 1);
-        l.b.ins().ushr_imm_s(end, 12)
-    } else {
-        vpn
-    };
+    let end = if size > 1 { l.b.ins().iadd_imm_s(lin, size as i64 - 1) } else { lin };
+    let last = l.b.ins().ushr_imm_s(end, 12);
     let hit = l.b.ins().icmp(IntCC::Equal, tag, last);
     let fast = l.b.create_block();
     let slow = l.b.create_block();
