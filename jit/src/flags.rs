@@ -13,7 +13,7 @@ use emu_core::cpu::{flags, FlagsOp};
 use emu_core::interp::offsets;
 use iced_x86::ConditionCode as CC;
 
-use crate::translate::{mask, mem, Lower};
+use crate::translate::{mask, mem, Lower, st};
 
 /// A lazy record held in values (all masked to `size` bytes).
 #[derive(Clone, Copy)]
@@ -46,23 +46,23 @@ pub(crate) fn store(l: &mut Lower<'_, '_>, state: &FlagsState) {
     match *state {
         FlagsState::Memory | FlagsState::Known(_) => {}
         FlagsState::Computed(v) => {
-            l.b.ins().store(mem(), v, l.state, offsets::RFLAGS);
+            l.b.ins().store(mem(), v, l.frame, st(offsets::RFLAGS));
             let op = l.b.ins().iconst(types::I8, FlagsOp::Materialized as i64);
-            l.b.ins().store(mem(), op, l.state, offsets::LAZY_OP);
+            l.b.ins().store(mem(), op, l.frame, st(offsets::LAZY_OP));
         }
         FlagsState::Pending(p) => {
             let op = l.b.ins().iconst(types::I8, p.op as i64);
-            l.b.ins().store(mem(), op, l.state, offsets::LAZY_OP);
+            l.b.ins().store(mem(), op, l.frame, st(offsets::LAZY_OP));
             let size = l.b.ins().iconst(types::I8, p.size as i64);
-            l.b.ins().store(mem(), size, l.state, offsets::LAZY_SIZE);
-            l.b.ins().store(mem(), p.src1, l.state, offsets::LAZY_SRC1);
-            l.b.ins().store(mem(), p.src2, l.state, offsets::LAZY_SRC2);
-            l.b.ins().store(mem(), p.res, l.state, offsets::LAZY_RES);
+            l.b.ins().store(mem(), size, l.frame, st(offsets::LAZY_SIZE));
+            l.b.ins().store(mem(), p.src1, l.frame, st(offsets::LAZY_SRC1));
+            l.b.ins().store(mem(), p.src2, l.frame, st(offsets::LAZY_SRC2));
+            l.b.ins().store(mem(), p.res, l.frame, st(offsets::LAZY_RES));
             let aux = match p.aux {
                 Some(v) => v,
                 None => l.iconst(0),
             };
-            l.b.ins().store(mem(), aux, l.state, offsets::LAZY_AUX);
+            l.b.ins().store(mem(), aux, l.frame, st(offsets::LAZY_AUX));
         }
     }
 }
@@ -75,7 +75,7 @@ pub(crate) fn rflags(l: &mut Lower<'_, '_>) -> Value {
             // The operation is known here: the six flags are computed inline.
             let (of, af) = (of(l, &p), af(l, p.op, p.src1, p.src2, p.res));
             let bits = arith_bits(l, &p, of, p.res, af);
-            let old = l.b.ins().load(types::I64, mem(), l.state, offsets::RFLAGS);
+            let old = l.b.ins().load(types::I64, mem(), l.frame, st(offsets::RFLAGS));
             let kept = l.b.ins().band_imm_s(old, !(flags::ARITH as i64));
             let v = l.b.ins().bor(kept, bits);
             l.flags = FlagsState::Computed(v);
@@ -360,7 +360,7 @@ pub(crate) fn set_lazy_carry(l: &mut Lower<'_, '_>, op: FlagsOp, size: usize, sr
 /// Sets the six arithmetic flags outright from `f` (the interpreter's
 /// `set_arith_flags`): the other RFLAGS bits are current in memory.
 pub(crate) fn set_arith(l: &mut Lower<'_, '_>, f: Value) {
-    let old = l.b.ins().load(types::I64, mem(), l.state, offsets::RFLAGS);
+    let old = l.b.ins().load(types::I64, mem(), l.frame, st(offsets::RFLAGS));
     let kept = l.b.ins().band_imm_s(old, !(flags::ARITH as i64));
     let f = l.b.ins().band_imm_s(f, flags::ARITH as i64);
     let v = l.b.ins().bor(kept, f);
@@ -400,7 +400,7 @@ pub(crate) fn szp(l: &mut Lower<'_, '_>, res: Value, size: usize) -> Value {
 /// value [`set_arith`] records), without recording it: for results that
 /// are joined from several paths.
 pub(crate) fn arith_value(l: &mut Lower<'_, '_>, f: Value) -> Value {
-    let old = l.b.ins().load(types::I64, mem(), l.state, offsets::RFLAGS);
+    let old = l.b.ins().load(types::I64, mem(), l.frame, st(offsets::RFLAGS));
     let kept = l.b.ins().band_imm_s(old, !(flags::ARITH as i64));
     let f = l.b.ins().band_imm_s(f, flags::ARITH as i64);
     let v = l.b.ins().bor(kept, f);

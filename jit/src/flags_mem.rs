@@ -21,7 +21,7 @@ use emu_core::interp::offsets;
 use iced_x86::ConditionCode as CC;
 
 use crate::flags::{self as fl, Pending};
-use crate::translate::{mem, Lower};
+use crate::translate::{mem, Lower, st};
 
 /// What the caller needs of the flags.
 #[derive(Clone, Copy)]
@@ -64,9 +64,9 @@ pub(crate) fn carry(l: &mut Lower<'_, '_>) -> Value {
 /// updated, the record marked materialised) and returns RFLAGS.
 pub(crate) fn rflags(l: &mut Lower<'_, '_>) -> Value {
     let v = dispatch(l, Want::Flags);
-    l.b.ins().store(mem(), v, l.state, offsets::RFLAGS);
+    l.b.ins().store(mem(), v, l.frame, st(offsets::RFLAGS));
     let op = l.b.ins().iconst(types::I8, FlagsOp::Materialized as i64);
-    l.b.ins().store(mem(), op, l.state, offsets::LAZY_OP);
+    l.b.ins().store(mem(), op, l.frame, st(offsets::LAZY_OP));
     v
 }
 
@@ -94,11 +94,11 @@ fn dispatch(l: &mut Lower<'_, '_>, want: Want) -> Value {
     let helper = l.b.create_block();
     l.b.set_cold_block(helper);
 
-    let op = l.b.ins().uload8(types::I32, mem(), l.state, offsets::LAZY_OP);
+    let op = l.b.ins().uload8(types::I32, mem(), l.frame, st(offsets::LAZY_OP));
     l.b.ins().brif(op, lazy, &[], materialized, &[]);
 
     l.b.switch_to_block(materialized);
-    let f = l.b.ins().load(types::I64, mem(), l.state, offsets::RFLAGS);
+    let f = l.b.ins().load(types::I64, mem(), l.frame, st(offsets::RFLAGS));
     let v = from_rflags(l, want, f);
     l.b.ins().jump(join, &[v.into()]);
 
@@ -112,7 +112,7 @@ fn dispatch(l: &mut Lower<'_, '_>, want: Want) -> Value {
     l.b.switch_to_block(lazy);
     if matches!(want, Want::Cond(CC::p | CC::np)) {
         // PF is the parity of the result's low byte, whatever the size.
-        let res = l.b.ins().load(types::I64, mem(), l.state, offsets::LAZY_RES);
+        let res = l.b.ins().load(types::I64, mem(), l.frame, st(offsets::LAZY_RES));
         let even = fl::parity_even(l, res);
         let v = if matches!(want, Want::Cond(CC::np)) { fl::not(l, even) } else { even };
         l.b.ins().jump(join, &[v.into()]);
@@ -144,7 +144,7 @@ fn dispatch(l: &mut Lower<'_, '_>, want: Want) -> Value {
 /// returns `64 - 8 * size`, the shift that puts the record's bits at the
 /// top (an i64).
 fn size_shift(l: &mut Lower<'_, '_>, helper: Block) -> Value {
-    let size = l.b.ins().uload8(types::I64, mem(), l.state, offsets::LAZY_SIZE);
+    let size = l.b.ins().uload8(types::I64, mem(), l.frame, st(offsets::LAZY_SIZE));
     // Bits 1, 2, 4 and 8 of 0x116; sizes past 63 must not wrap the shift.
     let small = l.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, size, 9);
     let set = l.iconst(0x116);
@@ -163,15 +163,15 @@ fn size_shift(l: &mut Lower<'_, '_>, helper: Block) -> Value {
 /// What `want` asks of a record of operation `op` (known here), its size
 /// given by the shift `sh`.
 fn arm(l: &mut Lower<'_, '_>, want: Want, op: FlagsOp, sh: Value) -> Value {
-    let res = l.b.ins().load(types::I64, mem(), l.state, offsets::LAZY_RES);
+    let res = l.b.ins().load(types::I64, mem(), l.frame, st(offsets::LAZY_RES));
     let r = l.b.ins().ishl(res, sh);
     let (a, b) = if result_only(want) {
         (r, r)
     } else {
-        (l.b.ins().load(types::I64, mem(), l.state, offsets::LAZY_SRC1), l.b.ins().load(types::I64, mem(), l.state, offsets::LAZY_SRC2))
+        (l.b.ins().load(types::I64, mem(), l.frame, st(offsets::LAZY_SRC1)), l.b.ins().load(types::I64, mem(), l.frame, st(offsets::LAZY_SRC2)))
     };
     let aux = match op {
-        FlagsOp::Adc | FlagsOp::Sbb | FlagsOp::Inc | FlagsOp::Dec => Some(l.b.ins().load(types::I64, mem(), l.state, offsets::LAZY_AUX)),
+        FlagsOp::Adc | FlagsOp::Sbb | FlagsOp::Inc | FlagsOp::Dec => Some(l.b.ins().load(types::I64, mem(), l.frame, st(offsets::LAZY_AUX))),
         _ => None,
     };
     let (sa, sb) = if result_only(want) { (r, r) } else { (l.b.ins().ishl(a, sh), l.b.ins().ishl(b, sh)) };
@@ -190,7 +190,7 @@ fn arm(l: &mut Lower<'_, '_>, want: Want, op: FlagsOp, sh: Value) -> Value {
             let of = if op == FlagsOp::Dec { dec_of(l, r, sh) } else { fl::of(l, &p) };
             let af = fl::af(l, op, a, b, res);
             let bits = fl::arith_bits(l, &p, of, res, af);
-            let old = l.b.ins().load(types::I64, mem(), l.state, offsets::RFLAGS);
+            let old = l.b.ins().load(types::I64, mem(), l.frame, st(offsets::RFLAGS));
             let kept = l.b.ins().band_imm_s(old, !(flags::ARITH as i64));
             l.b.ins().bor(kept, bits)
         }

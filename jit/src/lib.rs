@@ -40,7 +40,7 @@ use std::time::Instant;
 
 use cranelift_codegen::ir::{types, AbiParam, UserFuncName};
 use cranelift_codegen::control::ControlPlane;
-use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -64,6 +64,9 @@ pub enum Error {
     /// Building the target ISA failed.
     #[error("cannot build the cranelift target")]
     Isa(#[source] cranelift_codegen::CodegenError),
+    /// Compiling the helper adapters failed.
+    #[error("cannot compile the helper adapters: {0}")]
+    Adapter(String),
 }
 
 /// Compiled code above which everything is dropped at the next block
@@ -73,6 +76,8 @@ const CODE_LIMIT: usize = 64 << 20;
 /// The Cranelift translator.
 pub struct Translator {
     module: JITModule,
+    /// The module's helper adapters (`translate::Adapter`).
+    adapters: [u64; 4],
     /// The ISA for code without loops, compiled without Cranelift's
     /// optimiser (see `compile`); the module's own optimises.
     quick: OwnedTargetIsa,
@@ -111,10 +116,54 @@ impl std::fmt::Debug for Translator {
     }
 }
 
-fn new_module() -> Result<(JITModule, OwnedTargetIsa), Error> {
+fn new_module() -> Result<(JITModule, OwnedTargetIsa, [u64; 4]), Error> {
     let speed = isa("speed")?;
     let quick = isa("none")?;
-    Ok((JITModule::new(JITBuilder::with_isa(speed, default_libcall_names())), quick))
+    let mut module = JITModule::new(JITBuilder::with_isa(speed, default_libcall_names()));
+    let adapters = define_adapters(&mut module).map_err(|e| Error::Adapter(e.to_string()))?;
+    Ok((module, quick, adapters))
+}
+
+/// Compiles the register-preserving adapters (see `translate::Adapter`):
+/// for each helper shape, `adapter(helper, args..)` calls `helper(args..)`
+/// in the host's C convention and returns its result, saving and restoring
+/// every register the call may clobber.
+fn define_adapters(module: &mut JITModule) -> Result<[u64; 4], cranelift_module::ModuleError> {
+    use cranelift_codegen::ir::InstBuilder;
+    let config = module.target_config();
+    let pointer = config.pointer_type();
+    let mut ids = Vec::new();
+    let mut fctx = FunctionBuilderContext::new();
+    for (i, (params, ret)) in translate::helper_shapes(pointer).into_iter().enumerate() {
+        let mut with_target = vec![pointer];
+        with_target.extend(&params);
+        let mut ctx = module.make_context();
+        // No result in a register: the epilogue restores them all, so the
+        // result goes to the frame (the helpers' first argument).
+        ctx.func.signature = translate::signature(CallConv::PreserveAll, &with_target, ret);
+        ctx.func.signature.returns.clear();
+        let id = module.declare_function(&format!("helper_adapter{i}"), Linkage::Local, &ctx.func.signature)?;
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let block = b.create_block();
+            b.append_block_params_for_function_params(block);
+            b.switch_to_block(block);
+            let args = b.block_params(block).to_vec();
+            let sig = b.import_signature(translate::signature(CallConv::SystemV, &params, ret));
+            let call = b.ins().call_indirect(sig, args[0], &args[1..]);
+            let result = b.inst_results(call)[0];
+            b.ins().store(translate::mem(), result, args[1], emu_core::interp::offsets::FRAME_RET);
+            b.ins().return_(&[]);
+            b.seal_all_blocks();
+            b.finalize(config);
+        }
+        module.define_function(id, &mut ctx)?;
+        ids.push(id);
+    }
+    module.finalize_definitions()?;
+    let address = |i: usize| module.get_finalized_function(ids[i]) as u64;
+    Ok([address(0), address(1), address(2), address(3)])
 }
 
 /// The host's ISA with Cranelift's `opt_level` at `opt_level`.
@@ -134,10 +183,11 @@ fn isa(opt_level: &str) -> Result<OwnedTargetIsa, Error> {
 impl Translator {
     /// A translator for this host.
     pub fn new() -> Result<Self, Error> {
-        let (module, quick) = new_module()?;
+        let (module, quick, adapters) = new_module()?;
         let ctx = module.make_context();
         Ok(Self {
             module,
+            adapters,
             quick,
             ctx,
             fctx: FunctionBuilderContext::new(),
@@ -168,7 +218,8 @@ impl Translator {
         let looping;
         {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
-            let mut l = Lower::new(&mut b, req.helpers, pointer);
+            let adapters = std::env::var_os("POPEK_JIT_ADAPTERS").is_none_or(|v| v != "0").then_some(self.adapters);
+            let mut l = Lower::new(&mut b, req.helpers, pointer, adapters);
             l.links = req.links as u64;
             l.inline_stores = !req.journal_writes;
             l.page = req.rip & !0xfff;
@@ -309,8 +360,9 @@ impl BlockTranslator for Translator {
     }
 
     fn flush(&mut self) {
-        let Ok((fresh, _)) = new_module() else { return };
+        let Ok((fresh, _, adapters)) = new_module() else { return };
         let old = std::mem::replace(&mut self.module, fresh);
+        self.adapters = adapters;
         // SAFETY: the interpreter calls `flush` only between blocks, and
         // native blocks of older generations are never called again.
         unsafe { old.free_memory() };

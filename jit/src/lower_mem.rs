@@ -14,7 +14,7 @@ use emu_core::interp::{exit, offsets};
 use emu_core::mmu::TLB_ENTRIES;
 use iced_x86::{Instruction, OpKind, Register};
 
-use crate::translate::{is_gpr, mask, mem, Lower, Unsupported, L};
+use crate::translate::{is_gpr, mask, mem, Lower, Unsupported, L, st};
 
 /// A memory operand: its segment, effective address (offset) and linear
 /// address.
@@ -100,7 +100,7 @@ pub(crate) fn address(l: &mut Lower<'_, '_>, ins: &Instruction) -> Addr {
     let lin = match seg {
         seg::FS | seg::GS => {
             let off = if seg == seg::FS { offsets::FS_BASE } else { offsets::GS_BASE };
-            let base = l.b.ins().load(types::I64, mem(), l.state, off);
+            let base = l.b.ins().load(types::I64, mem(), l.frame, st(off));
             l.b.ins().iadd(ea, base)
         }
         _ => ea,

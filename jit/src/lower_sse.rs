@@ -19,7 +19,7 @@ use emu_core::interp::offsets;
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
 
 use crate::lower_mem::{address, check_mem, load, store, tlb_check};
-use crate::translate::{mask, mem, Lower, Unsupported, L};
+use crate::translate::{mask, mem, Lower, Unsupported, L, st};
 
 /// `CpuState::fx.xmm[0]`.
 const XMM: i32 = (offset_of!(CpuState, fx) + offset_of!(FxState, xmm)) as i32;
@@ -34,19 +34,19 @@ fn xmm_off(r: Register) -> i32 {
 }
 
 fn load_xmm(l: &mut Lower<'_, '_>, r: Register, ty: Type) -> Value {
-    l.b.ins().load(ty, mem(), l.state, xmm_off(r))
+    l.b.ins().load(ty, mem(), l.frame, st(xmm_off(r)))
 }
 
 fn store_xmm(l: &mut Lower<'_, '_>, r: Register, v: Value) {
-    l.b.ins().store(mem(), v, l.state, xmm_off(r));
+    l.b.ins().store(mem(), v, l.frame, st(xmm_off(r)));
 }
 
 /// Stores a 64-bit value zero-extended into an XMM register.
 fn store_xmm_u64(l: &mut Lower<'_, '_>, r: Register, v: Value) {
     let zero = l.iconst(0);
     let off = xmm_off(r);
-    l.b.ins().store(mem(), v, l.state, off);
-    l.b.ins().store(mem(), zero, l.state, off + 8);
+    l.b.ins().store(mem(), v, l.frame, st(off));
+    l.b.ins().store(mem(), zero, l.frame, st(off + 8));
 }
 
 fn is_xmm_op(ins: &Instruction, n: u32) -> bool {
@@ -55,8 +55,8 @@ fn is_xmm_op(ins: &Instruction, n: u32) -> bool {
 
 /// The interpreter's `sse_enter`: #UD/#NM are its to raise.
 fn sse_check(l: &mut Lower<'_, '_>, ins: &Instruction) {
-    let cr0 = l.b.ins().load(types::I64, mem(), l.state, CR0);
-    let cr4 = l.b.ins().load(types::I64, mem(), l.state, CR4);
+    let cr0 = l.b.ins().load(types::I64, mem(), l.frame, st(CR0));
+    let cr4 = l.b.ins().load(types::I64, mem(), l.frame, st(CR4));
     let em_ts = l.b.ins().band_imm_s(cr0, CR0_EM_TS);
     let bad0 = l.b.ins().icmp_imm_s(IntCC::NotEqual, em_ts, 0);
     let fx = l.b.ins().band_imm_s(cr4, CR4_OSFXSR);

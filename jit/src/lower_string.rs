@@ -10,7 +10,7 @@ use emu_core::interp::offsets;
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
 
 use crate::lower_mem::{load, store, Addr};
-use crate::translate::{mem, Lower, Unsupported, L};
+use crate::translate::{mem, Lower, Unsupported, L, st};
 
 fn elem_size(m: M) -> usize {
     match m {
@@ -34,7 +34,7 @@ fn acc(size: usize) -> Register {
 /// `size` or `-size` by DF (RFLAGS in memory holds DF: only fallbacks
 /// change it).
 fn step(l: &mut Lower<'_, '_>, size: usize) -> Value {
-    let f = l.b.ins().load(types::I64, mem(), l.state, offsets::RFLAGS);
+    let f = l.b.ins().load(types::I64, mem(), l.frame, st(offsets::RFLAGS));
     let df = l.b.ins().ushr_imm_s(f, fl::DF.trailing_zeros() as i64);
     let df = l.b.ins().band_imm_s(df, 1);
     let back = l.b.ins().imul_imm_s(df, -2 * size as i64);
@@ -47,7 +47,7 @@ fn at(l: &mut Lower<'_, '_>, s: usize, off: Value) -> Addr {
     let lin = match s {
         seg::FS | seg::GS => {
             let o = if s == seg::FS { offsets::FS_BASE } else { offsets::GS_BASE };
-            let base = l.b.ins().load(types::I64, mem(), l.state, o);
+            let base = l.b.ins().load(types::I64, mem(), l.frame, st(o));
             l.b.ins().iadd(off, base)
         }
         _ => off,

@@ -19,7 +19,7 @@ use iced_x86::{Code, Instruction, Mnemonic as M};
 
 use crate::flags::FlagsState;
 use crate::lower_mem::{load, peek, push_value, Addr};
-use crate::translate::{mem, Lower, Unsupported, L};
+use crate::translate::{mem, Lower, Unsupported, L, st};
 
 /// `CpuState::segs[CS].dpl` (CS.DPL is the CPL in 64-bit mode).
 const CS_DPL: i32 = (offset_of!(CpuState, segs) + seg::CS * std::mem::size_of::<Segment>() + offset_of!(Segment, dpl)) as i32;
@@ -94,7 +94,7 @@ fn leave(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
 
 /// CPL (CS.DPL) as an i64.
 fn cpl(l: &mut Lower<'_, '_>) -> Value {
-    let dpl = l.b.ins().uload8(types::I64, mem(), l.state, CS_DPL);
+    let dpl = l.b.ins().uload8(types::I64, mem(), l.frame, st(CS_DPL));
     l.b.ins().band_imm_s(dpl, 3)
 }
 
@@ -116,7 +116,7 @@ fn flush_flags(l: &mut Lower<'_, '_>) {
 /// IF=0 sets the interrupt shadow.
 fn cli_sti(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     flush_flags(l);
-    let f = l.b.ins().load(types::I64, mem(), l.state, offsets::RFLAGS);
+    let f = l.b.ins().load(types::I64, mem(), l.frame, st(offsets::RFLAGS));
     let c = cpl(l);
     let io = iopl(l, f);
     let bad = l.b.ins().icmp(IntCC::UnsignedGreaterThan, c, io);
@@ -126,12 +126,12 @@ fn cli_sti(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     } else {
         let was = l.b.ins().band_imm_s(f, fl::IF as i64);
         let off = l.b.ins().icmp_imm_s(IntCC::Equal, was, 0);
-        let old = l.b.ins().load(types::I8, mem(), l.state, SHADOW);
+        let old = l.b.ins().load(types::I8, mem(), l.frame, st(SHADOW));
         let shadow = l.b.ins().bor(old, off);
-        l.b.ins().store(mem(), shadow, l.state, SHADOW);
+        l.b.ins().store(mem(), shadow, l.frame, st(SHADOW));
         l.b.ins().bor_imm_s(f, fl::IF as i64)
     };
-    l.b.ins().store(mem(), new, l.state, offsets::RFLAGS);
+    l.b.ins().store(mem(), new, l.frame, st(offsets::RFLAGS));
     Ok(())
 }
 
@@ -158,9 +158,9 @@ fn popfq(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     let new = l.b.ins().band_imm_s(new, !(fl::RF as i64));
     let new = l.b.ins().bor_imm_s(new, fl::FIXED as i64);
     // Like `set_flags`: the record is dropped, RFLAGS holds everything.
-    l.b.ins().store(mem(), new, l.state, offsets::RFLAGS);
+    l.b.ins().store(mem(), new, l.frame, st(offsets::RFLAGS));
     let op = l.b.ins().iconst(types::I8, FlagsOp::Materialized as i64);
-    l.b.ins().store(mem(), op, l.state, offsets::LAZY_OP);
+    l.b.ins().store(mem(), op, l.frame, st(offsets::LAZY_OP));
     l.flags = FlagsState::Known(new);
     let rsp = l.gpr(4);
     let sp = l.b.ins().iadd_imm_s(rsp, 8);
@@ -191,7 +191,7 @@ pub(crate) fn mov_from_sreg(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
         _ => return Err(Unsupported),
     };
     let off = offset_of!(CpuState, segs) + s * std::mem::size_of::<Segment>() + offset_of!(Segment, selector);
-    let v = l.b.ins().uload16(types::I64, mem(), l.state, off as i32);
+    let v = l.b.ins().uload16(types::I64, mem(), l.frame, st(off as i32));
     l.write_reg(ins.op0_register(), v);
     Ok(())
 }

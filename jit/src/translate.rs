@@ -31,6 +31,14 @@ pub(crate) fn mem() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
+/// The offset from the frame pointer of `CpuState` field `offset`: the
+/// state lies at a fixed distance from the frame, so native code keeps one
+/// base pointer (a second one was spilled and reloaded all over big
+/// regions).
+pub(crate) const fn st(offset: i32) -> i32 {
+    offset + offsets::STATE_FROM_FRAME
+}
+
 /// The signatures of the helpers.
 pub(crate) struct Sigs {
     pub(crate) fallback: SigRef,
@@ -53,7 +61,6 @@ pub(crate) enum Flow {
 pub(crate) struct Lower<'a, 'b> {
     pub(crate) b: &'a mut FunctionBuilder<'b>,
     pub(crate) frame: Value,
-    pub(crate) state: Value,
     pub(crate) tlb: Value,
     regs: [Variable; 16],
     loaded: [bool; 16],
@@ -61,6 +68,9 @@ pub(crate) struct Lower<'a, 'b> {
     pub(crate) flags: FlagsState,
     pub(crate) helpers: Helpers,
     pub(crate) sigs: Sigs,
+    /// The register-preserving adapters helpers are called through (none:
+    /// called directly).
+    pub(crate) adapters: Option<[Adapter; 4]>,
     /// Index of the instruction being lowered.
     pub(crate) index: usize,
     /// A write status to check for END_BLOCK once the instruction is done.
@@ -143,25 +153,61 @@ pub(crate) fn is_gpr(r: Register) -> bool {
     r.is_gpr()
 }
 
+/// The helpers' shapes (parameters, result), in `Sigs` order: fallback,
+/// read, write and the frame-only ones (flags, carry, rdtsc).
+pub(crate) fn helper_shapes(pointer: types::Type) -> [(Vec<types::Type>, types::Type); 4] {
+    [
+        (vec![pointer, types::I32], types::I32),
+        (vec![pointer, types::I32, types::I64, types::I32], types::I64),
+        (vec![pointer, types::I32, types::I64, types::I32, types::I64], types::I32),
+        (vec![pointer], types::I64),
+    ]
+}
+
+/// A signature of `params` to `ret` in calling convention `cc`.
+pub(crate) fn signature(cc: CallConv, params: &[types::Type], ret: types::Type) -> Signature {
+    let mut sig = Signature::new(cc);
+    sig.params.extend(params.iter().map(|&t| AbiParam::new(t)));
+    sig.returns.push(AbiParam::new(ret));
+    sig
+}
+
+/// Helpers are called through adapters that preserve every register
+/// (Cranelift's `preserve_all` convention), one per helper shape: the
+/// adapter's address and signature (the helper's address first, then its
+/// arguments). Calls to System V helpers clobber nine registers, and
+/// every value live across even a cold slow-path call then competed for
+/// the five callee-saved ones: big regions spilled guest registers and
+/// their base pointers all over their fast paths.
+#[derive(Clone, Copy)]
+pub(crate) struct Adapter {
+    pub(crate) address: u64,
+    pub(crate) sig: SigRef,
+    /// The helper's result type, which the adapter leaves in
+    /// `JitFrame::ret` (its epilogue restores every register).
+    pub(crate) ret: types::Type,
+}
+
 impl<'a, 'b> Lower<'a, 'b> {
-    pub(crate) fn new(b: &'a mut FunctionBuilder<'b>, helpers: Helpers, pointer: types::Type) -> Self {
-        let call = |params: &[types::Type], ret: types::Type| {
-            let mut sig = Signature::new(CallConv::SystemV);
-            sig.params.extend(params.iter().map(|&t| AbiParam::new(t)));
-            sig.returns.push(AbiParam::new(ret));
-            sig
-        };
-        let sigs = Sigs {
-            fallback: b.import_signature(call(&[pointer, types::I32], types::I32)),
-            read: b.import_signature(call(&[pointer, types::I32, types::I64, types::I32], types::I64)),
-            write: b.import_signature(call(&[pointer, types::I32, types::I64, types::I32, types::I64], types::I32)),
-            frame_only: b.import_signature(call(&[pointer], types::I64)),
-        };
+    pub(crate) fn new(b: &'a mut FunctionBuilder<'b>, helpers: Helpers, pointer: types::Type, adapters: Option<[u64; 4]>) -> Self {
+        let shapes = helper_shapes(pointer);
+        let direct: Vec<SigRef> = shapes.iter().map(|(p, r)| b.import_signature(signature(CallConv::SystemV, p, *r))).collect();
+        let sigs = Sigs { fallback: direct[0], read: direct[1], write: direct[2], frame_only: direct[3] };
+        let adapters = adapters.map(|addresses| {
+            let mut out = Vec::with_capacity(4);
+            for ((params, ret), address) in shapes.iter().zip(addresses) {
+                let mut with_target = vec![pointer];
+                with_target.extend(params);
+                let mut sig = signature(CallConv::PreserveAll, &with_target, *ret);
+                sig.returns.clear();
+                out.push(Adapter { address, sig: b.import_signature(sig), ret: *ret });
+            }
+            [out[0], out[1], out[2], out[3]]
+        });
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let frame = b.block_params(entry)[0];
-        let state = b.ins().load(types::I64, mem(), frame, offsets::FRAME_STATE);
         let tlb = b.ins().load(types::I64, mem(), frame, offsets::FRAME_TLB);
         let regs = std::array::from_fn(|_| b.declare_var(types::I64));
         let retired_base = b.declare_var(types::I64);
@@ -170,7 +216,6 @@ impl<'a, 'b> Lower<'a, 'b> {
         Self {
             b,
             frame,
-            state,
             tlb,
             regs,
             loaded: [false; 16],
@@ -178,6 +223,7 @@ impl<'a, 'b> Lower<'a, 'b> {
             flags: FlagsState::Memory,
             helpers,
             sigs,
+            adapters,
             index: 0,
             pending_end: None,
             links: 0,
@@ -317,7 +363,7 @@ impl<'a, 'b> Lower<'a, 'b> {
         let stop = self.b.ins().uload8(types::I32, mem(), stop_ptr, 0);
         let pending_ptr = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_PENDING);
         let pending = self.b.ins().uload8(types::I32, mem(), pending_ptr, 0);
-        let rflags = self.b.ins().load(types::I64, mem(), self.state, offsets::RFLAGS);
+        let rflags = self.b.ins().load(types::I64, mem(), self.frame, st(offsets::RFLAGS));
         let irq = self.b.ins().ushr_imm_s(rflags, 9);
         let irq = self.b.ins().ireduce(types::I32, irq);
         let irq = self.b.ins().band(irq, pending);
@@ -344,7 +390,7 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// The full 64-bit register `i`.
     pub(crate) fn gpr(&mut self, i: usize) -> Value {
         if !self.loaded[i] {
-            let v = self.b.ins().load(types::I64, mem(), self.state, offsets::GPR + 8 * i as i32);
+            let v = self.b.ins().load(types::I64, mem(), self.frame, st(offsets::GPR + 8 * i as i32));
             self.b.def_var(self.regs[i], v);
             self.loaded[i] = true;
         }
@@ -411,7 +457,7 @@ impl<'a, 'b> Lower<'a, 'b> {
         for i in 0..16 {
             if self.dirty[i] {
                 let v = self.b.use_var(self.regs[i]);
-                self.b.ins().store(mem(), v, self.state, offsets::GPR + 8 * i as i32);
+                self.b.ins().store(mem(), v, self.frame, st(offsets::GPR + 8 * i as i32));
             }
         }
     }
@@ -426,7 +472,7 @@ impl<'a, 'b> Lower<'a, 'b> {
 
     fn store_rip(&mut self, rip: u64) {
         let v = self.iconst(rip);
-        self.b.ins().store(mem(), v, self.state, offsets::RIP);
+        self.b.ins().store(mem(), v, self.frame, st(offsets::RIP));
     }
 
     fn store_retired(&mut self, n: Value) {
@@ -443,7 +489,7 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// [`Lower::exit_here`] with a computed RIP.
     pub(crate) fn exit_value(&mut self, rip: Value, retired: u64, code: u32) {
         self.store_state();
-        self.b.ins().store(mem(), rip, self.state, offsets::RIP);
+        self.b.ins().store(mem(), rip, self.frame, st(offsets::RIP));
         let n = self.retired_value(retired);
         self.store_retired(n);
         let c = self.b.ins().iconst(types::I32, i64::from(code));
@@ -500,7 +546,7 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// CHAIN on a hit, else LOOKUP for the dispatcher's loop.
     pub(crate) fn exit_indirect(&mut self, rip: Value, retired: u64) {
         self.store_state();
-        self.b.ins().store(mem(), rip, self.state, offsets::RIP);
+        self.b.ins().store(mem(), rip, self.frame, st(offsets::RIP));
         let n = self.retired_value(retired);
         self.store_retired(n);
         // Index: (rip ^ (rip >> 12)) & (HOP_COUNT - 1), scaled to bytes.
@@ -637,7 +683,7 @@ impl<'a, 'b> Lower<'a, 'b> {
             let mut k = 0;
             for i in 0..16 {
                 if key.dirty & (1 << i) != 0 {
-                    self.b.ins().store(mem(), params[k], self.state, offsets::GPR + 8 * i);
+                    self.b.ins().store(mem(), params[k], self.frame, st(offsets::GPR + 8 * i));
                     k += 1;
                 }
             }
@@ -658,7 +704,7 @@ impl<'a, 'b> Lower<'a, 'b> {
                 _ => FlagsState::Memory,
             };
             crate::flags::store(self, &flags);
-            self.b.ins().store(mem(), params[k], self.state, offsets::RIP);
+            self.b.ins().store(mem(), params[k], self.frame, st(offsets::RIP));
             self.store_retired(params[k + 1]);
             self.b.ins().return_(&[params[k + 2]]);
         }
@@ -666,8 +712,18 @@ impl<'a, 'b> Lower<'a, 'b> {
 
     /// Calls a helper by address.
     pub(crate) fn call(&mut self, addr: usize, sig: SigRef, args: &[Value]) -> Value {
-        let callee = self.iconst(addr as u64);
-        let inst = self.b.ins().call_indirect(sig, callee, args);
+        let target = self.iconst(addr as u64);
+        let shape = [self.sigs.fallback, self.sigs.read, self.sigs.write, self.sigs.frame_only].iter().position(|&s| s == sig);
+        if let (Some(adapters), Some(shape)) = (self.adapters, shape) {
+            let adapter = adapters[shape];
+            let callee = self.iconst(adapter.address);
+            let mut with_target = Vec::with_capacity(args.len() + 1);
+            with_target.push(target);
+            with_target.extend_from_slice(args);
+            self.b.ins().call_indirect(adapter.sig, callee, &with_target);
+            return self.b.ins().load(adapter.ret, mem(), self.frame, offsets::FRAME_RET);
+        }
+        let inst = self.b.ins().call_indirect(sig, target, args);
         self.b.inst_results(inst)[0]
     }
 

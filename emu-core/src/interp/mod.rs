@@ -108,6 +108,10 @@ pub struct Interpreter {
     pub(crate) jit_fault: Option<Fault>,
     /// Lockstep checking of native code, when on.
     pub(crate) lockstep: Option<Box<lockstep::Lockstep>>,
+    /// What native code runs with: beside the state, at a fixed distance
+    /// (`offsets::STATE_FROM_FRAME`), so translated code needs one base
+    /// pointer for both.
+    pub(crate) frame: JitFrame,
 }
 
 /// The registers of a local APIC that the CPU reaches without the bus:
@@ -174,6 +178,7 @@ impl Interpreter {
             tier: None,
             jit_fault: None,
             lockstep: None,
+            frame: JitFrame::idle(),
         }
     }
 

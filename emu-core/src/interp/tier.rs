@@ -126,7 +126,9 @@ impl LinkSlot {
 }
 
 /// What native code is called with. `#[repr(C)]`: the translator reads it
-/// by the `FRAME_*` offsets.
+/// by the `FRAME_*` offsets. It lives in the [`Interpreter`], at a fixed
+/// distance from the CPU state (`offsets::STATE_FROM_FRAME`), so native
+/// code reaches both from the one frame pointer.
 #[repr(C)]
 #[derive(Debug)]
 pub struct JitFrame {
@@ -144,6 +146,9 @@ pub struct JitFrame {
     pub retired: u64,
     /// The status of the last [`jit_read`].
     pub status: u32,
+    /// A helper's result, where native code calls helpers through an
+    /// adapter that hands it back in memory (every register is restored).
+    pub ret: u64,
     /// Set by native code answering [`exit::CHAIN`]: the next entry.
     pub next: usize,
     /// Set by native code answering [`exit::LOOKUP`] at a direct exit that
@@ -172,18 +177,53 @@ pub struct JitFrame {
     pub entry_index: u32,
 }
 
+// SAFETY: the frame's pointers lead into the interpreter that owns it (or
+// to statics and the tier's tables it owns), and are only used by the
+// thread running that interpreter; the frame moves with it.
+unsafe impl Send for JitFrame {}
+
+impl JitFrame {
+    /// A frame between native runs: no pointer is used until `run_native`
+    /// fills them in.
+    pub(crate) const fn idle() -> Self {
+        Self {
+            state: std::ptr::null_mut(),
+            tlb: std::ptr::null(),
+            interp: std::ptr::null_mut(),
+            block: std::ptr::null(),
+            retired: 0,
+            status: exit::CONTINUE,
+            ret: 0,
+            next: 0,
+            exit_link: std::ptr::null(),
+            hops: std::ptr::null(),
+            epoch: std::ptr::null(),
+            cpl: 0,
+            budget: 0,
+            pending: std::ptr::null(),
+            stopping: std::ptr::null(),
+            entry_index: 0,
+        }
+    }
+}
+
 /// Byte offsets the translator uses instead of guessing layouts.
 pub mod offsets {
     use super::*;
 
     /// `JitFrame::state`.
     pub const FRAME_STATE: i32 = offset_of!(JitFrame, state) as i32;
+    /// Where the `CpuState` lies relative to the frame (both live in the
+    /// interpreter): state field `f` is at `frame + STATE_FROM_FRAME + f`.
+    pub const STATE_FROM_FRAME: i32 = offset_of!(Interpreter, s) as i32 - offset_of!(Interpreter, frame) as i32;
     /// `JitFrame::tlb`.
     pub const FRAME_TLB: i32 = offset_of!(JitFrame, tlb) as i32;
     /// `JitFrame::retired`.
     pub const FRAME_RETIRED: i32 = offset_of!(JitFrame, retired) as i32;
     /// `JitFrame::status`.
     pub const FRAME_STATUS: i32 = offset_of!(JitFrame, status) as i32;
+    /// `JitFrame::ret`.
+    pub const FRAME_RET: i32 = offset_of!(JitFrame, ret) as i32;
     /// `JitFrame::block`.
     pub const FRAME_BLOCK: i32 = offset_of!(JitFrame, block) as i32;
     /// `JitFrame::next`.
@@ -842,7 +882,10 @@ impl Interpreter {
             return Err(Fault::Stop(crate::control::StopReason::Error("jit: native code without a tier".into())));
         };
         let this: *mut Interpreter = self;
-        let mut frame = JitFrame {
+        // From here on the interpreter is used only through `this` (and
+        // native code and helpers reach it through the frame), so no
+        // reference outlives a call into native code.
+        let fresh = JitFrame {
             // SAFETY: `this` is a live exclusive reference turned raw; the
             // fields' addresses are taken without creating references.
             state: unsafe { &raw mut (*this).s },
@@ -852,6 +895,7 @@ impl Interpreter {
             block: block.cast(),
             retired: 0,
             status: exit::CONTINUE,
+            ret: 0,
             next: 0,
             exit_link: std::ptr::null(),
             hops,
@@ -863,26 +907,37 @@ impl Interpreter {
             stopping,
             entry_index: native.index,
         };
+        // SAFETY: as for `state`; the frame is the interpreter's own field.
+        let frame: *mut JitFrame = unsafe { &raw mut (*this).frame };
+        // SAFETY: `frame` is valid for writes (see above) and nothing else
+        // refers to it.
+        unsafe { frame.write(fresh) };
         let mut entry = native.entry;
         let (mut runs, mut chained, mut hopped, mut linked, mut retired) = (0u64, 0u64, 0u64, 0u64, 0u64);
         let code = loop {
-            frame.exit_link = std::ptr::null();
+            // SAFETY (every access to `*frame` in this loop): the frame is
+            // the interpreter's field, used only through this pointer here
+            // and by native code and helpers during the call.
+            unsafe { (*frame).exit_link = std::ptr::null() };
             // SAFETY: `entry` is native code of the current generation for
             // the block in `frame.block`, which is alive: the first came
             // from the caller, later ones from a link or hop whose `live`
             // flag was set (blocks are marked dead before the cache drops
             // them, and freed only at the next dispatcher entry; a module
             // is freed only after every block was dropped). It touches the
-            // state only through the frame's pointers.
-            let code = unsafe { entry(&mut frame) };
+            // state only through the frame.
+            let code = unsafe { entry(frame) };
             runs += 1;
-            retired += frame.retired;
-            if (code != exit::CHAIN && code != exit::LOOKUP) || frame.budget == 0 {
+            // SAFETY: as above.
+            let f = unsafe { &mut *frame };
+            retired += f.retired;
+            if (code != exit::CHAIN && code != exit::LOOKUP) || f.budget == 0 {
                 break code;
             }
-            frame.budget -= 1;
+            f.budget -= 1;
+            let (next_entry, exit_link) = (f.next, f.exit_link);
             // SAFETY: native code has returned; nothing else uses the
-            // interpreter until the next call.
+            // interpreter until the next call (`f` is not used past here).
             let cpu = unsafe { &*this };
             if cpu.chain_interrupted() {
                 break code;
@@ -890,22 +945,25 @@ impl Interpreter {
             if code == exit::CHAIN {
                 // SAFETY: native code stored the entry of a live link,
                 // which a `NativeBlock::entry` was turned into.
-                entry = unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(*mut JitFrame) -> u32>(frame.next) };
+                entry = unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(*mut JitFrame) -> u32>(next_entry) };
                 chained += 1;
                 continue;
             }
             let Some((target, next, index)) = cpu.hop_lookup(cpl) else { break code };
-            if !frame.exit_link.is_null() {
+            if !exit_link.is_null() {
                 // SAFETY: native code names a link of the block it just
                 // ran, which is alive (see above), and a link exit's
                 // target is in that block's page, so the target found for
                 // this RIP is the one the link must always lead to while
                 // the source runs (it runs only where its page maps there).
-                unsafe { (*frame.exit_link).link(&*target, next, index) };
+                unsafe { (*exit_link).link(&*target, next, index) };
                 linked += 1;
             }
-            frame.block = target.cast();
-            frame.entry_index = index;
+            // SAFETY: as above.
+            unsafe {
+                (*frame).block = target.cast();
+                (*frame).entry_index = index;
+            }
             // SAFETY: as for CHAIN: `next` is a live block's entry.
             entry = unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(*mut JitFrame) -> u32>(next) };
             hopped += 1;
@@ -969,7 +1027,12 @@ pub unsafe extern "C" fn jit_fallback(frame: *mut JitFrame, index: u32) -> u32 {
     // SAFETY: the caller passes its live frame; the interpreter and block
     // pointers in it are valid for the duration of the native call, and no
     // other reference to the interpreter is in use while native code runs.
-    let (cpu, block) = unsafe { (&mut *(*frame).interp, &*(*frame).block.cast::<Block>()) };
+    // Both are read before the interpreter (which holds the frame) is
+    // borrowed.
+    let (cpu, block) = unsafe {
+        let (interp, block) = ((*frame).interp, (*frame).block.cast::<Block>());
+        (&mut *interp, &*block)
+    };
     let entries = block.region.get().map_or(&block.entries, |r| &r.entries);
     let Some((handler, ins)) = entries.get(index as usize) else {
         cpu.jit_fault = Some(Fault::Stop(crate::control::StopReason::Error("jit: fallback out of its block".into())));
@@ -1005,16 +1068,17 @@ pub unsafe extern "C" fn jit_fallback(frame: *mut JitFrame, index: u32) -> u32 {
 /// # Safety
 /// `frame` must be the live frame of a running native block.
 pub unsafe extern "C" fn jit_read(frame: *mut JitFrame, segment: u32, offset: u64, size: u32) -> u64 {
-    // SAFETY: as in `jit_fallback`.
-    let (frame, cpu) = unsafe { (&mut *frame, &mut *(*frame).interp) };
+    // SAFETY: as in `jit_fallback`; the frame is the interpreter's own and
+    // is reached through it from here on.
+    let cpu = unsafe { &mut *(*frame).interp };
     match cpu.read_mem((segment as usize).min(5), offset, (size as usize).clamp(1, 8)) {
         Ok(v) => {
-            frame.status = exit::CONTINUE;
+            cpu.frame.status = exit::CONTINUE;
             v
         }
         Err(e) => {
             cpu.jit_fault = Some(e);
-            frame.status = exit::FAULT;
+            cpu.frame.status = exit::FAULT;
             0
         }
     }
@@ -1067,13 +1131,13 @@ pub unsafe extern "C" fn jit_carry(frame: *mut JitFrame) -> u64 {
 /// # Safety
 /// `frame` must be the live frame of a running native block.
 pub unsafe extern "C" fn jit_rdtsc(frame: *mut JitFrame) -> u64 {
-    // SAFETY: as in `jit_fallback`.
-    let (frame, cpu) = unsafe { (&mut *frame, &mut *(*frame).interp) };
+    // SAFETY: as in `jit_read`.
+    let cpu = unsafe { &mut *(*frame).interp };
     if cpu.s.cr4 & 0x4 != 0 && cpu.s.cpl() != 0 && cpu.protected_mode() {
         cpu.jit_fault = Some(Fault::gp0());
-        frame.status = exit::FAULT;
+        cpu.frame.status = exit::FAULT;
         return 0;
     }
-    frame.status = exit::CONTINUE;
+    cpu.frame.status = exit::CONTINUE;
     cpu.tsc()
 }
