@@ -120,7 +120,7 @@ fn new_module() -> Result<(JITModule, OwnedTargetIsa, [u64; 4]), Error> {
     let speed = isa("speed")?;
     let quick = isa("none")?;
     let mut module = JITModule::new(JITBuilder::with_isa(speed, default_libcall_names()));
-    let adapters = define_adapters(&mut module).map_err(|e| Error::Adapter(e.to_string()))?;
+    let adapters = define_adapters(&mut module).map_err(Error::Adapter)?;
     Ok((module, quick, adapters))
 }
 
@@ -128,7 +128,7 @@ fn new_module() -> Result<(JITModule, OwnedTargetIsa, [u64; 4]), Error> {
 /// for each helper shape, `adapter(helper, args..)` calls `helper(args..)`
 /// in the host's C convention and returns its result, saving and restoring
 /// every register the call may clobber.
-fn define_adapters(module: &mut JITModule) -> Result<[u64; 4], cranelift_module::ModuleError> {
+fn define_adapters(module: &mut JITModule) -> Result<[u64; 4], String> {
     use cranelift_codegen::ir::InstBuilder;
     let config = module.target_config();
     let pointer = config.pointer_type();
@@ -142,7 +142,7 @@ fn define_adapters(module: &mut JITModule) -> Result<[u64; 4], cranelift_module:
         // result goes to the frame (the helpers' first argument).
         ctx.func.signature = translate::signature(CallConv::PreserveAll, &with_target, ret);
         ctx.func.signature.returns.clear();
-        let id = module.declare_function(&format!("helper_adapter{i}"), Linkage::Local, &ctx.func.signature)?;
+        let id = module.declare_function(&format!("helper_adapter{i}"), Linkage::Local, &ctx.func.signature).map_err(|e| e.to_string())?;
         ctx.func.name = UserFuncName::user(0, id.as_u32());
         {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
@@ -158,10 +158,10 @@ fn define_adapters(module: &mut JITModule) -> Result<[u64; 4], cranelift_module:
             b.seal_all_blocks();
             b.finalize(config);
         }
-        module.define_function(id, &mut ctx)?;
+        module.define_function(id, &mut ctx).map_err(|e| e.to_string())?;
         ids.push(id);
     }
-    module.finalize_definitions()?;
+    module.finalize_definitions().map_err(|e| e.to_string())?;
     let address = |i: usize| module.get_finalized_function(ids[i]) as u64;
     Ok([address(0), address(1), address(2), address(3)])
 }

@@ -915,9 +915,9 @@ impl Interpreter {
         let mut entry = native.entry;
         let (mut runs, mut chained, mut hopped, mut linked, mut retired) = (0u64, 0u64, 0u64, 0u64, 0u64);
         let code = loop {
-            // SAFETY (every access to `*frame` in this loop): the frame is
-            // the interpreter's field, used only through this pointer here
-            // and by native code and helpers during the call.
+            // SAFETY: (so for every access to `*frame` in this loop) the
+            // frame is the interpreter's field, used only through this
+            // pointer here and by native code and helpers during the call.
             unsafe { (*frame).exit_link = std::ptr::null() };
             // SAFETY: `entry` is native code of the current generation for
             // the block in `frame.block`, which is alive: the first came
