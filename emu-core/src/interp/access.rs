@@ -33,6 +33,18 @@ impl Interpreter {
         self.s.cpl() == 3
     }
 
+    /// Whether an access may use (and fill) the soft TLB: every explicit
+    /// one, and implicit supervisor accesses (descriptor tables, the TSS)
+    /// unless SMAP is on. Those are then plain supervisor accesses (the
+    /// supervisor set); under SMAP they differ from explicit ones with
+    /// EFLAGS.AC set, which the TLB does not tell apart. Interrupt and
+    /// exception delivery walked the page tables for every descriptor
+    /// read before.
+    #[inline]
+    fn tlb_usable(&self, implicit: bool) -> bool {
+        !implicit || self.s.cr4 & crate::mmu::cr4::SMAP == 0
+    }
+
     /// Checks a data access of `size` bytes at `offset` in segment `sreg`
     /// and returns its linear address.
     #[inline]
@@ -95,7 +107,7 @@ impl Interpreter {
             self.code.invalidate_page(phys_page >> 12);
             code_page = false;
         }
-        if !implicit {
+        if self.tlb_usable(implicit) {
             self.tlb.fill(linear, host.unwrap_or(std::ptr::null_mut()), phys_page >> 12, &t, user, rom, code_page);
         }
         if rom && access == Access::Write {
@@ -121,7 +133,7 @@ impl Interpreter {
     fn read_linear_as(&mut self, linear: u64, size: usize, access: Access, implicit: bool) -> R<u64> {
         let user = !implicit && self.user_access();
         if (linear & (PAGE - 1)) as usize + size <= PAGE as usize {
-            if !implicit {
+            if self.tlb_usable(implicit) {
                 if let Some(p) = self.tlb.lookup(linear, access, user) {
                     return Ok(read_host(p, size));
                 }
@@ -156,7 +168,7 @@ impl Interpreter {
     fn write_linear_as(&mut self, linear: u64, size: usize, value: u64, implicit: bool) -> R<()> {
         let user = !implicit && self.user_access();
         if (linear & (PAGE - 1)) as usize + size <= PAGE as usize {
-            if !implicit {
+            if self.tlb_usable(implicit) {
                 if let Some(p) = self.tlb.lookup(linear, Access::Write, user) {
                     self.journal_write(linear, p, size);
                     write_host(p, size, value);

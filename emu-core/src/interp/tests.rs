@@ -290,3 +290,19 @@ fn a_read_crossing_into_a_missing_page_faults_at_that_page() {
     let _ = cpu.step();
     assert_eq!(cpu.s.cr2, 0x0100_0000);
 }
+
+#[test]
+fn implicit_reads_use_the_supervisor_tlb_unless_smap_is_on() {
+    let mut cpu = long_mode_cpu(&[0x90]);
+    cpu.mem.write_u64(0x5000, 0x1122_3344_5566_7788).unwrap();
+    // A descriptor-table read fills the supervisor set, so interrupt
+    // delivery does not walk the page tables for every descriptor.
+    assert_eq!(cpu.read_linear_implicit(0x5000, 8).unwrap(), 0x1122_3344_5566_7788);
+    assert!(cpu.tlb.lookup(0x5000, crate::mmu::Access::Read, false).is_some());
+    // Under SMAP an implicit access is not an explicit supervisor one: it
+    // neither fills nor uses the TLB.
+    cpu.s.cr4 |= crate::mmu::cr4::SMAP;
+    cpu.tlb.flush(false);
+    assert_eq!(cpu.read_linear_implicit(0x5000, 8).unwrap(), 0x1122_3344_5566_7788);
+    assert!(cpu.tlb.lookup(0x5000, crate::mmu::Access::Read, false).is_none());
+}
