@@ -2,6 +2,9 @@
 //! function: a correct one passes, and one that gets a register or a
 //! stored byte wrong stops the machine with a report naming it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use iced_x86::code_asm::*;
 
 use super::tests::long_mode_cpu;
@@ -65,12 +68,18 @@ unsafe extern "C" fn wrong_store(frame: *mut JitFrame) -> u32 {
     unsafe { emulate(frame, 42, 0x2b) }
 }
 
-/// Translates only the program's first block, to `code`.
-struct StandIn(unsafe extern "C" fn(*mut JitFrame) -> u32);
+/// Translates only the program's first block, to `code` (or refuses),
+/// and notes whether the request asked for writes through the helper.
+struct StandIn {
+    code: Option<unsafe extern "C" fn(*mut JitFrame) -> u32>,
+    journal_writes: Arc<AtomicBool>,
+}
 
 impl BlockTranslator for StandIn {
     fn translate(&mut self, req: &TranslationRequest<'_>) -> Option<NativeBlock> {
-        (req.rip == CODE).then_some(NativeBlock { entry: self.0, index: 0, generation: 0 })
+        self.journal_writes.store(req.journal_writes, Ordering::Relaxed);
+        let code = self.code.filter(|_| req.rip == CODE)?;
+        Some(NativeBlock { entry: code, index: 0, generation: 0 })
     }
     fn wants_flush(&self) -> bool {
         false
@@ -84,12 +93,18 @@ impl BlockTranslator for StandIn {
     }
 }
 
-/// Runs the program in lockstep with `code` until HLT or a stop.
-fn run_lockstep(code: unsafe extern "C" fn(*mut JitFrame) -> u32) -> (Interpreter, Step) {
+/// The program's machine in lockstep with a stand-in translating to `code`.
+fn lockstep_cpu(code: Option<unsafe extern "C" fn(*mut JitFrame) -> u32>, journal_writes: &Arc<AtomicBool>) -> Interpreter {
     let mut cpu = long_mode_cpu(&program().0);
-    cpu.set_translator(Box::new(StandIn(code)));
+    cpu.set_translator(Box::new(StandIn { code, journal_writes: Arc::clone(journal_writes) }));
     cpu.set_jit_threshold(0);
     cpu.set_lockstep(true);
+    cpu
+}
+
+/// Runs the program in lockstep with `code` until HLT or a stop.
+fn run_lockstep(code: unsafe extern "C" fn(*mut JitFrame) -> u32) -> (Interpreter, Step) {
+    let mut cpu = lockstep_cpu(Some(code), &Arc::default());
     for _ in 0..10 {
         match cpu.step_block() {
             Step::Executed => {}
@@ -142,29 +157,9 @@ fn a_wrong_store_stops_with_a_report_and_the_interpreter_result_stays() {
 
 #[test]
 fn lockstep_asks_for_code_that_writes_through_the_helper() {
-    struct Asks(std::sync::Arc<std::sync::atomic::AtomicBool>);
-    impl BlockTranslator for Asks {
-        fn translate(&mut self, req: &TranslationRequest<'_>) -> Option<NativeBlock> {
-            self.0.store(req.journal_writes, std::sync::atomic::Ordering::Relaxed);
-            None
-        }
-        fn wants_flush(&self) -> bool {
-            false
-        }
-        fn flush(&mut self) {}
-        fn generation(&self) -> u64 {
-            0
-        }
-        fn stats(&self) -> Vec<(String, u64)> {
-            Vec::new()
-        }
-    }
-    let asked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut cpu = long_mode_cpu(&program().0);
-    cpu.set_translator(Box::new(Asks(asked.clone())));
-    cpu.set_jit_threshold(0);
-    cpu.set_lockstep(true);
+    let asked = Arc::new(AtomicBool::new(false));
+    let mut cpu = lockstep_cpu(None, &asked);
     // The block runs to its HLT, interpreted (this translator refuses).
     assert_eq!(cpu.step_block(), Step::Halted);
-    assert!(asked.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(asked.load(Ordering::Relaxed));
 }
