@@ -10,11 +10,11 @@
 //! the machine with a report naming the run's first RIP, its instructions
 //! and what differs.
 //!
-//! How a run is repeated: in lockstep the soft TLB never holds write
-//! tags, so every guest write (native code's through `jit_write`, and the
-//! interpreter's) takes the slow path, which journals the bytes it
-//! overwrites. After the native run its writes are undone from the
-//! journal, the state is put back and the interpreter runs the same number
+//! How a run is repeated: every guest write the interpreter's access
+//! paths make journals the bytes it overwrites, and in lockstep native code
+//! writes only through `jit_write` (its requests ask for no inline
+//! stores, `TranslationRequest::journal_writes`), which uses those paths.
+//! After the native run its writes are undone from the journal, the state is put back and the interpreter runs the same number
 //! of instructions with the tier set aside; its result is the one kept.
 //! Page-table accessed and dirty bits are not journaled: both tiers set
 //! the same ones.
@@ -75,8 +75,8 @@ impl Interpreter {
     /// with a translator attached).
     pub fn set_lockstep(&mut self, on: bool) {
         self.lockstep = on.then(Box::default);
-        // No write tags from now on (see `translate`): drop those cached.
-        self.tlb.flush(false);
+        // Code translated before has inline stores.
+        self.flush_code();
     }
 
     /// Whether lockstep checking is on.
