@@ -143,11 +143,17 @@ impl Interpreter {
         self.jit_fault = None;
         let tier = self.tier.take();
         self.record(true);
+        let replay_events = self.unrepeatable_events();
         let replay = self.replay(retired, native_fault.is_some());
         let interp_writes = self.record(false);
         self.tier = tier;
 
         let mut report = Vec::new();
+        if self.unrepeatable_events() != replay_events {
+            // Native code skipped an access to a device or the clock that
+            // the interpreter made (which has now happened once).
+            report.push("the interpreter did port I/O, MMIO or read the clock where native code did not".to_string());
+        }
         match replay {
             Replay::Differs(what) => report.push(what),
             Replay::Done(interp_fault) => {
