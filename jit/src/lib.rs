@@ -99,6 +99,13 @@ pub struct Translator {
     dumped: u64,
 }
 
+/// Whether helpers are called through the register-preserving adapters
+/// (`POPEK_JIT_ADAPTERS=0`: directly, to compare).
+fn use_adapters() -> bool {
+    static USE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USE.get_or_init(|| std::env::var_os("POPEK_JIT_ADAPTERS").is_none_or(|v| v != "0"))
+}
+
 /// How many blocks' IR to print to stderr (`POPEK_JIT_DUMP=n`; none by
 /// default).
 fn dump_limit() -> u64 {
@@ -218,7 +225,7 @@ impl Translator {
         let looping;
         {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
-            let adapters = std::env::var_os("POPEK_JIT_ADAPTERS").is_none_or(|v| v != "0").then_some(self.adapters);
+            let adapters = use_adapters().then_some(self.adapters);
             let mut l = Lower::new(&mut b, req.helpers, pointer, adapters);
             l.links = req.links as u64;
             l.inline_stores = !req.journal_writes;
