@@ -372,13 +372,7 @@ impl<'a, 'b> Lower<'a, 'b> {
         let spent = self.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, budget, 0);
         let spent = self.b.ins().uextend(types::I32, spent);
         let leave = self.b.ins().bor(spent, attention);
-        let out = self.b.create_block();
-        let go = self.b.create_block();
-        self.b.set_cold_block(out);
-        self.b.ins().brif(leave, out, &[], go, &[]);
-        self.b.switch_to_block(out);
-        self.exit_here(rip, retired, exit::CONTINUE);
-        self.b.switch_to_block(go);
+        self.cold_if(leave, |l| l.exit_here(rip, retired, exit::CONTINUE));
         let left = self.b.ins().iadd_imm_s(budget, -1);
         self.b.ins().store(mem(), left, self.frame, offsets::FRAME_BUDGET);
     }
@@ -592,18 +586,26 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.b.ins().return_(&[c]);
     }
 
+    /// When `cond` is nonzero, takes a cold path on which `leave` emits an
+    /// exit (it must end that path); else goes on here.
+    pub(crate) fn cold_if(&mut self, cond: Value, leave: impl FnOnce(&mut Self)) {
+        let cold = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.set_cold_block(cold);
+        self.b.ins().brif(cond, cold, &[], cont, &[]);
+        self.b.switch_to_block(cold);
+        leave(self);
+        self.b.switch_to_block(cont);
+    }
+
     /// Exits with the state as it is now if `cond` holds, else goes on.
     /// The tail's arguments (RIP, retired count, code) are made on the cold
     /// side, so the path that goes on does not compute them.
     pub(crate) fn exit_if(&mut self, cond: Value, rip: u64, retired: u64, code: u32) {
-        let exit = self.b.create_block();
-        self.b.set_cold_block(exit);
-        let cont = self.b.create_block();
-        self.b.ins().brif(cond, exit, &[], cont, &[]);
-        self.b.switch_to_block(exit);
-        let (tail, args) = self.tail_for(rip, retired, code);
-        self.b.ins().jump(tail, &args);
-        self.b.switch_to_block(cont);
+        self.cold_if(cond, |l| {
+            let (tail, args) = l.tail_for(rip, retired, code);
+            l.b.ins().jump(tail, &args);
+        });
     }
 
     /// The exit for a fault in the current instruction: state before it.
@@ -615,13 +617,7 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// Takes the fault exit of `ins` (on a cold path) when `faulted` is
     /// nonzero, else goes on.
     pub(crate) fn fault_exit_if(&mut self, faulted: Value, ins: &Instruction) {
-        let ok = self.b.create_block();
-        let fault = self.b.create_block();
-        self.b.set_cold_block(fault);
-        self.b.ins().brif(faulted, fault, &[], ok, &[]);
-        self.b.switch_to_block(fault);
-        self.fault_exit_here(ins);
-        self.b.switch_to_block(ok);
+        self.cold_if(faulted, |l| l.fault_exit_here(ins));
     }
 
     /// Takes the fault exit of `ins` when the frame's status says a helper
@@ -738,18 +734,14 @@ impl<'a, 'b> Lower<'a, 'b> {
         let code = self.call(self.helpers.fallback as usize, self.sigs.fallback, &[self.frame, idx]);
         // Not CONTINUE: the instruction retired unless it faulted; RIP and
         // the state are already in place.
-        let out = self.b.create_block();
-        let cont = self.b.create_block();
-        self.b.set_cold_block(out);
-        self.b.ins().brif(code, out, &[], cont, &[]);
-        self.b.switch_to_block(out);
-        let ended = self.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, code, i64::from(exit::END_BLOCK));
-        let ended = self.b.ins().uextend(types::I64, ended);
-        let before = self.retired_value(self.index as u64);
-        let retired = self.b.ins().iadd(ended, before);
-        self.store_retired(retired);
-        self.b.ins().return_(&[code]);
-        self.b.switch_to_block(cont);
+        self.cold_if(code, |l| {
+            let ended = l.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, code, i64::from(exit::END_BLOCK));
+            let ended = l.b.ins().uextend(types::I64, ended);
+            let before = l.retired_value(l.index as u64);
+            let retired = l.b.ins().iadd(ended, before);
+            l.store_retired(retired);
+            l.b.ins().return_(&[code]);
+        });
         self.loaded = [false; 16];
     }
 
@@ -775,13 +767,7 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// when `bad` holds: it raises what the lowering leaves to it (#GP,
     /// #DE, #UD/#NM); else goes on.
     pub(crate) fn cold_fallback_if(&mut self, ins: &Instruction, bad: Value) {
-        let cold = self.b.create_block();
-        let cont = self.b.create_block();
-        self.b.set_cold_block(cold);
-        self.b.ins().brif(bad, cold, &[], cont, &[]);
-        self.b.switch_to_block(cold);
-        self.cold_fallback_exit(ins);
-        self.b.switch_to_block(cont);
+        self.cold_if(bad, |l| l.cold_fallback_exit(ins));
     }
 
     /// After an instruction: leave if one of its writes hit cached code.
