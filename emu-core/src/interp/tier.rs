@@ -211,8 +211,6 @@ impl JitFrame {
 pub mod offsets {
     use super::*;
 
-    /// `JitFrame::state`.
-    pub const FRAME_STATE: i32 = offset_of!(JitFrame, state) as i32;
     /// Where the `CpuState` lies relative to the frame (both live in the
     /// interpreter): state field `f` is at `frame + STATE_FROM_FRAME + f`.
     pub const STATE_FROM_FRAME: i32 = offset_of!(Interpreter, s) as i32 - offset_of!(Interpreter, frame) as i32;
