@@ -25,8 +25,8 @@
 //! and counted as not repeatable.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
-use iced_x86::Instruction;
 use rustc_hash::FxHashMap;
 
 use crate::control::StopReason;
@@ -109,14 +109,19 @@ impl Interpreter {
 
     /// [`Interpreter::run_native`], then the same instructions again under
     /// the interpreter from the same state; the interpreter's result is
-    /// kept, and a difference stops the machine with a report.
+    /// kept, and a difference stops the machine with a report. `block` is
+    /// an `Arc<Block>`'s pointer, as `execute_block` passes it.
     pub(crate) fn run_native_lockstep(&mut self, block: *const Block, native: NativeBlock, max: usize, cached: bool) -> R<()> {
         let before = self.s.clone();
         let retired_before = self.retired;
         let events = self.unrepeatable_events();
-        // SAFETY: the caller keeps `block` alive for this call; the
-        // instructions are copied before anything can drop it.
-        let listing: Vec<Instruction> = unsafe { (*block).entries.iter().map(|(_, ins)| *ins).collect() };
+        // SAFETY: `block` comes from `Arc::as_ptr` of a block the caller
+        // keeps alive for this call; one more reference keeps it for a
+        // report (the repeat may drop it from the cache).
+        let first_block = unsafe {
+            Arc::increment_strong_count(block);
+            Arc::from_raw(block)
+        };
         self.record(true);
         let result = self.run_native(block, native, max, cached);
         let native_writes = self.record(false);
@@ -173,13 +178,13 @@ impl Interpreter {
         }
         let mut text = format!(
             "jit lockstep: native code and the interpreter differ after a native run from RIP {:#x} ({retired} instructions; POPEK_JIT_REGIONS=0 narrows it to one block)\n",
-            listing.first().map_or(0, |i| i.ip())
+            first_block.rip
         );
         for line in &report {
             let _ = writeln!(text, "  {line}");
         }
         let _ = writeln!(text, "  first block:");
-        for ins in &listing {
+        for (_, ins) in first_block.entries.iter() {
             let _ = writeln!(text, "    {:#x}: {ins}", ins.ip());
         }
         Err(Fault::Stop(StopReason::Error(text.trim_end().to_string())))
