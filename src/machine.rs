@@ -529,8 +529,13 @@ fn acknowledge_fn(
         };
         let mut p = pic.lock().unwrap_or_else(|e| e.into_inner());
         let vector = from_lapic.or_else(|| p.has_interrupt().then(|| p.acknowledge()));
-        let more = p.has_interrupt() || lapic.lock().unwrap_or_else(|e| e.into_inner()).pending_vector().is_some();
+        // Both locks held while `pending` is stored: a request that lands
+        // between reading the controllers and the store would otherwise see
+        // its notification overwritten with "nothing pending".
+        let l = lapic.lock().unwrap_or_else(|e| e.into_inner());
+        let more = p.has_interrupt() || l.pending_vector().is_some();
         pending.store(more, Ordering::Release);
+        drop(l);
         vector
     })
 }

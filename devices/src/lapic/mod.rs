@@ -482,6 +482,7 @@ impl Lapic {
     /// Clearing the global enable also software-disables the APIC.
     pub fn set_base_msr(&mut self, value: u64) {
         self.catch_up();
+        let was_deliverable = self.pending_vector().is_some();
         let was_enabled = self.hw_enabled();
         self.base_msr =
             (value & (APIC_BASE_ENABLE | APIC_BASE_ADDR_MASK)) | (self.base_msr & APIC_BASE_BSP);
@@ -494,6 +495,7 @@ impl Lapic {
         if was_enabled && !self.hw_enabled() {
             self.software_disable();
         }
+        self.notify_if_now_deliverable(was_deliverable);
     }
 
     /// The APIC ID (bits 24-31 of the ID register).
@@ -518,7 +520,9 @@ impl Lapic {
 
     /// A write to CR8: sets TPR to `value[3:0] << 4`.
     pub fn set_tpr_cr8(&mut self, value: u8) {
+        let was_deliverable = self.pending_vector().is_some();
         self.tpr = u32::from(value & 0xf) << 4;
+        self.notify_if_now_deliverable(was_deliverable);
     }
 
     /// The processor priority.
@@ -613,6 +617,16 @@ impl Lapic {
     fn notify(&self) {
         if let Some(notify) = &self.intr_notifier {
             notify();
+        }
+    }
+
+    /// Notifies when a vector already in the IRR has just become
+    /// deliverable: an EOI, a lower TPR or an enable lowered the priority
+    /// that held it back. Without this the CPU would not look again until
+    /// the next request, which an idle guest may not make for a long time.
+    fn notify_if_now_deliverable(&self, was_deliverable: bool) {
+        if !was_deliverable && self.pending_vector().is_some() {
+            self.notify();
         }
     }
 
@@ -1027,6 +1041,7 @@ impl Lapic {
         }
         let now = self.clock.monotonic_ns();
         self.timer_catch_up(now);
+        let was_deliverable = self.pending_vector().is_some();
         match offset {
             REG_ID => self.id = value & 0xff00_0000,
             REG_TPR => self.tpr = value & 0xff,
@@ -1046,6 +1061,7 @@ impl Lapic {
             REG_VERSION | REG_APR | REG_PPR | REG_TIMER_CURRENT | 0x100..=0x270 => {}
             _ => self.raise_error(ESR_ILLEGAL_REGISTER),
         }
+        self.notify_if_now_deliverable(was_deliverable);
     }
 }
 

@@ -660,3 +660,37 @@ fn reserved_timer_mode_counts_as_one_shot() {
     assert_eq!(l.next_deadline_ns(), None, "no reload");
     assert_eq!(l.tsc_deadline_ns(), None);
 }
+
+#[test]
+fn notifier_wakes_when_an_eoi_or_a_lower_tpr_releases_a_requested_vector() {
+    let (mut l, _) = enabled();
+    let count = Arc::new(AtomicU32::new(0));
+    let c = count.clone();
+    l.set_intr_notifier(move || {
+        c.fetch_add(1, Ordering::SeqCst);
+    });
+    l.accept_interrupt(0x31, false);
+    assert_eq!(l.acknowledge(), Some(0x31));
+    let woken = count.load(Ordering::SeqCst);
+    // A second edge while the first is in service waits in the IRR (same
+    // priority class): nothing to wake for yet.
+    l.accept_interrupt(0x32, false);
+    assert_eq!(l.pending_vector(), None);
+    assert_eq!(count.load(Ordering::SeqCst), woken);
+    // The EOI releases it: an idle CPU must hear of it now, not at the next
+    // request (the serial line's lost THRE interrupt).
+    l.write_register(REG_EOI, 0);
+    assert_eq!(l.pending_vector(), Some(0x32));
+    assert_eq!(count.load(Ordering::SeqCst), woken + 1);
+
+    assert_eq!(l.acknowledge(), Some(0x32));
+    l.write_register(REG_EOI, 0);
+    l.write_register(REG_TPR, 0x50);
+    l.accept_interrupt(0x45, false);
+    let woken = count.load(Ordering::SeqCst);
+    l.set_tpr_cr8(3);
+    assert_eq!(count.load(Ordering::SeqCst), woken + 1, "CR8 lowered below the vector");
+    l.write_register(REG_TPR, 0x60);
+    l.write_register(REG_TPR, 0x00);
+    assert_eq!(count.load(Ordering::SeqCst), woken + 2, "TPR lowered below the vector");
+}
