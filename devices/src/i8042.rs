@@ -462,6 +462,17 @@ impl I8042 {
         }
     }
 
+    fn lower_irqs(&mut self) {
+        if self.irq1_level {
+            self.irq1_level = false;
+            self.irq1.set_level(false);
+        }
+        if self.irq12_level {
+            self.irq12_level = false;
+            self.irq12.set_level(false);
+        }
+    }
+
     fn status(&self) -> u8 {
         let mut status = STATUS_NOT_INHIBITED;
         match self.output_buffer {
@@ -481,6 +492,13 @@ impl I8042 {
     fn read_data(&mut self) -> u8 {
         if let Some((byte, _)) = self.output_buffer.take() {
             self.last_output = byte;
+            // The IRQ falls when the host empties the buffer and rises again
+            // when the next byte is loaded: an edge per byte. Held high
+            // across a refill, an edge-triggered controller (ISA IRQs 1 and
+            // 12 are edge-triggered) would signal the first byte of a reply
+            // and never the rest; Linux's atkbd probe of the aux port then
+            // waited out its timeouts, holding a poweroff for a second.
+            self.lower_irqs();
         }
         self.refill_output_buffer();
         // An empty buffer reads its stale contents, as on real hardware.
@@ -903,6 +921,22 @@ mod tests {
         r.command(0xd4);
         r.data(0x00);
         assert_eq!(r.drain(), vec![RESEND]);
+    }
+
+    #[test]
+    fn every_byte_of_a_reply_raises_its_own_edge() {
+        // Edge-triggered controllers see one interrupt per rising edge, and
+        // Linux reads one byte per interrupt: a line held high from one
+        // byte to the next would leave the rest of a reply unsignalled.
+        let mut r = rig();
+        r.command(0xd4);
+        r.data(0xf2);
+        assert_eq!(r.drain(), vec![ACK, 0x00]);
+        assert_eq!(r.irq12.rising_edges(), 2, "mouse ACK and ID");
+        let before = r.irq1.rising_edges();
+        r.data(0xf2);
+        assert_eq!(r.drain(), vec![ACK, 0xab, 0x41]);
+        assert_eq!(r.irq1.rising_edges() - before, 3, "keyboard ACK and two ID bytes");
     }
 
     #[test]
