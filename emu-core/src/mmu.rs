@@ -329,6 +329,22 @@ pub struct Tlb {
     pub hits: std::cell::Cell<u64>,
     /// See `hits`.
     pub misses: std::cell::Cell<u64>,
+    /// Full flushes (CR3, CR0, CR4, EFER) and single-page ones (INVLPG),
+    /// for `--stats`.
+    pub flushes: u64,
+    /// See `flushes`.
+    pub page_flushes: u64,
+    /// Per set, the indices of entries filled since the last full clear,
+    /// so a flush clears those rather than both whole arrays (half a MiB,
+    /// and a guest that switches address spaces often fills few entries
+    /// in between); `None` once more than `FILLED_TRACKED` were filled.
+    filled: [Option<Vec<u16>>; 2],
+    /// The linear pages (hashed, one bit each) for which caches validated
+    /// by `epoch` hold entries made since it last moved. An INVLPG of a
+    /// page outside them leaves those caches valid: the kernel's
+    /// `text_poke` invalidates its poking page tens of thousands of times
+    /// a boot, none of them a code page.
+    derived: [u64; DERIVED_WORDS],
     /// The large pages (first 4 KiB page number, `large_shift`) that may
     /// have pieces cached since the last full flush, so an INVLPG outside
     /// all of them touches one entry; `None` once more than
@@ -338,6 +354,33 @@ pub struct Tlb {
 
 /// Large pages tracked for INVLPG before it falls back to a scan.
 const LARGE_TRACKED: usize = 64;
+
+/// Entries tracked per set for a flush before it falls back to clearing
+/// the whole set.
+const FILLED_TRACKED: usize = 1024;
+
+/// Words in [`Tlb::derived`]'s bitmap.
+const DERIVED_WORDS: usize = 64;
+
+/// Calls `f` on the entries of `set` that `filled` lists, or on all of
+/// them when it lists none (too many were filled to track).
+fn for_each_filled(set: &mut [TlbEntry], filled: Option<&[u16]>, mut f: impl FnMut(&mut TlbEntry)) {
+    match filled {
+        Some(list) => {
+            for &index in list {
+                if let Some(e) = set.get_mut(usize::from(index)) {
+                    f(e);
+                }
+            }
+        }
+        None => set.iter_mut().for_each(f),
+    }
+}
+
+/// Whether `e` holds a translation for any access.
+fn holds_any(e: &TlbEntry) -> bool {
+    e.read_tag != INVALID || e.write_tag != INVALID || e.exec_tag != INVALID
+}
 
 impl Default for Tlb {
     fn default() -> Self {
@@ -349,7 +392,17 @@ impl Tlb {
     /// An empty TLB.
     pub fn new() -> Self {
         let empty = || vec![TlbEntry::default(); TLB_ENTRIES].into_boxed_slice();
-        Self { sets: [empty(), empty()], epoch: 0, hits: Default::default(), misses: Default::default(), large: Some(Vec::new()) }
+        Self {
+            sets: [empty(), empty()],
+            epoch: 0,
+            hits: Default::default(),
+            misses: Default::default(),
+            flushes: 0,
+            page_flushes: 0,
+            filled: [Some(Vec::new()), Some(Vec::new())],
+            derived: [0; DERIVED_WORDS],
+            large: Some(Vec::new()),
+        }
     }
 
     fn index(vpn: u64) -> usize {
@@ -380,10 +433,21 @@ impl Tlb {
     #[allow(clippy::too_many_arguments)]
     pub fn fill(&mut self, linear: u64, host_page: *mut u8, phys_page: u64, t: &Translation, user: bool, rom: bool, code_page: bool) {
         let vpn = linear >> 12;
-        let e = &mut self.sets[usize::from(user)][Self::index(vpn)];
+        let index = Self::index(vpn);
+        let e = &mut self.sets[usize::from(user)][index];
         if host_page.is_null() {
             *e = TlbEntry::default();
             return;
+        }
+        if !holds_any(e) {
+            let filled = &mut self.filled[usize::from(user)];
+            if let Some(list) = filled {
+                if list.len() < FILLED_TRACKED {
+                    list.push(index as u16);
+                } else {
+                    *filled = None;
+                }
+            }
         }
         // An entry holds one page: keep other tags only for the same page.
         if e.read_tag != vpn && e.write_tag != vpn && e.exec_tag != vpn {
@@ -414,24 +478,71 @@ impl Tlb {
     /// Drops everything (CR0/CR4/EFER changes), or everything but global
     /// entries (a CR3 write with CR4.PGE).
     pub fn flush(&mut self, keep_global: bool) {
-        self.epoch += 1;
+        self.bump_epoch();
+        self.flushes += 1;
         if !keep_global {
             self.large = Some(Vec::new());
         }
-        for set in &mut self.sets {
-            for e in set.iter_mut() {
-                if !(keep_global && e.global) {
+        for (set, filled) in self.sets.iter_mut().zip(&mut self.filled) {
+            let mut kept = Vec::new();
+            let mut clear = |index: usize, e: &mut TlbEntry| {
+                if keep_global && e.global && holds_any(e) {
+                    kept.push(index as u16);
+                } else {
                     *e = TlbEntry::default();
                 }
+            };
+            match filled.take() {
+                Some(list) => {
+                    for index in list {
+                        if let Some(e) = set.get_mut(usize::from(index)) {
+                            clear(usize::from(index), e);
+                        }
+                    }
+                }
+                None => {
+                    for (index, e) in set.iter_mut().enumerate() {
+                        clear(index, e);
+                    }
+                }
             }
+            // An entry cleared and filled again is listed twice.
+            kept.sort_unstable();
+            kept.dedup();
+            *filled = (kept.len() < FILLED_TRACKED).then_some(kept);
         }
+    }
+
+    /// Moves `epoch`: every cache validated by it is stale now.
+    fn bump_epoch(&mut self) {
+        self.epoch += 1;
+        self.derived = [0; DERIVED_WORDS];
+    }
+
+    fn derived_bit(linear: u64) -> (usize, u64) {
+        let vpn = linear >> 12;
+        let hash = (vpn ^ vpn >> 12) as usize % (DERIVED_WORDS * 64);
+        (hash / 64, 1 << (hash % 64))
+    }
+
+    /// Says that a cache validated by `epoch` (the interpreter's jump
+    /// cache, the JIT's hop table) now holds an entry for code in the page
+    /// of `linear`, so an INVLPG of that page must move the epoch.
+    pub fn note_derived(&mut self, linear: u64) {
+        let (word, bit) = Self::derived_bit(linear);
+        self.derived[word] |= bit;
+    }
+
+    fn derived_from(&self, linear: u64) -> bool {
+        let (word, bit) = Self::derived_bit(linear);
+        self.derived[word] & bit != 0
     }
 
     /// INVLPG: drops the entries for the page of `linear`, and, since large
     /// pages are cached a 4 KiB piece at a time, every piece of a large
     /// page that contains it (global or not, as the SDM says).
     pub fn flush_page(&mut self, linear: u64) {
-        self.epoch += 1;
+        self.page_flushes += 1;
         let vpn = linear >> 12;
         // Scan for large-page pieces only when a large page cached here
         // holds `vpn` (it is forgotten: its pieces all go now), or when
@@ -444,30 +555,37 @@ impl Tlb {
                 list.len() != before
             }
         };
-        for set in &mut self.sets {
+        // A large page drops as a whole, with whatever code cached from
+        // its other 4 KiB pieces.
+        if scan || self.derived_from(linear) {
+            self.bump_epoch();
+        }
+        for (set, filled) in self.sets.iter_mut().zip(&self.filled) {
             let e = &mut set[Self::index(vpn)];
             if e.read_tag == vpn || e.write_tag == vpn || e.exec_tag == vpn {
                 *e = TlbEntry::default();
             }
             if scan {
-                for e in set.iter_mut() {
+                let drop_piece = |e: &mut TlbEntry| {
                     let shift = u32::from(e.large_shift);
                     if shift != 0 && e.read_tag != INVALID && e.read_tag >> shift == vpn >> shift {
                         *e = TlbEntry::default();
                     }
-                }
+                };
+                for_each_filled(set, filled.as_deref(), drop_piece);
             }
         }
     }
 
     /// Stops direct writes to a physical page (it now holds cached code).
     pub fn protect_phys_page(&mut self, phys_page: u64) {
-        for set in &mut self.sets {
-            for e in set.iter_mut() {
+        for (set, filled) in self.sets.iter_mut().zip(&self.filled) {
+            let protect = |e: &mut TlbEntry| {
                 if e.phys_page == phys_page {
                     e.write_tag = INVALID;
                 }
-            }
+            };
+            for_each_filled(set, filled.as_deref(), protect);
         }
     }
 }
@@ -598,6 +716,77 @@ mod tests {
         tlb.protect_phys_page(0x8);
         assert!(tlb.lookup(0x40_0000, Access::Write, false).is_none());
         assert!(tlb.lookup(0x40_0000, Access::Read, false).is_some());
+    }
+
+    /// Fills `pages` 4 KiB pages from `first` (supervisor, writable).
+    fn fill_pages(tlb: &mut Tlb, first: u64, pages: u64, global: bool) {
+        let t = Translation { phys: 0, writable: true, executable: true, global, page_size: 4096 };
+        for i in 0..pages {
+            let lin = first + (i << 12);
+            tlb.fill(lin, 0x7000_0000usize as *mut u8, lin >> 12, &t, false, false, false);
+        }
+    }
+
+    fn held(tlb: &Tlb, first: u64, pages: u64) -> u64 {
+        (0..pages).filter(|i| tlb.lookup(first + (i << 12), Access::Read, false).is_some()).count() as u64
+    }
+
+    #[test]
+    fn flushes_clear_what_was_filled_whether_tracked_or_not() {
+        for pages in [3, FILLED_TRACKED as u64 + 100, TLB_ENTRIES as u64 - 2] {
+            let mut tlb = Tlb::new();
+            fill_pages(&mut tlb, 0x100_0000, pages, true);
+            fill_pages(&mut tlb, 0x100_0000 + (pages << 12), 2, false);
+            tlb.flush(true);
+            assert_eq!(held(&tlb, 0x100_0000, pages), pages, "globals stay ({pages} filled)");
+            assert_eq!(held(&tlb, 0x100_0000 + (pages << 12), 2), 0, "the rest goes ({pages} filled)");
+            tlb.flush(true);
+            assert_eq!(held(&tlb, 0x100_0000, pages), pages, "and stay again");
+            tlb.flush(false);
+            assert_eq!(held(&tlb, 0x100_0000, pages), 0, "a full flush drops globals ({pages} filled)");
+            assert!(tlb.sets.iter().flat_map(|s| s.iter()).all(|e| !holds_any(e)));
+        }
+    }
+
+    #[test]
+    fn protecting_a_page_reaches_entries_tracked_or_not() {
+        for pages in [4, FILLED_TRACKED as u64 + 100] {
+            let mut tlb = Tlb::new();
+            fill_pages(&mut tlb, 0x100_0000, pages, false);
+            let last = 0x100_0000 + ((pages - 1) << 12);
+            tlb.protect_phys_page(last >> 12);
+            assert!(tlb.lookup(last, Access::Write, false).is_none());
+            assert!(tlb.lookup(last, Access::Read, false).is_some());
+            assert!(tlb.lookup(0x100_0000, Access::Write, false).is_some());
+        }
+    }
+
+    #[test]
+    fn invlpg_moves_the_epoch_only_for_pages_with_derived_entries() {
+        let mut tlb = Tlb::new();
+        fill_pages(&mut tlb, 0x100_0000, 4, false);
+        let epoch = tlb.epoch;
+        // A data page (text_poke's poking page, say): the caches derived
+        // from translations hold nothing for it.
+        tlb.flush_page(0x100_2000);
+        assert_eq!(tlb.epoch, epoch);
+        assert!(tlb.lookup(0x100_2000, Access::Read, false).is_none(), "the entry itself goes");
+        tlb.note_derived(0x100_0123);
+        tlb.flush_page(0x100_1000);
+        assert_eq!(tlb.epoch, epoch, "another page");
+        tlb.flush_page(0x100_0fff);
+        assert_eq!(tlb.epoch, epoch + 1, "the code page");
+        // The epoch moved: every derived entry is stale, none is noted.
+        tlb.flush_page(0x100_0000);
+        assert_eq!(tlb.epoch, epoch + 1);
+        // Any page of a large page cached since the last flush moves it:
+        // the whole large page goes, with code cached from its other pieces.
+        let big = Translation { phys: 0x20_0000, writable: true, executable: true, global: false, page_size: 2 << 20 };
+        tlb.fill(0x20_0000, 0x7000_0000usize as *mut u8, 0x200, &big, false, false, false);
+        tlb.flush_page(0x3f_f000);
+        assert_eq!(tlb.epoch, epoch + 2);
+        tlb.flush(true);
+        assert_eq!(tlb.epoch, epoch + 3, "full flushes always move it");
     }
 
     #[test]

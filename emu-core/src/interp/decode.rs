@@ -348,6 +348,8 @@ impl Interpreter {
         }
         if let Some(host) = host {
             if let Some((idx, block)) = self.code.take(host as u64, bitness, rip) {
+                // Cached blocks lie within one page.
+                self.tlb.note_derived(lin);
                 self.code.remember(rip, cs_base, mode, self.tlb.epoch, idx);
                 if let Err(e) = self.check_code_limit(rip, block.end.wrapping_sub(rip)) {
                     let generation = self.code.generation;

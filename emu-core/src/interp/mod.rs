@@ -139,6 +139,8 @@ pub(crate) struct Counters {
     pub(crate) interrupts: Cell<u64>,
     pub(crate) exceptions: Cell<u64>,
     pub(crate) halts: Cell<u64>,
+    /// Microseconds spent halted, waiting for an interrupt.
+    pub(crate) halted_us: Cell<u64>,
     pub(crate) blocks_decoded: Cell<u64>,
     /// Reads of the clock and the local APIC's CPU-side registers (the
     /// TSC, its deadline, CR8), which a repeated run would not repeat.
@@ -307,6 +309,8 @@ impl Interpreter {
                 return result;
             }
         }
+        let waiting = self.tier.as_mut().is_some_and(|t| std::mem::take(&mut t.waiting));
+        let retired_before = self.retired;
         let wrap = if self.in_64bit_mode() { u64::MAX } else { 0xffff_ffff };
         let mut result = Ok(());
         for (handler, ins) in block.entries.iter().take(max) {
@@ -323,6 +327,11 @@ impl Interpreter {
             }
         }
         let _ = self.code.put_back(slot, block, generation);
+        if waiting {
+            if let Some(tier) = self.tier.as_mut() {
+                tier.waiting_retired += self.retired - retired_before;
+            }
+        }
         result
     }
 
@@ -357,7 +366,10 @@ impl Vcpu for Interpreter {
                             )));
                         }
                         bump(&self.counters.halts);
+                        let halted = Instant::now();
                         self.wait_for_interrupt(Duration::from_millis(10));
+                        let us = halted.elapsed().as_micros() as u64;
+                        self.counters.halted_us.set(self.counters.halted_us.get() + us);
                         break;
                     }
                     Step::Stopped(reason) => {
@@ -396,6 +408,9 @@ impl Vcpu for Interpreter {
                 ("interrupts", c.interrupts.get()),
                 ("exceptions", c.exceptions.get()),
                 ("halts", c.halts.get()),
+                ("halted (us)", c.halted_us.get()),
+                ("soft-TLB flushes", self.tlb.flushes),
+                ("soft-TLB page flushes", self.tlb.page_flushes),
                 ("blocks decoded", c.blocks_decoded.get()),
                 ("blocks evicted", self.code.evictions),
                 ("code pages written", self.code.pages_written),

@@ -515,6 +515,12 @@ pub(crate) struct Tier {
     pub(crate) submitted: u64,
     pub(crate) installed: u64,
     pub(crate) discarded: u64,
+    /// The last `native_for` that answered `None` did so because the
+    /// block's code is being compiled (not because the block is cold).
+    pub(crate) waiting: bool,
+    /// Instructions interpreted while their block's code was being
+    /// compiled.
+    pub(crate) waiting_retired: u64,
 }
 
 /// A native block by RIP, valid while the TLB epoch and CPL it was found
@@ -588,6 +594,8 @@ impl Tier {
             submitted: 0,
             installed: 0,
             discarded: 0,
+            waiting: false,
+            waiting_retired: 0,
         }
     }
 
@@ -713,6 +721,7 @@ impl Interpreter {
                     if let Some((_, weak)) = tier.queued.get(&key) {
                         if weak.strong_count() > 0 {
                             // In flight: interpret meanwhile.
+                            tier.waiting = true;
                             return None;
                         }
                     }
@@ -724,7 +733,12 @@ impl Interpreter {
                 let mut alone = false;
                 match self.adopt_held_entry(block) {
                     Holding::Entry(native) => return self.runnable(block, native, max),
-                    Holding::Pending => return None,
+                    Holding::Pending => {
+                        if let Some(tier) = self.tier.as_mut() {
+                            tier.waiting = true;
+                        }
+                        return None;
+                    }
                     Holding::Inside => alone = true,
                     Holding::No => {}
                 }
@@ -762,6 +776,7 @@ impl Interpreter {
                             tier.next_ticket += 1;
                             tier.submitted += 1;
                             tier.queued.insert(key, (ticket, Arc::downgrade(block)));
+                            tier.waiting = true;
                             return None;
                         }
                         Err(job) => {
@@ -836,6 +851,9 @@ impl Interpreter {
         // it valid for as long as the entry holds it.
         let live = Arc::clone(&block.live);
         *h = Hop { rip, epoch, cpl, live_ptr: Arc::as_ptr(&live) as usize, block: addr, entry, index, live: Some(live) };
+        // Native code runs only in 64-bit mode (CS base 0), and a cached
+        // block lies within one page.
+        self.tlb.note_derived(rip);
     }
 
     /// The live native block recorded for the current RIP, if its
@@ -995,6 +1013,7 @@ impl Interpreter {
             ("jit: fallbacks".into(), tier.fallbacks),
             ("jit: instructions native".into(), tier.native_retired),
             ("jit: instructions interpreted".into(), self.retired.saturating_sub(tier.native_retired)),
+            ("jit: instructions interpreted awaiting code".into(), tier.waiting_retired),
             ("jit: background jobs".into(), tier.submitted),
             ("jit: background installed".into(), tier.installed),
             ("jit: background discarded".into(), tier.discarded),
