@@ -289,6 +289,16 @@ impl Translator {
         }
         self.module.finalize_definitions().ok()?;
         let code = self.module.get_finalized_function(id);
+        if let Some(dir) = std::env::var_os("POPEK_JIT_DUMP_CODE") {
+            // Profiling aid: the machine code of every translation, named
+            // as perf names it, with its address, for disassembly.
+            // SAFETY: `code` is the finalized function, `bytes` long.
+            let machine = unsafe { std::slice::from_raw_parts(code, bytes) };
+            let file = std::path::Path::new(&dir).join(format!("{name}-{:x}.bin", code as usize));
+            if let Err(e) = std::fs::write(&file, machine) {
+                tracing::warn!("jit: writing {}: {e}", file.display());
+            }
+        }
         // SAFETY: the function was built with the signature
         // `extern "C" fn(*mut JitFrame) -> u32` (pointer in, i32 out,
         // SystemV, the host's C convention) and is finalized (executable).
