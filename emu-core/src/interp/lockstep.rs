@@ -84,6 +84,11 @@ impl Interpreter {
         self.lockstep.is_some()
     }
 
+    /// Whether guest writes are being journaled (a run is being recorded).
+    pub(crate) fn journaling(&self) -> bool {
+        self.lockstep.as_deref().is_some_and(|ls| ls.recording)
+    }
+
     /// Journals the `size` bytes at `host` (guest-linear `linear`) about to
     /// be written, when a run is being recorded.
     #[inline]

@@ -122,6 +122,94 @@ fn divide_by_zero_without_idt_is_a_triple_fault() {
     assert_eq!(cpu.step(), Step::Stopped(crate::control::StopReason::TripleFault));
 }
 
+/// Steps until RIP reaches `end` (a repeated string instruction yields
+/// every 1024 elements and runs again).
+fn run_to(cpu: &mut Interpreter, end: u64) {
+    for _ in 0..100 {
+        if cpu.s.rip == end {
+            return;
+        }
+        run(cpu, 1);
+    }
+    panic!("RIP {:#x} never reached {end:#x}", cpu.s.rip);
+}
+
+#[test]
+fn repeated_stores_and_copies_cross_pages_and_stop_where_they_should() {
+    let code = assemble64(|a| {
+        // 1500 qwords from 0x20_0ff8: a first page of one element, then
+        // two whole pages and part of a fourth.
+        a.mov(rdi, 0x20_0ff8u64)?;
+        a.mov(rax, 0x1122_3344_5566_7788u64)?;
+        a.mov(ecx, 1500u32)?;
+        a.rep().stosq()?;
+        // Copy 5000 bytes of it to an odd address.
+        a.mov(rsi, 0x20_0ff8u64)?;
+        a.mov(rdi, 0x30_0003u64)?;
+        a.mov(ecx, 5000u32)?;
+        a.rep().movsb()?;
+        a.nop()?;
+        Ok(())
+    });
+    let mut cpu = long_mode_cpu(&code);
+    let end = 0x1_0000 + code.len() as u64 - 1;
+    run_to(&mut cpu, end);
+    assert_eq!(cpu.s.gpr[reg::RCX], 0);
+    assert_eq!(cpu.s.gpr[reg::RSI], 0x20_0ff8 + 5000);
+    assert_eq!(cpu.s.gpr[reg::RDI], 0x30_0003 + 5000);
+    assert_eq!(cpu.mem.read_u64(0x20_0ff0).unwrap(), 0, "nothing before the start");
+    for i in [0u64, 1, 2, 511, 512, 1499] {
+        assert_eq!(cpu.mem.read_u64(0x20_0ff8 + 8 * i).unwrap(), 0x1122_3344_5566_7788, "element {i}");
+    }
+    assert_eq!(cpu.mem.read_u64(0x20_0ff8 + 8 * 1500).unwrap(), 0, "nothing after the end");
+    assert_eq!(cpu.mem.read_u64(0x30_0003 + 4992).unwrap(), 0x1122_3344_5566_7788);
+    assert_eq!(cpu.mem.read_u32(0x30_0003 + 5000).unwrap(), 0);
+    assert_eq!(cpu.mem.read_u32(0x30_0003 - 4).unwrap(), 0);
+}
+
+#[test]
+fn a_forward_copy_onto_its_own_source_repeats_the_pattern() {
+    // REP MOVSB with the destination one byte above the source copies the
+    // first byte all along, element by element, as the hardware does (a
+    // memmove would shift the bytes instead).
+    let code = assemble64(|a| {
+        a.mov(rsi, 0x20_0000u64)?;
+        a.mov(rdi, 0x20_0001u64)?;
+        a.mov(ecx, 300u32)?;
+        a.rep().movsb()?;
+        a.nop()?;
+        Ok(())
+    });
+    let mut cpu = long_mode_cpu(&code);
+    cpu.mem.write(0x20_0000, &(1..=255u8).collect::<Vec<_>>()).unwrap();
+    let end = 0x1_0000 + code.len() as u64 - 1;
+    run_to(&mut cpu, end);
+    let mut out = vec![0u8; 301];
+    cpu.mem.read(0x20_0000, &mut out).unwrap();
+    assert!(out.iter().all(|&b| b == 1), "{out:?}");
+}
+
+#[test]
+fn a_repeated_store_over_cached_code_is_seen() {
+    // REP STOSB overwrites the INC that follows it (already decoded as
+    // part of the block) with NOPs.
+    let code = assemble64(|a| {
+        let mut patch = a.create_label();
+        a.xor(ebx, ebx)?;
+        a.lea(rdi, qword_ptr(patch))?;
+        a.mov(eax, 0x90u32)?;
+        a.mov(ecx, 2u32)?;
+        a.rep().stosb()?;
+        a.set_label(&mut patch)?;
+        a.inc(ebx)?;
+        a.nop()?;
+        Ok(())
+    });
+    let mut cpu = long_mode_cpu(&code);
+    run_to(&mut cpu, 0x1_0000 + code.len() as u64 - 1);
+    assert_eq!(cpu.s.gpr[reg::RBX], 0, "the INC was overwritten");
+}
+
 #[test]
 fn self_modifying_code_is_seen() {
     // mov byte [rip+patch], 0x90-style: overwrite an instruction that has

@@ -73,10 +73,29 @@ fn string(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         let port = cpu.reg(Register::DX) as u16;
         cpu.check_io_permission(port, size)?;
     }
+    let bulk_kind = match ins.mnemonic() {
+        M::Movsb | M::Movsw | M::Movsd | M::Movsq if rep => Some(Bulk::Copy),
+        M::Stosb | M::Stosw | M::Stosd | M::Stosq if rep => Some(Bulk::Fill),
+        _ => None,
+    };
     let mut iterations = 0;
     loop {
         if rep && cpu.reg(cx) == 0 {
             return Ok(());
+        }
+        if let Some(kind) = bulk_kind.filter(|_| !cpu.flag(flags::DF)) {
+            let done = bulk(cpu, kind, size, src_seg, (si, di, cx), am, u64::from(CHUNK - iterations));
+            if done > 0 {
+                iterations += done as u32;
+                if cpu.reg(cx) == 0 {
+                    return Ok(());
+                }
+                if iterations >= CHUNK {
+                    cpu.next_rip = cpu.s.rip;
+                    return Ok(());
+                }
+                continue;
+            }
         }
         match ins.mnemonic() {
             M::Movsb | M::Movsw | M::Movsd | M::Movsq => {
@@ -139,10 +158,76 @@ fn string(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
             }
         }
         iterations += 1;
-        if iterations == CHUNK {
+        if iterations >= CHUNK {
             // Yield: run this instruction again on the next step.
             cpu.next_rip = cpu.s.rip;
             return Ok(());
         }
     }
+}
+
+#[derive(Clone, Copy)]
+enum Bulk {
+    Copy,
+    Fill,
+}
+
+/// REP MOVS and REP STOS going up, a page at a time: the elements that lie
+/// in one page of the destination (and of the source) are copied or
+/// filled at once through the TLB's host addresses, with the registers
+/// advanced as the elements would leave them. Returns how many were done
+/// (at most `limit`); 0 leaves the next element to the element-by-element
+/// path (see `bulk_span`, and a copy whose destination overlaps its source
+/// ahead of it, which repeats a pattern element by element).
+fn bulk(cpu: &mut Interpreter, kind: Bulk, size: usize, src_seg: usize, (si, di, cx): (Register, Register, Register), am: u64, limit: u64) -> u64 {
+    use crate::mmu::Access;
+    let count = (cpu.reg(cx) & am).min(limit);
+    let dst_offset = cpu.reg(di) & am;
+    let Some((dst, mut elements)) = cpu.bulk_span(seg::ES, dst_offset, size, count, Access::Write) else { return 0 };
+    let src_offset = cpu.reg(si) & am;
+    let src = match kind {
+        Bulk::Copy => {
+            let Some((src, from_src)) = cpu.bulk_span(src_seg, src_offset, size, elements, Access::Read) else { return 0 };
+            elements = elements.min(from_src);
+            Some(src)
+        }
+        Bulk::Fill => None,
+    };
+    let span = elements * size as u64;
+    // Neither offset may wrap around the address size within the span.
+    let wraps = |offset: u64| offset.checked_add(span - 1).is_none_or(|last| last > am);
+    if wraps(dst_offset) || (src.is_some() && wraps(src_offset)) {
+        return 0;
+    }
+    let len = span as usize;
+    match src {
+        Some(src) => {
+            if dst > src && (dst as usize) < src as usize + len {
+                return 0;
+            }
+            // SAFETY: each range lies in one guest page of a live mapping
+            // (the TLB holds both pages); a destination below its source,
+            // or apart from it, copies as a forward element loop would.
+            unsafe { std::ptr::copy(src, dst, len) };
+        }
+        None => {
+            let value = cpu.reg(acc(size)) & mask(size);
+            let bytes = value.to_le_bytes();
+            if bytes[..size].iter().all(|&b| b == bytes[0]) {
+                // SAFETY: as above, for the destination.
+                unsafe { std::ptr::write_bytes(dst, bytes[0], len) };
+            } else {
+                for i in 0..elements as usize {
+                    // SAFETY: as above; element `i` lies in the range.
+                    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.add(i * size), size) };
+                }
+            }
+        }
+    }
+    cpu.set_reg(di, dst_offset.wrapping_add(span) & am);
+    if src.is_some() {
+        cpu.set_reg(si, src_offset.wrapping_add(span) & am);
+    }
+    cpu.set_reg(cx, (cpu.reg(cx) & am).wrapping_sub(elements) & am);
+    elements
 }
