@@ -334,11 +334,11 @@ pub struct Tlb {
     pub flushes: u64,
     /// See `flushes`.
     pub page_flushes: u64,
-    /// Per set, the indices of entries filled since the last full clear,
-    /// so a flush clears those rather than both whole arrays (half a MiB,
-    /// and a guest that switches address spaces often fills few entries
-    /// in between); `None` once more than `FILLED_TRACKED` were filled.
-    filled: [Option<Vec<u16>>; 2],
+    /// Per set, the entries filled since they were last cleared, so a
+    /// flush clears those rather than both whole arrays (half a MiB, and a
+    /// guest that switches address spaces often fills few entries in
+    /// between).
+    filled: [Filled; 2],
     /// The linear pages (hashed, one bit each) for which caches validated
     /// by `epoch` hold entries made since it last moved. An INVLPG of a
     /// page outside them leaves those caches valid: the kernel's
@@ -362,18 +362,67 @@ const FILLED_TRACKED: usize = 1024;
 /// Words in [`Tlb::derived`]'s bitmap.
 const DERIVED_WORDS: usize = 64;
 
+/// The indices of a set's entries filled with global and with non-global
+/// translations since those were last cleared: a CR3 write (keeping
+/// globals) walks the non-global list alone, however many global kernel
+/// pages stay. An index may be listed twice, or in both lists after a
+/// refill; a list is `None` once more than `FILLED_TRACKED` were added,
+/// and the set is then scanned instead.
+#[derive(Debug)]
+struct Filled {
+    local: Option<Vec<u16>>,
+    global: Option<Vec<u16>>,
+}
+
+impl Filled {
+    fn new() -> Self {
+        Self { local: Some(Vec::new()), global: Some(Vec::new()) }
+    }
+
+    fn note(&mut self, index: usize, global: bool) {
+        let list = if global { &mut self.global } else { &mut self.local };
+        if let Some(l) = list {
+            if l.len() < FILLED_TRACKED {
+                l.push(index as u16);
+            } else {
+                *list = None;
+            }
+        }
+    }
+}
+
 /// Calls `f` on the entries of `set` that `filled` lists, or on all of
-/// them when it lists none (too many were filled to track).
-fn for_each_filled(set: &mut [TlbEntry], filled: Option<&[u16]>, mut f: impl FnMut(&mut TlbEntry)) {
-    match filled {
-        Some(list) => {
-            for &index in list {
+/// them when a list is incomplete.
+fn for_each_filled(set: &mut [TlbEntry], filled: &Filled, mut f: impl FnMut(&mut TlbEntry)) {
+    match (&filled.local, &filled.global) {
+        (Some(local), Some(global)) => {
+            for &index in local.iter().chain(global) {
                 if let Some(e) = set.get_mut(usize::from(index)) {
                     f(e);
                 }
             }
         }
-        None => set.iter_mut().for_each(f),
+        _ => set.iter_mut().for_each(f),
+    }
+}
+
+/// Clears the entries of `set` that `list` names (all when it is `None`)
+/// unless `keep` says to keep one.
+fn clear_listed(set: &mut [TlbEntry], list: Option<Vec<u16>>, keep: impl Fn(&TlbEntry) -> bool) {
+    let clear = |e: &mut TlbEntry| {
+        if !keep(e) {
+            *e = TlbEntry::default();
+        }
+    };
+    match list {
+        Some(list) => {
+            for index in list {
+                if let Some(e) = set.get_mut(usize::from(index)) {
+                    clear(e);
+                }
+            }
+        }
+        None => set.iter_mut().for_each(clear),
     }
 }
 
@@ -399,7 +448,7 @@ impl Tlb {
             misses: Default::default(),
             flushes: 0,
             page_flushes: 0,
-            filled: [Some(Vec::new()), Some(Vec::new())],
+            filled: [Filled::new(), Filled::new()],
             derived: [0; DERIVED_WORDS],
             large: Some(Vec::new()),
         }
@@ -439,15 +488,8 @@ impl Tlb {
             *e = TlbEntry::default();
             return;
         }
-        if !holds_any(e) {
-            let filled = &mut self.filled[usize::from(user)];
-            if let Some(list) = filled {
-                if list.len() < FILLED_TRACKED {
-                    list.push(index as u16);
-                } else {
-                    *filled = None;
-                }
-            }
+        if !holds_any(e) || e.global != t.global {
+            self.filled[usize::from(user)].note(index, t.global);
         }
         // An entry holds one page: keep other tags only for the same page.
         if e.read_tag != vpn && e.write_tag != vpn && e.exec_tag != vpn {
@@ -484,32 +526,12 @@ impl Tlb {
             self.large = Some(Vec::new());
         }
         for (set, filled) in self.sets.iter_mut().zip(&mut self.filled) {
-            let mut kept = Vec::new();
-            let mut clear = |index: usize, e: &mut TlbEntry| {
-                if keep_global && e.global && holds_any(e) {
-                    kept.push(index as u16);
-                } else {
-                    *e = TlbEntry::default();
-                }
-            };
-            match filled.take() {
-                Some(list) => {
-                    for index in list {
-                        if let Some(e) = set.get_mut(usize::from(index)) {
-                            clear(usize::from(index), e);
-                        }
-                    }
-                }
-                None => {
-                    for (index, e) in set.iter_mut().enumerate() {
-                        clear(index, e);
-                    }
-                }
+            // A listed entry refilled with a global page since is in the
+            // global list too.
+            clear_listed(set, filled.local.replace(Vec::new()), |e| keep_global && e.global);
+            if !keep_global {
+                clear_listed(set, filled.global.replace(Vec::new()), |_| false);
             }
-            // An entry cleared and filled again is listed twice.
-            kept.sort_unstable();
-            kept.dedup();
-            *filled = (kept.len() < FILLED_TRACKED).then_some(kept);
         }
     }
 
@@ -572,7 +594,7 @@ impl Tlb {
                         *e = TlbEntry::default();
                     }
                 };
-                for_each_filled(set, filled.as_deref(), drop_piece);
+                for_each_filled(set, filled, drop_piece);
             }
         }
     }
@@ -585,7 +607,7 @@ impl Tlb {
                     e.write_tag = INVALID;
                 }
             };
-            for_each_filled(set, filled.as_deref(), protect);
+            for_each_filled(set, filled, protect);
         }
     }
 }
