@@ -211,6 +211,42 @@ fn a_repeated_store_over_cached_code_is_seen() {
 }
 
 #[test]
+fn invlpg_of_a_remapped_code_page_is_seen_and_of_a_data_page_costs_nothing() {
+    // 4 KiB pages at 16 MiB: the PD entry points at a page table at 0x9000
+    // whose first entry maps the code page, at 0xa000, then at 0xb000.
+    let code = assemble64(|a| {
+        a.mov(rax, 0x100_0000u64)?;
+        // Twice: a block runs from the jump cache from its second run on.
+        a.call(rax)?;
+        a.call(rax)?;
+        a.mov(ecx, 0xb003u32)?;
+        a.mov(qword_ptr(0x9000u64), rcx)?;
+        a.invlpg(byte_ptr(0x100_1000u64))?; // another page: nothing to drop
+        a.invlpg(byte_ptr(0x100_0000u64))?;
+        a.call(rax)?;
+        a.nop()?;
+        Ok(())
+    });
+    let mut cpu = long_mode_cpu(&code);
+    cpu.mem.write_u64(0x3000 + 8 * 8, 0x9003).unwrap();
+    cpu.mem.write_u64(0x9000, 0xa003).unwrap();
+    cpu.mem.write_u64(0x9008, 0xc003).unwrap();
+    cpu.mem.write(0xa000, &[0xbb, 1, 0, 0, 0, 0xc3]).unwrap(); // mov ebx, 1; ret
+    cpu.mem.write(0xb000, &[0xbb, 2, 0, 0, 0, 0xc3]).unwrap(); // mov ebx, 2; ret
+    // MOV RAX, two CALLs and the callee's two each, MOV ECX, the
+    // page-table write.
+    run(&mut cpu, 9);
+    assert_eq!(cpu.s.gpr[reg::RBX], 1);
+    let epoch = cpu.tlb.epoch;
+    run(&mut cpu, 1);
+    assert_eq!(cpu.tlb.epoch, epoch, "no code cached from that page");
+    run(&mut cpu, 1);
+    assert_eq!(cpu.tlb.epoch, epoch + 1, "the jump cache holds code from this one");
+    run(&mut cpu, 3);
+    assert_eq!(cpu.s.gpr[reg::RBX], 2, "the page's new contents ran");
+}
+
+#[test]
 fn self_modifying_code_is_seen() {
     // mov byte [rip+patch], 0x90-style: overwrite an instruction that has
     // already been decoded and cached, then run it again.
