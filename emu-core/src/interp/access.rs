@@ -252,25 +252,33 @@ impl Interpreter {
         self.write_linear(lin, size, value)
     }
 
-    /// For a bulk string operation going up: how many of `count` elements
-    /// of `size` bytes from `offset` in segment `sreg` lie in the page of
-    /// the first, and that page's host address, when the TLB holds it for
-    /// `access`. `None` sends the caller to the element-by-element path,
-    /// which raises whatever the first element must raise: a TLB miss, MMIO,
-    /// a write to a page holding code, an element across pages, a segment
-    /// or canonical check failing anywhere in the span, alignment checking
-    /// on, or a lockstep run journaling writes.
-    pub(crate) fn bulk_span(&self, sreg: usize, offset: u64, size: usize, count: u64, access: Access) -> Option<(*mut u8, u64)> {
+    /// For a bulk string operation: how many of `count` elements of `size`
+    /// bytes from `offset` in segment `sreg`, going up (or down), lie in
+    /// the page of the first, and the first one's host address, when the
+    /// TLB holds that page for `access`. `None` sends the caller to the
+    /// element-by-element path, which raises whatever the first element
+    /// must raise: a TLB miss, MMIO, a write to a page holding code, an
+    /// element across pages, a segment or canonical check failing anywhere
+    /// in the span, alignment checking on, or a lockstep run journaling
+    /// writes.
+    pub(crate) fn bulk_span(&self, sreg: usize, offset: u64, size: usize, count: u64, down: bool, access: Access) -> Option<(*mut u8, u64)> {
         if self.s.rflags & flags::AC != 0 || (access == Access::Write && self.journaling()) {
             return None;
         }
         let lin = self.linear(sreg, offset, size as u64, access).ok()?;
-        let room = (PAGE - (lin & (PAGE - 1))) / size as u64;
+        let in_page = lin & (PAGE - 1);
+        let room = match down {
+            false => (PAGE - in_page) / size as u64,
+            true if in_page + size as u64 <= PAGE => in_page / size as u64 + 1,
+            true => 0,
+        };
         let elements = count.min(room);
         if elements == 0 {
             return None;
         }
-        self.linear(sreg, offset, elements * size as u64, access).ok()?;
+        let span = elements * size as u64;
+        let lowest = if down { offset.checked_sub(span - size as u64)? } else { offset };
+        self.linear(sreg, lowest, span, access).ok()?;
         let host = self.tlb.lookup(lin, access, self.user_access())?;
         Some((host, elements))
     }

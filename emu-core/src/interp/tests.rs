@@ -189,6 +189,73 @@ fn a_forward_copy_onto_its_own_source_repeats_the_pattern() {
     assert!(out.iter().all(|&b| b == 1), "{out:?}");
 }
 
+/// REP MOVS/STOS in both directions, across pages and overlapping every
+/// way, against a model that moves one element at a time.
+#[test]
+fn repeated_moves_and_stores_match_an_element_by_element_model() {
+    const BASE: u64 = 0x20_0000;
+    const AREA: usize = 0x4000;
+    let cases: &[(bool, usize, bool, u64, u64, u64)] = &[
+        // (copy, element size, DF, source, destination, count)
+        (true, 8, false, 0x0ff8, 0x2003, 700),
+        (true, 1, false, 0x1000, 0x1001, 3000),
+        (true, 4, false, 0x1004, 0x1000, 2000),
+        (true, 8, true, 0x2ff8, 0x3ff0, 900),
+        (true, 8, true, 0x2000, 0x2008, 500),
+        (true, 2, true, 0x2ffe, 0x2ff0, 1500),
+        (true, 1, true, 0x1800, 0x17ff, 1800),
+        (false, 8, true, 0, 0x2ffc, 1000),
+        (false, 2, false, 0, 0x0fff, 2500),
+        (false, 1, true, 0, 0x3fff, 0x3fff),
+    ];
+    for &(copy, size, down, src, dst, count) in cases {
+        let code = assemble64(|a| {
+            if down {
+                a.std()?;
+            }
+            match (copy, size) {
+                (true, 1) => a.rep().movsb()?,
+                (true, 2) => a.rep().movsw()?,
+                (true, 4) => a.rep().movsd()?,
+                (true, _) => a.rep().movsq()?,
+                (false, 1) => a.rep().stosb()?,
+                (false, 2) => a.rep().stosw()?,
+                (false, 4) => a.rep().stosd()?,
+                (false, _) => a.rep().stosq()?,
+            }
+            a.nop()?;
+            Ok(())
+        });
+        let mut cpu = long_mode_cpu(&code);
+        let mut model: Vec<u8> = (0..AREA).map(|i| (i * 7 + i / 256) as u8).collect();
+        cpu.mem.write(BASE, &model).unwrap();
+        cpu.s.gpr[reg::RSI] = BASE + src;
+        cpu.s.gpr[reg::RDI] = BASE + dst;
+        cpu.s.gpr[reg::RCX] = count;
+        cpu.s.gpr[reg::RAX] = 0x8877_6655_4433_2211;
+        run_to(&mut cpu, 0x1_0000 + code.len() as u64 - 1);
+        let (mut s_at, mut d_at) = (src as i64, dst as i64);
+        let step = if down { -(size as i64) } else { size as i64 };
+        for _ in 0..count {
+            for b in 0..size {
+                let byte = if copy { model[s_at as usize + b] } else { 0x8877_6655_4433_2211u64.to_le_bytes()[b] };
+                model[d_at as usize + b] = byte;
+            }
+            s_at += step;
+            d_at += step;
+        }
+        let mut got = vec![0u8; AREA];
+        cpu.mem.read(BASE, &mut got).unwrap();
+        let case = format!("copy {copy} size {size} down {down} src {src:#x} dst {dst:#x} count {count}");
+        assert!(got == model, "{case}: first difference at {:#x}", got.iter().zip(&model).position(|(a, b)| a != b).unwrap_or(0));
+        assert_eq!(cpu.s.gpr[reg::RCX], 0, "{case}");
+        assert_eq!(cpu.s.gpr[reg::RDI], (BASE as i64 + d_at) as u64, "{case}");
+        if copy {
+            assert_eq!(cpu.s.gpr[reg::RSI], (BASE as i64 + s_at) as u64, "{case}");
+        }
+    }
+}
+
 #[test]
 fn a_repeated_store_over_cached_code_is_seen() {
     // REP STOSB overwrites the INC that follows it (already decoded as

@@ -83,7 +83,7 @@ fn string(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         if rep && cpu.reg(cx) == 0 {
             return Ok(());
         }
-        if let Some(kind) = bulk_kind.filter(|_| !cpu.flag(flags::DF)) {
+        if let Some(kind) = bulk_kind {
             let done = bulk(cpu, kind, size, src_seg, (si, di, cx), am, u64::from(CHUNK - iterations));
             if done > 0 {
                 iterations += done as u32;
@@ -172,42 +172,53 @@ enum Bulk {
     Fill,
 }
 
-/// REP MOVS and REP STOS going up, a page at a time: the elements that lie
-/// in one page of the destination (and of the source) are copied or
-/// filled at once through the TLB's host addresses, with the registers
-/// advanced as the elements would leave them. Returns how many were done
-/// (at most `limit`); 0 leaves the next element to the element-by-element
-/// path (see `bulk_span`, and a copy whose destination overlaps its source
-/// ahead of it, which repeats a pattern element by element).
+/// REP MOVS and REP STOS, a page at a time: the elements that lie in one
+/// page of the destination (and of the source) are copied or filled at
+/// once through the TLB's host addresses, with the registers advanced as
+/// the elements would leave them. Returns how many were done (at most
+/// `limit`); 0 leaves the next element to the element-by-element path (see
+/// `bulk_span`, and a copy whose destination overlaps its source where the
+/// elements go, which repeats a pattern element by element).
 fn bulk(cpu: &mut Interpreter, kind: Bulk, size: usize, src_seg: usize, (si, di, cx): (Register, Register, Register), am: u64, limit: u64) -> u64 {
     use crate::mmu::Access;
+    let down = cpu.flag(flags::DF);
     let count = (cpu.reg(cx) & am).min(limit);
     let dst_offset = cpu.reg(di) & am;
-    let Some((dst, mut elements)) = cpu.bulk_span(seg::ES, dst_offset, size, count, Access::Write) else { return 0 };
+    let Some((dst, mut elements)) = cpu.bulk_span(seg::ES, dst_offset, size, count, down, Access::Write) else { return 0 };
     let src_offset = cpu.reg(si) & am;
     let src = match kind {
         Bulk::Copy => {
-            let Some((src, from_src)) = cpu.bulk_span(src_seg, src_offset, size, elements, Access::Read) else { return 0 };
+            let Some((src, from_src)) = cpu.bulk_span(src_seg, src_offset, size, elements, down, Access::Read) else { return 0 };
             elements = elements.min(from_src);
             Some(src)
         }
         Bulk::Fill => None,
     };
     let span = elements * size as u64;
-    // Neither offset may wrap around the address size within the span.
-    let wraps = |offset: u64| offset.checked_add(span - 1).is_none_or(|last| last > am);
+    let len = span as usize;
+    // Neither offset may wrap around the address size within the span
+    // (`bulk_span` already refused a span going down below zero).
+    let wraps = |offset: u64| !down && offset.checked_add(span - 1).is_none_or(|last| last > am);
     if wraps(dst_offset) || (src.is_some() && wraps(src_offset)) {
         return 0;
     }
-    let len = span as usize;
-    match src {
+    // The lowest byte of each span: going down, the first element is the
+    // highest (all within one page, so host addresses are contiguous).
+    let lowest = |first: *mut u8| if down { first.wrapping_sub(len - size) } else { first };
+    let dst = lowest(dst);
+    match src.map(lowest) {
         Some(src) => {
-            if dst > src && (dst as usize) < src as usize + len {
+            // Element by element, a destination overlapping the source
+            // ahead of the copy (above it going up, below it going down)
+            // reads what the copy just wrote.
+            let (d, s) = (dst as usize, src as usize);
+            let ahead = if down { d < s && d + len > s } else { d > s && d < s + len };
+            if ahead {
                 return 0;
             }
             // SAFETY: each range lies in one guest page of a live mapping
-            // (the TLB holds both pages); a destination below its source,
-            // or apart from it, copies as a forward element loop would.
+            // (the TLB holds both pages); without an overlap ahead, a
+            // memmove copies as the element loop would.
             unsafe { std::ptr::copy(src, dst, len) };
         }
         None => {
@@ -224,9 +235,10 @@ fn bulk(cpu: &mut Interpreter, kind: Bulk, size: usize, src_seg: usize, (si, di,
             }
         }
     }
-    cpu.set_reg(di, dst_offset.wrapping_add(span) & am);
+    let advance = |offset: u64| if down { offset.wrapping_sub(span) } else { offset.wrapping_add(span) } & am;
+    cpu.set_reg(di, advance(dst_offset));
     if src.is_some() {
-        cpu.set_reg(si, src_offset.wrapping_add(span) & am);
+        cpu.set_reg(si, advance(src_offset));
     }
     cpu.set_reg(cx, (cpu.reg(cx) & am).wrapping_sub(elements) & am);
     elements
