@@ -452,6 +452,11 @@ impl I8042 {
         let source = self.output_buffer.map(|(_, s)| s);
         let kbd = source == Some(Source::Keyboard) && self.ctr & CTR_KBD_INT != 0;
         let aux = source == Some(Source::Aux) && self.ctr & CTR_AUX_INT != 0;
+        self.drive_irqs(kbd, aux);
+    }
+
+    /// Sets the IRQ 1 and IRQ 12 lines, touching only those that change.
+    fn drive_irqs(&mut self, kbd: bool, aux: bool) {
         if kbd != self.irq1_level {
             self.irq1_level = kbd;
             self.irq1.set_level(kbd);
@@ -459,17 +464,6 @@ impl I8042 {
         if aux != self.irq12_level {
             self.irq12_level = aux;
             self.irq12.set_level(aux);
-        }
-    }
-
-    fn lower_irqs(&mut self) {
-        if self.irq1_level {
-            self.irq1_level = false;
-            self.irq1.set_level(false);
-        }
-        if self.irq12_level {
-            self.irq12_level = false;
-            self.irq12.set_level(false);
         }
     }
 
@@ -498,7 +492,7 @@ impl I8042 {
             // 12 are edge-triggered) would signal the first byte of a reply
             // and never the rest; Linux's atkbd probe of the aux port then
             // waited out its timeouts, holding a poweroff for a second.
-            self.lower_irqs();
+            self.drive_irqs(false, false);
         }
         self.refill_output_buffer();
         // An empty buffer reads its stale contents, as on real hardware.
