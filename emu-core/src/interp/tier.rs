@@ -909,11 +909,6 @@ impl Interpreter {
             tlb: unsafe { (*this).tlb.sets[user].as_ptr() },
             interp: this,
             block: block.cast(),
-            retired: 0,
-            status: exit::CONTINUE,
-            ret: 0,
-            next: 0,
-            exit_link: std::ptr::null(),
             hops,
             // SAFETY: as for `state`: a field address, no reference made.
             epoch: unsafe { &raw const (*this).tlb.epoch },
@@ -922,6 +917,7 @@ impl Interpreter {
             pending,
             stopping,
             entry_index: native.index,
+            ..JitFrame::idle()
         };
         // SAFETY: as for `state`; the frame is the interpreter's own field.
         let frame: *mut JitFrame = unsafe { &raw mut (*this).frame };
