@@ -391,39 +391,26 @@ impl Filled {
     }
 }
 
-/// Calls `f` on the entries of `set` that `filled` lists, or on all of
-/// them when a list is incomplete.
-fn for_each_filled(set: &mut [TlbEntry], filled: &Filled, mut f: impl FnMut(&mut TlbEntry)) {
-    match (&filled.local, &filled.global) {
-        (Some(local), Some(global)) => {
-            for &index in local.iter().chain(global) {
+/// Calls `f` on the entries of `set` at `indices`, or on all of them when
+/// there is no list to go by (it overflowed).
+fn for_each_listed<'a>(set: &mut [TlbEntry], indices: Option<impl Iterator<Item = &'a u16>>, mut f: impl FnMut(&mut TlbEntry)) {
+    match indices {
+        Some(indices) => {
+            for &index in indices {
                 if let Some(e) = set.get_mut(usize::from(index)) {
                     f(e);
                 }
             }
         }
-        _ => set.iter_mut().for_each(f),
+        None => set.iter_mut().for_each(f),
     }
 }
 
-/// Clears the entries of `set` that `list` names (all when it is `None`)
-/// unless `keep` says to keep one.
-fn clear_listed(set: &mut [TlbEntry], list: Option<Vec<u16>>, keep: impl Fn(&TlbEntry) -> bool) {
-    let clear = |e: &mut TlbEntry| {
-        if !keep(e) {
-            *e = TlbEntry::default();
-        }
-    };
-    match list {
-        Some(list) => {
-            for index in list {
-                if let Some(e) = set.get_mut(usize::from(index)) {
-                    clear(e);
-                }
-            }
-        }
-        None => set.iter_mut().for_each(clear),
-    }
+/// Calls `f` on the entries of `set` that either of `filled`'s lists names,
+/// or on all of them when one overflowed.
+fn for_each_filled(set: &mut [TlbEntry], filled: &Filled, f: impl FnMut(&mut TlbEntry)) {
+    let both = filled.local.as_ref().zip(filled.global.as_ref()).map(|(l, g)| l.iter().chain(g));
+    for_each_listed(set, both, f);
 }
 
 /// Whether `e` holds a translation for any access.
@@ -528,9 +515,15 @@ impl Tlb {
         for (set, filled) in self.sets.iter_mut().zip(&mut self.filled) {
             // A listed entry refilled with a global page since is in the
             // global list too.
-            clear_listed(set, filled.local.replace(Vec::new()), |e| keep_global && e.global);
+            let local = filled.local.replace(Vec::new());
+            for_each_listed(set, local.as_ref().map(|l| l.iter()), |e| {
+                if !(keep_global && e.global) {
+                    *e = TlbEntry::default();
+                }
+            });
             if !keep_global {
-                clear_listed(set, filled.global.replace(Vec::new()), |_| false);
+                let global = filled.global.replace(Vec::new());
+                for_each_listed(set, global.as_ref().map(|l| l.iter()), |e| *e = TlbEntry::default());
             }
         }
     }
