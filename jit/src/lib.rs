@@ -106,6 +106,13 @@ fn use_adapters() -> bool {
     *USE.get_or_init(|| std::env::var_os("POPEK_JIT_ADAPTERS").is_none_or(|v| v != "0"))
 }
 
+/// Where to write each translation's machine code (`POPEK_JIT_DUMP_CODE`;
+/// nowhere by default).
+fn dump_code_dir() -> Option<&'static std::path::Path> {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| std::env::var_os("POPEK_JIT_DUMP_CODE").map(Into::into)).as_deref()
+}
+
 /// How many blocks' IR to print to stderr (`POPEK_JIT_DUMP=n`; none by
 /// default).
 fn dump_limit() -> u64 {
@@ -289,12 +296,12 @@ impl Translator {
         }
         self.module.finalize_definitions().ok()?;
         let code = self.module.get_finalized_function(id);
-        if let Some(dir) = std::env::var_os("POPEK_JIT_DUMP_CODE") {
+        if let Some(dir) = dump_code_dir() {
             // Profiling aid: the machine code of every translation, named
             // as perf names it, with its address, for disassembly.
             // SAFETY: `code` is the finalized function, `bytes` long.
             let machine = unsafe { std::slice::from_raw_parts(code, bytes) };
-            let file = std::path::Path::new(&dir).join(format!("{name}-{:x}.bin", code as usize));
+            let file = dir.join(format!("{name}-{:x}.bin", code as usize));
             if let Err(e) = std::fs::write(&file, machine) {
                 tracing::warn!("jit: writing {}: {e}", file.display());
             }
