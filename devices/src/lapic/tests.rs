@@ -442,14 +442,20 @@ fn global_disable() {
     assert!(!l.enabled(), "still software-disabled");
 }
 
-#[test]
-fn notifier_wakes_on_new_interrupts() {
-    let (mut l, _) = enabled();
+/// A counter of the notifier's calls.
+fn count_notifications(l: &mut Lapic) -> Arc<AtomicU32> {
     let count = Arc::new(AtomicU32::new(0));
     let c = count.clone();
     l.set_intr_notifier(move || {
         c.fetch_add(1, Ordering::SeqCst);
     });
+    count
+}
+
+#[test]
+fn notifier_wakes_on_new_interrupts() {
+    let (mut l, _) = enabled();
+    let count = count_notifications(&mut l);
     l.write_register(REG_TPR, 0x50);
     l.accept_interrupt(0x40, false);
     assert_eq!(count.load(Ordering::SeqCst), 0, "blocked by TPR");
@@ -664,11 +670,7 @@ fn reserved_timer_mode_counts_as_one_shot() {
 #[test]
 fn notifier_wakes_when_an_eoi_or_a_lower_tpr_releases_a_requested_vector() {
     let (mut l, _) = enabled();
-    let count = Arc::new(AtomicU32::new(0));
-    let c = count.clone();
-    l.set_intr_notifier(move || {
-        c.fetch_add(1, Ordering::SeqCst);
-    });
+    let count = count_notifications(&mut l);
     l.accept_interrupt(0x31, false);
     assert_eq!(l.acknowledge(), Some(0x31));
     let woken = count.load(Ordering::SeqCst);
