@@ -87,6 +87,15 @@ impl Drop for Block {
     }
 }
 
+/// The block to run at the current RIP: `block` stays valid until the
+/// next [`CodeCache::bury`] (the start of the next `execute_block`) when
+/// it is cached, and for as long as `held` when it is not (a block just
+/// decoded, or one the cache cannot keep).
+pub(crate) struct FoundBlock {
+    pub(crate) block: *const Block,
+    pub(crate) held: Option<Arc<Block>>,
+}
+
 #[derive(Clone, Default)]
 struct Slot {
     /// Host address << 2 | mode, or 0 when empty.
@@ -94,18 +103,27 @@ struct Slot {
     block: Option<Arc<Block>>,
 }
 
-/// A recent block by RIP, valid while the translations, the cached code
-/// and the mode it was found under are unchanged (QEMU's tb_jmp_cache).
-#[derive(Clone, Copy, Default)]
+/// A recent block by RIP (QEMU's tb_jmp_cache): the block itself, so a
+/// hit costs one load of the entry and one of the block. Valid while the
+/// translations (`tlb_epoch`) and the mode it was found under are
+/// unchanged; a block leaving the cache clears the entry that names it,
+/// so a set entry's block is alive.
+#[derive(Clone, Copy)]
 struct Jump {
-    rip: u64,
-    cs_base: u64,
-    /// Bitness and CPL.
-    mode: u32,
+    /// The linear address (CS base + RIP, not truncated): with the
+    /// block's own RIP it pins both.
+    linear: u64,
     tlb_epoch: u64,
-    generation: u64,
-    slot: u32,
-    valid: bool,
+    /// `Arc::as_ptr` of the cached block.
+    block: usize,
+    /// Bitness and CPL; `u32::MAX` when empty.
+    mode: u32,
+}
+
+impl Default for Jump {
+    fn default() -> Self {
+        Self { linear: 0, tlb_epoch: 0, block: 0, mode: u32::MAX }
+    }
 }
 
 const JUMP_SLOTS: usize = 4096;
@@ -172,14 +190,21 @@ impl CodeCache {
         !self.code_pages.is_empty() && self.code_pages.contains(&phys_page)
     }
 
-    /// Takes a block out of the cache: links to it stop at once, its
-    /// memory goes at the next block boundary.
-    fn retire(graveyard: &mut Vec<Arc<Block>>, slot: &mut Slot) {
+    /// Takes the block in slot `idx` out of the cache: links to it stop
+    /// at once, the jump cache forgets it, its memory goes at the next
+    /// block boundary.
+    fn retire(&mut self, idx: usize) {
+        let Some(slot) = self.slots.get_mut(idx) else { return };
+        slot.key = 0;
         if let Some(b) = slot.block.take() {
             b.kill();
-            graveyard.push(b);
+            // Only the entry for its own RIP can name a block.
+            let j = &mut self.jumps[Self::jump_index(b.rip)];
+            if j.block == Arc::as_ptr(&b) as usize {
+                *j = Jump::default();
+            }
+            self.graveyard.push(b);
         }
-        slot.key = 0;
     }
 
     /// Frees the blocks dropped since the last boundary (no native code
@@ -195,10 +220,8 @@ impl CodeCache {
         if let Some(slots) = self.pages.remove(&phys_page) {
             self.pages_written += 1;
             for s in slots {
-                if let Some(slot) = self.slots.get_mut(s as usize) {
-                    self.blocks_written += u64::from(slot.block.is_some());
-                    Self::retire(&mut self.graveyard, slot);
-                }
+                self.blocks_written += u64::from(self.slots.get(s as usize).is_some_and(|slot| slot.block.is_some()));
+                self.retire(s as usize);
             }
         }
         self.code_pages.remove(&phys_page);
@@ -207,8 +230,8 @@ impl CodeCache {
 
     /// Drops everything (a state replacement).
     pub(crate) fn clear(&mut self) {
-        for s in &mut self.slots {
-            Self::retire(&mut self.graveyard, s);
+        for idx in 0..self.slots.len() {
+            self.retire(idx);
         }
         self.pages.clear();
         self.code_pages.clear();
@@ -222,53 +245,32 @@ impl CodeCache {
         self.slots[set..set + WAYS].iter().filter(|s| s.key == key).find_map(|s| s.block.as_ref().filter(|b| b.rip == rip))
     }
 
-    /// Takes the block out of its slot (no reference-count traffic on the
-    /// hot path); [`CodeCache::put_back`] returns it.
-    fn take(&mut self, host: u64, bitness: u32, rip: u64) -> Option<(usize, Arc<Block>)> {
-        let key = host << 2 | mode_bits(bitness);
-        let set = set_of(key, rip);
-        let idx = (set..set + WAYS).find(|&i| {
-            let slot = &self.slots[i];
-            slot.key == key && slot.block.as_ref().is_some_and(|b| b.rip == rip)
-        })?;
-        self.slots[idx].block.take().map(|b| (idx, b))
+    /// The cached block at `host` for `rip`, as a pointer that stays
+    /// valid until the next [`CodeCache::bury`] (a block leaving its slot
+    /// waits in the graveyard until then).
+    fn find(&self, host: u64, bitness: u32, rip: u64) -> Option<*const Block> {
+        self.peek(host, bitness, rip).map(Arc::as_ptr)
     }
 
-    /// Takes the block recorded for `rip` in the jump cache, if still valid.
-    fn take_by_rip(&mut self, rip: u64, cs_base: u64, mode: u32, tlb_epoch: u64) -> Option<(usize, Arc<Block>)> {
-        let j = self.jumps[(rip as usize ^ (rip >> 12) as usize) & (JUMP_SLOTS - 1)];
-        if !j.valid || j.rip != rip || j.cs_base != cs_base || j.mode != mode || j.tlb_epoch != tlb_epoch || j.generation != self.generation {
+    fn jump_index(rip: u64) -> usize {
+        (rip as usize ^ (rip >> 12) as usize) & (JUMP_SLOTS - 1)
+    }
+
+    /// The block recorded for `rip` in the jump cache, if still valid; the
+    /// pointer is valid until the next [`CodeCache::bury`].
+    fn find_by_rip(&self, rip: u64, cs_base: u64, mode: u32, tlb_epoch: u64) -> Option<*const Block> {
+        let j = self.jumps[Self::jump_index(rip)];
+        if j.mode != mode || j.linear != cs_base.wrapping_add(rip) || j.tlb_epoch != tlb_epoch {
             return None;
         }
-        let idx = j.slot as usize;
-        let slot = self.slots.get_mut(idx)?;
-        if slot.block.as_ref().is_none_or(|b| b.rip != rip) {
-            return None;
-        }
-        slot.block.take().map(|b| (idx, b))
+        let block = j.block as *const Block;
+        // SAFETY: the entry is set, so its block is still in its slot (see
+        // `Jump`), which keeps it alive.
+        (unsafe { &*block }.rip == rip).then_some(block)
     }
 
-    fn remember(&mut self, rip: u64, cs_base: u64, mode: u32, tlb_epoch: u64, slot: usize) {
-        let generation = self.generation;
-        self.jumps[(rip as usize ^ (rip >> 12) as usize) & (JUMP_SLOTS - 1)] =
-            Jump { rip, cs_base, mode, tlb_epoch, generation, slot: slot as u32, valid: true };
-    }
-
-    /// Returns a block taken with [`CodeCache::take`], unless its page was
-    /// invalidated meanwhile (`generation` changed); a block not stored
-    /// comes back.
-    pub(crate) fn put_back(&mut self, taken: Option<usize>, block: Arc<Block>, generation: u64) -> Option<Arc<Block>> {
-        if let Some(idx) = taken {
-            if self.generation == generation {
-                if let Some(slot) = self.slots.get_mut(idx) {
-                    if slot.block.is_none() {
-                        slot.block = Some(block);
-                        return None;
-                    }
-                }
-            }
-        }
-        Some(block)
+    fn remember(&mut self, rip: u64, cs_base: u64, mode: u32, tlb_epoch: u64, block: *const Block) {
+        self.jumps[Self::jump_index(rip)] = Jump { linear: cs_base.wrapping_add(rip), tlb_epoch, block: block as usize, mode };
     }
 
     /// Caches `block`; returns true when its page just became a code page.
@@ -281,7 +283,7 @@ impl CodeCache {
             set + self.victim % WAYS
         });
         self.evictions += u64::from(self.slots[idx].block.is_some());
-        Self::retire(&mut self.graveyard, &mut self.slots[idx]);
+        self.retire(idx);
         self.slots[idx] = Slot { key, block: Some(block) };
         self.pages.entry(phys_page).or_default().push(idx as u32);
         self.code_pages.insert(phys_page)
@@ -320,21 +322,21 @@ impl Interpreter {
         }
     }
 
-    /// The block starting at CS:RIP, from the cache (taken out of its
-    /// slot, with the slot's index) or freshly decoded (a one-instruction
-    /// block when it cannot be cached).
-    pub(crate) fn block_at_rip(&mut self) -> R<(Option<usize>, Arc<Block>)> {
+    /// The block starting at CS:RIP, from the cache (left in its slot) or
+    /// freshly decoded and held (a one-instruction block when it cannot be
+    /// cached).
+    pub(crate) fn block_at_rip(&mut self) -> R<FoundBlock> {
         let bitness = self.bitness();
         let rip = self.s.rip;
         let cpl = self.s.cpl();
         let cs_base = self.s.segs[seg::CS].base;
         let mode = bitness | u32::from(cpl) << 8;
-        if let Some((idx, block)) = self.code.take_by_rip(rip, cs_base, mode, self.tlb.epoch) {
-            if self.in_64bit_mode() || self.check_code_limit(rip, block.end.wrapping_sub(rip)).is_ok() {
-                return Ok((Some(idx), block));
+        if let Some(block) = self.code.find_by_rip(rip, cs_base, mode, self.tlb.epoch) {
+            // SAFETY: cached, so alive until the next bury (`find_by_rip`).
+            let end = unsafe { &*block }.end;
+            if self.in_64bit_mode() || self.check_code_limit(rip, end.wrapping_sub(rip)).is_ok() {
+                return Ok(FoundBlock { block, held: None });
             }
-            let generation = self.code.generation;
-            let _ = self.code.put_back(Some(idx), block, generation);
         }
         let lin = self.linear_code(rip, 1)?;
         let user = cpl == 3;
@@ -347,19 +349,18 @@ impl Interpreter {
             host = self.tlb.lookup(lin, Access::Execute, user);
         }
         if let Some(host) = host {
-            if let Some((idx, block)) = self.code.take(host as u64, bitness, rip) {
+            if let Some(block) = self.code.find(host as u64, bitness, rip) {
                 // Cached blocks lie within one page.
                 self.tlb.note_derived(lin);
-                self.code.remember(rip, cs_base, mode, self.tlb.epoch, idx);
-                if let Err(e) = self.check_code_limit(rip, block.end.wrapping_sub(rip)) {
-                    let generation = self.code.generation;
-                    let _ = self.code.put_back(Some(idx), block, generation);
-                    return Err(e);
-                }
-                return Ok((Some(idx), block));
+                self.code.remember(rip, cs_base, mode, self.tlb.epoch, block);
+                // SAFETY: cached, so alive until the next bury (`find`).
+                let end = unsafe { &*block }.end;
+                self.check_code_limit(rip, end.wrapping_sub(rip))?;
+                return Ok(FoundBlock { block, held: None });
             }
         }
-        self.decode_block(bitness, rip, lin, user).map(|b| (None, b))
+        let held = self.decode_block(bitness, rip, lin, user)?;
+        Ok(FoundBlock { block: Arc::as_ptr(&held), held: Some(held) })
     }
 
     fn decode_block(&mut self, bitness: u32, rip: u64, lin: u64, user: bool) -> R<Arc<Block>> {
@@ -491,4 +492,75 @@ impl Interpreter {
 
 fn single(rip: u64, ins: Instruction) -> Arc<Block> {
     Arc::new(Block::new(rip, ins.next_ip(), vec![(exec::handler_of(&ins), ins)].into_boxed_slice()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nop_block(rip: u64) -> Arc<Block> {
+        let mut d = Decoder::with_ip(64, &[0x90], rip, DecoderOptions::NONE);
+        single(rip, d.decode())
+    }
+
+    /// `count` host addresses (page-aligned, distinct) whose blocks at
+    /// `rip` fall in one set.
+    fn colliding_hosts(rip: u64, count: usize) -> Vec<u64> {
+        let set = set_of(0x1000 << 2 | mode_bits(64), rip);
+        (1u64..).map(|page| page << 12).filter(|&h| set_of(h << 2 | mode_bits(64), rip) == set).take(count).collect()
+    }
+
+    const MODE: u32 = 64;
+
+    #[test]
+    fn a_jump_cache_entry_holds_its_block_until_the_block_leaves_the_cache() {
+        let rip = 0x40_1000;
+        let hosts = colliding_hosts(rip, 4 * WAYS);
+        let mut cache = CodeCache::default();
+        let first = nop_block(rip);
+        cache.insert(hosts[0], 1, 64, Arc::clone(&first));
+        let found = cache.find(hosts[0], 64, rip).expect("cached");
+        assert_eq!(found, Arc::as_ptr(&first));
+        cache.remember(rip, 0, MODE, 7, found);
+        assert_eq!(cache.find_by_rip(rip, 0, MODE, 7), Some(found));
+        // Another mode, CS base, RIP or TLB epoch does not match.
+        assert_eq!(cache.find_by_rip(rip, 0, MODE | 3 << 8, 7), None);
+        assert_eq!(cache.find_by_rip(rip, 0x10, MODE, 7), None);
+        assert_eq!(cache.find_by_rip(rip + 1, 0, MODE, 7), None);
+        assert_eq!(cache.find_by_rip(rip, 0, MODE, 8), None);
+        drop(first);
+
+        // Filling the set evicts the block (its memory goes at the next
+        // bury): the entry that names it is stale from then on.
+        for (i, &h) in hosts.iter().enumerate().skip(1) {
+            cache.insert(h, 1 + i as u64, 64, nop_block(rip));
+            if cache.find(hosts[0], 64, rip).is_none() {
+                break;
+            }
+            assert_eq!(cache.find_by_rip(rip, 0, MODE, 7), Some(found), "valid while cached");
+        }
+        assert!(cache.find(hosts[0], 64, rip).is_none(), "evicted");
+        assert_eq!(cache.find_by_rip(rip, 0, MODE, 7), None);
+        cache.bury();
+    }
+
+    #[test]
+    fn dropping_a_code_page_makes_jump_cache_entries_stale() {
+        let rip = 0x40_2000;
+        let mut cache = CodeCache::default();
+        cache.insert(0x9000, 5, 64, nop_block(rip));
+        let found = cache.find(0x9000, 64, rip).expect("cached");
+        cache.remember(rip, 0, MODE, 0, found);
+        assert_eq!(cache.find_by_rip(rip, 0, MODE, 0), Some(found));
+        cache.invalidate_page(5);
+        assert_eq!(cache.find_by_rip(rip, 0, MODE, 0), None);
+        assert!(cache.find(0x9000, 64, rip).is_none());
+        cache.bury();
+    }
+
+    #[test]
+    fn an_empty_jump_cache_finds_nothing() {
+        let cache = CodeCache::default();
+        assert_eq!(cache.find_by_rip(0, 0, MODE, 0), None);
+    }
 }

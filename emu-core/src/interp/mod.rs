@@ -291,15 +291,16 @@ impl Interpreter {
         if self.tier.is_some() {
             self.tier_boundary();
         }
-        let (slot, block) = self.block_at_rip()?;
+        let decode::FoundBlock { block: ptr, held } = self.block_at_rip()?;
+        // SAFETY: `ptr` comes from `Arc::as_ptr` and its block outlives
+        // this call (see `FoundBlock`); `ManuallyDrop` borrows that
+        // reference rather than owning one, so no count moves.
+        let block = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
         let generation = self.code.generation;
         if self.tier.is_some() {
             if let Some(native) = self.native_for(&block, max) {
-                let ptr = Arc::as_ptr(&block);
-                let cached = slot.is_some();
-                // Back in its slot before it runs, so chained code can come
-                // back to it; one not cached stays held here.
-                let held = self.code.put_back(slot, block, generation);
+                // Links and the hop table name cached blocks alone.
+                let cached = held.is_none();
                 let result = if self.lockstep_on() {
                     self.run_native_lockstep(ptr, native, max, cached)
                 } else {
@@ -326,7 +327,7 @@ impl Interpreter {
                 break;
             }
         }
-        let _ = self.code.put_back(slot, block, generation);
+        drop(held);
         if waiting {
             if let Some(tier) = self.tier.as_mut() {
                 tier.waiting_retired += self.retired - retired_before;
