@@ -60,8 +60,12 @@ impl Region {
         match self.installed.get() {
             _ if !same => Holding::No,
             Some(None) => Holding::No,
-            _ if !b.entry => Holding::Inside,
+            // Even a block that is not an entry waits: while the region's
+            // code is pending, the blocks inside it become hot too, but
+            // once it is installed they run there and are rarely
+            // dispatched to on their own.
             None => Holding::Pending,
+            _ if !b.entry => Holding::Inside,
             Some(Some(head)) => Holding::Entry(NativeBlock { index: index as u32, ..*head }),
         }
     }
@@ -73,9 +77,10 @@ pub(crate) enum Holding {
     No,
     /// Its code starts there: this native entry.
     Entry(NativeBlock),
-    /// It starts there once its translation is installed.
+    /// Its translation is not installed yet.
     Pending,
-    /// It holds the block, but only as the continuation of another.
+    /// Its installed code holds the block, but only as the continuation
+    /// of another.
     Inside,
 }
 
@@ -242,5 +247,42 @@ mod tests {
         let r = Region::new(entries, blocks, 0);
         assert_eq!(r.links.len(), 4);
         assert_eq!(r.entries.len(), 2);
+    }
+
+    #[test]
+    fn blocks_wait_for_a_pending_region_and_only_entries_take_its_code() {
+        let nop = decoded(&assemble(|a| a.nop()), 0x1000);
+        let inner = decoded(&assemble(|a| a.nop()), 0x1001);
+        let blocks = vec![
+            RegionBlock { rip: 0x1000, start: 0, len: 1, chain_fallthrough: true, entry: true },
+            RegionBlock { rip: 0x1001, start: 1, len: 1, chain_fallthrough: true, entry: false },
+        ];
+        let r = Region::new([nop.clone(), inner.clone()].concat(), blocks, 0);
+        // Pending: the entry and the block inside both wait for the code
+        // rather than queueing translations of their own.
+        assert!(matches!(r.holding(0x1000, &nop), Holding::Pending));
+        assert!(matches!(r.holding(0x1001, &inner), Holding::Pending));
+        assert!(matches!(r.holding(0x1002, &inner), Holding::No));
+
+        unsafe extern "C" fn code(_: *mut crate::interp::tier::JitFrame) -> u32 {
+            0
+        }
+        let head = NativeBlock { entry: code, index: 0, generation: 0 };
+        assert!(r.installed.set(Some(head)).is_ok());
+        assert!(matches!(r.holding(0x1000, &nop), Holding::Entry(NativeBlock { index: 0, .. })));
+        // Installed: a block that is not an entry, dispatched to on its
+        // own, is translated alone.
+        assert!(matches!(r.holding(0x1001, &inner), Holding::Inside));
+        // Other instructions at the same RIP (rewritten code): not held.
+        assert!(matches!(r.holding(0x1000, &decoded(&assemble(|a| a.int3()), 0x1000)), Holding::No));
+    }
+
+    #[test]
+    fn a_region_whose_translation_was_refused_holds_nothing() {
+        let nop = decoded(&assemble(|a| a.nop()), 0x1000);
+        let blocks = vec![RegionBlock { rip: 0x1000, start: 0, len: 1, chain_fallthrough: false, entry: true }];
+        let r = Region::new(nop.clone(), blocks, 0);
+        assert!(r.installed.set(None).is_ok());
+        assert!(matches!(r.holding(0x1000, &nop), Holding::No));
     }
 }
