@@ -56,17 +56,19 @@ impl Region {
     pub(crate) fn holding(&self, rip: u64, entries: &[(Handler, Instruction)]) -> Holding {
         let Some(index) = self.blocks.iter().position(|b| b.rip == rip) else { return Holding::No };
         let b = &self.blocks[index];
+        // Even a block that is not an entry waits: while the region's code
+        // is pending, the blocks inside it become hot too, but once it is
+        // installed they run there and are rarely dispatched to on their
+        // own. A waiting block asks again on each run, so the instructions
+        // are compared only once there is code to take: a block whose code
+        // was rewritten meanwhile waits in vain, then goes its own way.
+        let Some(installed) = self.installed.get() else { return Holding::Pending };
         let same = self.entries.get(b.start..b.start + b.len).is_some_and(|mine| mine.iter().map(|e| &e.1).eq(entries.iter().map(|e| &e.1)));
-        match self.installed.get() {
+        match installed {
             _ if !same => Holding::No,
-            Some(None) => Holding::No,
-            // Even a block that is not an entry waits: while the region's
-            // code is pending, the blocks inside it become hot too, but
-            // once it is installed they run there and are rarely
-            // dispatched to on their own.
-            None => Holding::Pending,
+            None => Holding::No,
             _ if !b.entry => Holding::Inside,
-            Some(Some(head)) => Holding::Entry(NativeBlock { index: index as u32, ..*head }),
+            Some(head) => Holding::Entry(NativeBlock { index: index as u32, ..*head }),
         }
     }
 }
@@ -275,6 +277,7 @@ mod tests {
         assert!(matches!(r.holding(0x1001, &inner), Holding::Inside));
         // Other instructions at the same RIP (rewritten code): not held.
         assert!(matches!(r.holding(0x1000, &decoded(&assemble(|a| a.int3()), 0x1000)), Holding::No));
+        assert!(matches!(r.holding(0x1001, &decoded(&assemble(|a| a.int3()), 0x1001)), Holding::No));
     }
 
     #[test]
