@@ -223,6 +223,8 @@ impl BlockTranslator for Background {
             links: req.links,
             blocks: req.blocks.to_vec(),
             journal_writes: req.journal_writes,
+            optimized_slot: req.optimized_slot,
+            optimize: req.optimize,
         };
         if !self.send(Msg::Job(job)) {
             return None;

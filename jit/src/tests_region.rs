@@ -194,3 +194,18 @@ fn an_interrupt_leaves_a_region_loop() {
     assert_eq!(Interpreter::state(&cpu).rip, 0x9000 + 16 * 5);
     let _ = CODE;
 }
+
+#[test]
+fn a_hot_loop_gets_its_optimised_translation_and_a_short_one_does_not() {
+    use emu_core::interp::HOT_LOOP_BACK_EDGES;
+    // Twice the back edges that make a loop hot: the optimised code runs
+    // the second half, and the result is the interpreter's.
+    let code = super::tests_chain::loop_code(2 * HOT_LOOP_BACK_EDGES);
+    let cpu = same(&code);
+    assert_eq!(stat(&cpu, "jit: loops optimized"), 1);
+    assert!(native_share(&cpu) > 95, "{}% native", native_share(&cpu));
+
+    let code = super::tests_chain::loop_code(HOT_LOOP_BACK_EDGES / 4);
+    let cpu = same(&code);
+    assert_eq!(stat(&cpu, "jit: loops optimized"), 0);
+}

@@ -16,7 +16,7 @@
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, SigRef, Signature, Value};
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, Variable};
-use emu_core::interp::{exit, offsets, Helpers};
+use emu_core::interp::{exit, offsets, Helpers, HOT_LOOP_BACK_EDGES};
 use iced_x86::{Instruction, Mnemonic as M, Register};
 
 use crate::flags::FlagsState;
@@ -92,6 +92,9 @@ pub(crate) struct Lower<'a, 'b> {
     pub(crate) block_start: usize,
     /// Instructions the region retired before the current block.
     retired_base: Variable,
+    /// First-tier code of a loop: the optimised code's slot (see
+    /// `TranslationRequest::optimized_slot`), reported at back-edge exits.
+    optimized_slot: u64,
 }
 
 /// The translation state a jump hands to a block it is the only way into.
@@ -234,14 +237,19 @@ impl<'a, 'b> Lower<'a, 'b> {
             block: 0,
             block_start: 0,
             retired_base,
+            optimized_slot: 0,
         }
     }
 
     /// Starts a region translation: goes to the Cranelift block of the
     /// region block the frame's entry index names (the entry block for an
     /// index out of range).
-    pub(crate) fn start_region(&mut self, plan: crate::region::Plan) {
+    pub(crate) fn start_region(&mut self, plan: crate::region::Plan, optimized_slot: u64) {
         let n = plan.blocks.len();
+        self.optimized_slot = optimized_slot;
+        if optimized_slot != 0 {
+            self.call_optimized_once_there(optimized_slot);
+        }
         let blocks: Vec<_> = (0..n).map(|_| self.b.create_block()).collect();
         if plan.blocks.iter().filter(|b| b.entry).count() <= 1 {
             self.b.ins().jump(blocks[0], &[]);
@@ -261,6 +269,24 @@ impl<'a, 'b> Lower<'a, 'b> {
             self.b.ins().br_table(index, jt);
         }
         self.region = Some(RegionState { plan, blocks, entry: vec![None; n], jumps: vec![0; n], lowered: vec![false; n] });
+    }
+
+    /// The entry of a first-tier translation: once the word at `slot`
+    /// holds the optimised translation's entry, every run goes there (it
+    /// reads the same frame, entry index included).
+    fn call_optimized_once_there(&mut self, slot: u64) {
+        let slot = self.iconst(slot);
+        let optimized = self.b.ins().load(types::I64, mem(), slot, 0);
+        let call = self.b.create_block();
+        let own = self.b.create_block();
+        self.b.ins().brif(optimized, call, &[], own, &[]);
+        self.b.switch_to_block(call);
+        let pointer = self.b.func.dfg.value_type(self.frame);
+        let sig = self.b.import_signature(signature(CallConv::SystemV, &[pointer], types::I32));
+        let code = self.b.ins().call_indirect(sig, optimized, &[self.frame]);
+        let code = self.b.inst_results(code)[0];
+        self.b.ins().return_(&[code]);
+        self.b.switch_to_block(own);
     }
 
     /// Begins lowering region block `i`. A block with one predecessor
@@ -374,7 +400,30 @@ impl<'a, 'b> Lower<'a, 'b> {
         let leave = self.b.ins().bor(spent, attention);
         self.cold_if(leave, |l| l.exit_here(rip, retired, exit::CONTINUE));
         let left = self.b.ins().iadd_imm_s(budget, -1);
+        if self.optimized_slot != 0 {
+            self.count_back_edge();
+        }
         self.b.ins().store(mem(), left, self.frame, offsets::FRAME_BUDGET);
+    }
+
+    /// First-tier code of a loop counts its back edges in its region's
+    /// [`emu_core::interp::TierSlot`]; the one that makes it hot names the slot in
+    /// `JitFrame::hot_loop` for the dispatcher, which asks for the
+    /// optimised translation.
+    fn count_back_edge(&mut self) {
+        let slot = self.iconst(self.optimized_slot);
+        let n = self.b.ins().load(types::I64, mem(), slot, offsets::TIER_SLOT_BACK_EDGES);
+        let n = self.b.ins().iadd_imm_s(n, 1);
+        self.b.ins().store(mem(), n, slot, offsets::TIER_SLOT_BACK_EDGES);
+        let hot = self.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, n, i64::from(HOT_LOOP_BACK_EDGES));
+        let mark = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.set_cold_block(mark);
+        self.b.ins().brif(hot, mark, &[], cont, &[]);
+        self.b.switch_to_block(mark);
+        self.b.ins().store(mem(), slot, self.frame, offsets::FRAME_HOT_LOOP);
+        self.b.ins().jump(cont, &[]);
+        self.b.switch_to_block(cont);
     }
 
     pub(crate) fn iconst(&mut self, v: u64) -> Value {

@@ -13,7 +13,7 @@
 //! the compile time goes to code that runs.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use iced_x86::{FlowControl, Instruction, Mnemonic as M, OpKind};
@@ -22,7 +22,7 @@ use crate::mmu::Access;
 
 use super::decode::{ends_block, Block};
 use super::exec::Handler;
-use super::tier::{LinkSlot, NativeBlock, RegionBlock};
+use super::tier::{LinkSlot, NativeBlock, RegionBlock, TierSlot};
 use super::Interpreter;
 
 /// The most blocks one region holds.
@@ -43,12 +43,28 @@ pub(crate) struct Region {
     /// The translation once the answer came: the entry block's native
     /// code (index 0), or `None` when it was refused or discarded.
     pub(crate) installed: OnceLock<Option<NativeBlock>>,
+    /// Tiered compilation of loops: a region that loops is compiled
+    /// quickly first, with code that counts its back edges here and, on
+    /// entry, calls the function whose address is stored here once there
+    /// is one (the same region compiled with Cranelift's optimiser). A
+    /// stable address, like `links`.
+    pub(crate) optimized: Box<TierSlot>,
+    /// Set once the optimised translation was asked for.
+    pub(crate) optimizing: AtomicBool,
 }
 
 impl Region {
     fn new(entries: Vec<(Handler, Instruction)>, blocks: Vec<RegionBlock>, host_page: u64) -> Self {
         let links = (0..2 * blocks.len()).map(|_| LinkSlot::default()).collect();
-        Self { entries: entries.into_boxed_slice(), blocks: blocks.into_boxed_slice(), links, host_page, installed: OnceLock::new() }
+        Self {
+            entries: entries.into_boxed_slice(),
+            blocks: blocks.into_boxed_slice(),
+            links,
+            host_page,
+            installed: OnceLock::new(),
+            optimized: Box::default(),
+            optimizing: AtomicBool::new(false),
+        }
     }
 
     /// How this region's code may run the block made of `entries` at
@@ -269,7 +285,7 @@ mod tests {
         unsafe extern "C" fn code(_: *mut crate::interp::tier::JitFrame) -> u32 {
             0
         }
-        let head = NativeBlock { entry: code, index: 0, generation: 0 };
+        let head = NativeBlock { entry: code, index: 0, generation: 0, tiered: false };
         assert!(r.installed.set(Some(head)).is_ok());
         assert!(matches!(r.holding(0x1000, &nop), Holding::Entry(NativeBlock { index: 0, .. })));
         // Installed: a block that is not an entry, dispatched to on its

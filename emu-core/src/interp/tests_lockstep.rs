@@ -79,7 +79,7 @@ impl BlockTranslator for StandIn {
     fn translate(&mut self, req: &TranslationRequest<'_>) -> Option<NativeBlock> {
         self.journal_writes.store(req.journal_writes, Ordering::Relaxed);
         let code = self.code.filter(|_| req.rip == CODE)?;
-        Some(NativeBlock { entry: code, index: 0, generation: 0 })
+        Some(NativeBlock { entry: code, index: 0, generation: 0, tiered: false })
     }
     fn wants_flush(&self) -> bool {
         false

@@ -56,7 +56,7 @@
 //! its instructions while it finishes.
 
 use std::mem::offset_of;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use iced_x86::{Instruction, Mnemonic};
@@ -93,6 +93,27 @@ pub mod exit {
 /// Blocks one dispatcher entry may chain through before it returns (stop
 /// requests and interrupts are checked between every two blocks).
 pub const CHAIN_BUDGET: u32 = 1024;
+
+/// A region that loops is compiled quickly first; once its back edges
+/// have run this many times, it is compiled again with Cranelift's
+/// optimiser. Most loops of a Linux boot run a few thousand iterations in
+/// all; the decompressor's run for seconds. (A Linux boot optimises 216
+/// loops at 8,192, 80 at 65,536 and 32 at 500,000; at 65,536 the kernel
+/// phase was shortest.)
+pub const HOT_LOOP_BACK_EDGES: u32 = 65_536;
+
+/// Where a region's first-tier code finds its optimised code, and counts
+/// its loop's back edges until then (see
+/// [`TranslationRequest::optimized_slot`]). `#[repr(C)]`: native code
+/// uses it by its `TIER_SLOT_*` offsets.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct TierSlot {
+    /// The optimised code's entry, or 0 until it is installed.
+    pub entry: AtomicUsize,
+    /// Back edges taken by the first-tier code (written by it alone).
+    pub back_edges: AtomicU64,
+}
 
 /// The link of one direct exit of a native block, owned by the source
 /// block; `#[repr(C)]`, read by native code at the `LINK_*` offsets.
@@ -175,6 +196,11 @@ pub struct JitFrame {
     /// The entry index the native function is called with (which block
     /// of its region to start at; see [`NativeBlock::index`]).
     pub entry_index: u32,
+    /// Set by first-tier code of a loop (see
+    /// [`TranslationRequest::optimized_slot`]) whose back edges reached
+    /// [`HOT_LOOP_BACK_EDGES`]: that slot's address, which names the
+    /// region to optimise. 0 otherwise.
+    pub hot_loop: usize,
 }
 
 // SAFETY: the frame's pointers lead into the interpreter that owns it (or
@@ -203,6 +229,7 @@ impl JitFrame {
             pending: std::ptr::null(),
             stopping: std::ptr::null(),
             entry_index: 0,
+            hot_loop: 0,
         }
     }
 }
@@ -242,6 +269,10 @@ pub mod offsets {
     pub const FRAME_STOPPING: i32 = offset_of!(JitFrame, stopping) as i32;
     /// `JitFrame::entry_index` (a u32).
     pub const FRAME_ENTRY: i32 = offset_of!(JitFrame, entry_index) as i32;
+    /// `JitFrame::hot_loop`.
+    pub const FRAME_HOT_LOOP: i32 = offset_of!(JitFrame, hot_loop) as i32;
+    /// `TierSlot::back_edges`.
+    pub const TIER_SLOT_BACK_EDGES: i32 = offset_of!(TierSlot, back_edges) as i32;
     /// `Hop::index` (a u32).
     pub const HOP_INDEX: i32 = offset_of!(Hop, index) as i32;
     /// `LinkSlot::index` (a u32).
@@ -315,6 +346,10 @@ pub struct NativeBlock {
     /// The translator generation the code belongs to; code of an older
     /// generation has been freed and is never called.
     pub generation: u64,
+    /// A first-tier translation that calls the code in the request's
+    /// `optimized_slot` once that is set: worth optimising when it runs
+    /// hot.
+    pub tiered: bool,
 }
 
 /// The helpers native code calls, by address.
@@ -365,6 +400,14 @@ pub struct TranslationRequest<'a> {
     /// Every guest write must go through the write helper, none through
     /// the TLB inline (lockstep journals them there).
     pub journal_writes: bool,
+    /// Tiered compilation, for a region that loops: the address of a
+    /// word that holds 0 until the region's optimised code exists, then
+    /// that code's `entry`. The translator may compile the region quickly
+    /// and make its entry call the function there once it is set. 0: no
+    /// second tier, compile the final code now.
+    pub optimized_slot: usize,
+    /// This is the second tier: compile with every optimisation, no slot.
+    pub optimize: bool,
 }
 
 /// One block of a region: where its instructions are in the request.
@@ -412,6 +455,10 @@ pub struct TranslationJob {
     pub blocks: Vec<RegionBlock>,
     /// See [`TranslationRequest`].
     pub journal_writes: bool,
+    /// See [`TranslationRequest`].
+    pub optimized_slot: usize,
+    /// See [`TranslationRequest`].
+    pub optimize: bool,
 }
 
 impl TranslationJob {
@@ -426,6 +473,8 @@ impl TranslationJob {
             links: self.links,
             blocks: &self.blocks,
             journal_writes: self.journal_writes,
+            optimized_slot: self.optimized_slot,
+            optimize: self.optimize,
         }
     }
 }
@@ -510,6 +559,16 @@ pub(crate) struct Tier {
     /// a block that becomes hot inside a translated region enters that
     /// region's code instead of being translated again.
     covered: rustc_hash::FxHashMap<u64, Weak<Region>>,
+    /// Regions whose optimised (second-tier) translation is in flight,
+    /// by ticket.
+    optimizing: rustc_hash::FxHashMap<u64, Weak<Region>>,
+    /// Regions by the address of their `optimized` slot, which their
+    /// first-tier code reports in `JitFrame::hot_loop`.
+    tiered: rustc_hash::FxHashMap<usize, Weak<Region>>,
+    /// `tiered`'s size after it was last pruned.
+    tiered_pruned: usize,
+    /// Regions whose optimised code was installed.
+    pub(crate) optimized: u64,
     next_ticket: u64,
     finished: Vec<Finished>,
     pub(crate) submitted: u64,
@@ -589,6 +648,10 @@ impl Tier {
             sync: std::env::var_os("POPEK_JIT_SYNC").is_some_and(|v| v == "1"),
             queued: rustc_hash::FxHashMap::default(),
             covered: rustc_hash::FxHashMap::default(),
+            optimizing: rustc_hash::FxHashMap::default(),
+            tiered: rustc_hash::FxHashMap::default(),
+            tiered_pruned: 0,
+            optimized: 0,
             next_ticket: 0,
             finished: Vec::new(),
             submitted: 0,
@@ -607,6 +670,10 @@ impl Tier {
         self.translator.finished(&mut done);
         let generation = self.translator.generation();
         for f in done.drain(..) {
+            if let Some(region) = self.optimizing.remove(&f.ticket) {
+                self.install_optimized(region.upgrade(), f.native);
+                continue;
+            }
             let Some(addr) = self.queued.iter().find(|(_, (t, _))| *t == f.ticket).map(|(&a, _)| a) else {
                 self.discarded += 1;
                 continue;
@@ -637,6 +704,31 @@ impl Tier {
             }
         }
         self.finished = done;
+    }
+
+    /// Records `region` under its `TierSlot`'s address. Dropped regions'
+    /// entries go whenever the map has doubled since it was last pruned
+    /// (a slot's address is reused only after its region is dropped, and
+    /// then replaced here).
+    fn note_tiered(&mut self, slot: usize, region: &Arc<Region>) {
+        self.tiered.insert(slot, Arc::downgrade(region));
+        if self.tiered.len() > 2 * self.tiered_pruned.max(1024) {
+            self.tiered.retain(|_, r| r.strong_count() > 0);
+            self.tiered_pruned = self.tiered.len();
+        }
+    }
+
+    /// Makes `region`'s quickly compiled code call `native`, its optimised
+    /// translation, from now on (when both are of the current generation).
+    fn install_optimized(&mut self, region: Option<Arc<Region>>, native: Option<NativeBlock>) {
+        let generation = self.translator.generation();
+        let (Some(region), Some(native)) = (region, native) else { return };
+        if native.generation != generation || !region.installed.get().is_some_and(|i| i.is_some_and(|q| q.generation == generation)) {
+            self.discarded += 1;
+            return;
+        }
+        region.optimized.entry.store(native.entry as usize, Ordering::Release);
+        self.optimized += 1;
     }
 }
 
@@ -677,7 +769,7 @@ impl Interpreter {
     /// installs finished background translations.
     pub(crate) fn tier_boundary(&mut self) {
         let Some(tier) = &mut self.tier else { return };
-        if !tier.queued.is_empty() && tier.results.as_ref().is_none_or(|f| f.load(Ordering::Acquire)) {
+        if (!tier.queued.is_empty() || !tier.optimizing.is_empty()) && tier.results.as_ref().is_none_or(|f| f.load(Ordering::Acquire)) {
             tier.install_finished();
             tier.flush_pending |= tier.translator.wants_flush();
         }
@@ -690,6 +782,8 @@ impl Interpreter {
                 // the old generation and will be discarded.
                 tier.queued.clear();
                 tier.covered.clear();
+                tier.optimizing.clear();
+                tier.tiered.clear();
                 tier.translator.flush();
             }
         }
@@ -769,7 +863,10 @@ impl Interpreter {
                     links: region.links.as_ptr() as usize,
                     blocks: region.blocks.to_vec(),
                     journal_writes,
+                    optimized_slot: std::ptr::from_ref::<TierSlot>(&region.optimized) as usize,
+                    optimize: false,
                 };
+                tier.note_tiered(job.optimized_slot, region);
                 let job = if background {
                     match tier.translator.submit(job) {
                         Ok(()) => {
@@ -981,6 +1078,11 @@ impl Interpreter {
             hopped += 1;
         };
         self.retired += retired;
+        // SAFETY: native code has returned.
+        let hot_loop = unsafe { (*frame).hot_loop };
+        if hot_loop != 0 {
+            self.optimize_hot_loop(hot_loop);
+        }
         if let Some(tier) = &mut self.tier {
             tier.native_retired += retired;
             tier.native_runs += runs;
@@ -995,6 +1097,50 @@ impl Interpreter {
         Ok(())
     }
 
+    /// Asks for the optimised translation of the region whose first-tier
+    /// code reported its loop hot, through its `TierSlot` at `slot`.
+    fn optimize_hot_loop(&mut self, slot: usize) {
+        let Some(region) = self.tier.as_ref().and_then(|t| t.tiered.get(&slot)).and_then(Weak::upgrade) else { return };
+        if !region.installed.get().is_some_and(|i| i.is_some_and(|n| n.tiered)) || region.optimizing.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let journal_writes = self.lockstep_on();
+        let Some(tier) = self.tier.as_mut() else { return };
+        let ticket = tier.next_ticket;
+        let job = TranslationJob {
+            ticket,
+            rip: region.blocks.first().map_or(0, |b| b.rip),
+            bitness: 64,
+            instructions: region.entries.iter().map(|(_, ins)| *ins).collect(),
+            long_mode: true,
+            helpers: HELPERS,
+            links: region.links.as_ptr() as usize,
+            blocks: region.blocks.to_vec(),
+            journal_writes,
+            optimized_slot: 0,
+            optimize: true,
+        };
+        let job = if tier.sync {
+            job
+        } else {
+            match tier.translator.submit(job) {
+                Ok(()) => {
+                    tier.next_ticket += 1;
+                    tier.submitted += 1;
+                    tier.optimizing.insert(ticket, Arc::downgrade(&region));
+                    return;
+                }
+                Err(job) => {
+                    tier.sync = true;
+                    job
+                }
+            }
+        };
+        let native = tier.translator.translate(&job.request());
+        tier.flush_pending |= tier.translator.wants_flush();
+        tier.install_optimized(Some(region), native);
+    }
+
     /// The tier's counters for `--stats`.
     pub(crate) fn tier_stats(&self) -> Vec<(std::borrow::Cow<'static, str>, u64)> {
         let Some(tier) = &self.tier else { return Vec::new() };
@@ -1006,6 +1152,7 @@ impl Interpreter {
             ("jit: chained runs".into(), tier.chained),
             ("jit: hop-table runs".into(), tier.hopped),
             ("jit: links made".into(), tier.linked),
+            ("jit: loops optimized".into(), tier.optimized),
             ("jit: fallbacks".into(), tier.fallbacks),
             ("jit: instructions native".into(), tier.native_retired),
             ("jit: instructions interpreted".into(), self.retired.saturating_sub(tier.native_retired)),
