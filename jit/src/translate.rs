@@ -17,6 +17,11 @@ use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, SigRef, 
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use emu_core::interp::{exit, offsets, Helpers, HOT_LOOP_BACK_EDGES};
+
+/// A region loop looks for a stop request or a deliverable interrupt
+/// every this many back edges (a power of two); the chain budget it
+/// counts down is checked on every one.
+pub(crate) const ATTENTION_EVERY: u32 = 64;
 use iced_x86::{Instruction, Mnemonic as M, Register};
 
 use crate::flags::FlagsState;
@@ -382,9 +387,27 @@ impl<'a, 'b> Lower<'a, 'b> {
     }
 
     /// Takes one from the chain budget, leaving (to continue at `rip`)
-    /// when it is spent or a stop or deliverable interrupt waits.
+    /// when it is spent or, every [`ATTENTION_EVERY`] back edges, when a
+    /// stop or a deliverable interrupt waits.
     fn poll_budget(&mut self, rip: u64, retired: u64) {
+        use cranelift_codegen::ir::condcodes::IntCC;
         let budget = self.b.ins().load(types::I32, mem(), self.frame, offsets::FRAME_BUDGET);
+        let spent = self.b.ins().icmp_imm_s(IntCC::Equal, budget, 0);
+        self.cold_if(spent, |l| l.exit_here(rip, retired, exit::CONTINUE));
+        let left = self.b.ins().iadd_imm_s(budget, -1);
+        self.b.ins().store(mem(), left, self.frame, offsets::FRAME_BUDGET);
+        if self.optimized_slot != 0 {
+            self.count_back_edge();
+        }
+        // The stop and interrupt flags lie behind pointers, and IF in the
+        // state: five loads, which a tight loop paid on every iteration.
+        let due = self.b.ins().band_imm_s(left, i64::from(ATTENTION_EVERY - 1));
+        let due = self.b.ins().icmp_imm_s(IntCC::Equal, due, 0);
+        let poll = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.set_cold_block(poll);
+        self.b.ins().brif(due, poll, &[], cont, &[]);
+        self.b.switch_to_block(poll);
         let stop_ptr = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_STOPPING);
         let stop = self.b.ins().uload8(types::I32, mem(), stop_ptr, 0);
         let pending_ptr = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_PENDING);
@@ -395,15 +418,9 @@ impl<'a, 'b> Lower<'a, 'b> {
         let irq = self.b.ins().band(irq, pending);
         let attention = self.b.ins().bor(irq, stop);
         let attention = self.b.ins().band_imm_s(attention, 1);
-        let spent = self.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, budget, 0);
-        let spent = self.b.ins().uextend(types::I32, spent);
-        let leave = self.b.ins().bor(spent, attention);
-        self.cold_if(leave, |l| l.exit_here(rip, retired, exit::CONTINUE));
-        let left = self.b.ins().iadd_imm_s(budget, -1);
-        if self.optimized_slot != 0 {
-            self.count_back_edge();
-        }
-        self.b.ins().store(mem(), left, self.frame, offsets::FRAME_BUDGET);
+        self.cold_if(attention, |l| l.exit_here(rip, retired, exit::CONTINUE));
+        self.b.ins().jump(cont, &[]);
+        self.b.switch_to_block(cont);
     }
 
     /// First-tier code of a loop counts its back edges in its region's
