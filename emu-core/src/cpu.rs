@@ -373,6 +373,17 @@ pub enum FlagsOp {
     Dec,
     /// `res = -src1`.
     Neg,
+    /// SHL/SAL of `src1` by `src2`, a masked count that is not 0: CF is
+    /// the last bit shifted out (0 past the width), OF is CF xor the
+    /// result's sign (as the last step of the shift computes it), AF is
+    /// clear.
+    Shl,
+    /// SHR of `src1` by `src2` (not 0): CF the last bit shifted out, OF
+    /// the operand's sign.
+    Shr,
+    /// SAR of `src1` by `src2` (not 0): CF the last bit shifted out, OF
+    /// clear.
+    Sar,
 }
 
 /// The pending-flags record; see [`FlagsOp`].
@@ -473,31 +484,42 @@ impl LazyFlags {
             FlagsOp::Sbb => if self.aux & 1 != 0 { a <= b } else { a < b },
             FlagsOp::Inc | FlagsOp::Dec => self.aux & 1 != 0,
             FlagsOp::Neg => a != 0,
+            FlagsOp::Shl | FlagsOp::Shr | FlagsOp::Sar => self.shift_cf(a),
+        }
+    }
+
+    /// CF of a shift of `a` (masked) by `src2`: the last bit out. The
+    /// count is never 0 in a record an instruction made; one that is (a
+    /// state from elsewhere) is taken as 1 rather than trusted.
+    fn shift_cf(&self, a: u64) -> bool {
+        let bits = u64::from(self.size.clamp(1, 8)) * 8;
+        let c = self.src2.clamp(1, 64);
+        match self.op {
+            FlagsOp::Shl => c <= bits && (a >> (bits - c)) & 1 != 0,
+            FlagsOp::Shr => c <= bits && (a >> (c - 1)) & 1 != 0,
+            _ => {
+                let signed = ((a << (64 - bits)) as i64) >> (64 - bits);
+                (signed >> (c - 1).min(63)) & 1 != 0
+            }
         }
     }
 
     /// Computes the six arithmetic flags of the recorded operation.
     pub fn compute(&self) -> u64 {
         let (a, b, r, sign) = (self.src1 & self.mask(), self.src2 & self.mask(), self.res & self.mask(), self.sign_bit());
-        let cf = match self.op {
-            FlagsOp::Materialized | FlagsOp::Logic => false,
-            FlagsOp::Add => r < a,
-            FlagsOp::Adc => if self.aux & 1 != 0 { r <= a } else { r < a },
-            FlagsOp::Sub => a < b,
-            FlagsOp::Sbb => if self.aux & 1 != 0 { a <= b } else { a < b },
-            FlagsOp::Inc | FlagsOp::Dec => self.aux & 1 != 0,
-            FlagsOp::Neg => a != 0,
-        };
+        let cf = self.cf();
         let of = match self.op {
-            FlagsOp::Materialized | FlagsOp::Logic => false,
+            FlagsOp::Materialized | FlagsOp::Logic | FlagsOp::Sar => false,
             FlagsOp::Add | FlagsOp::Adc => (a ^ r) & (b ^ r) & sign != 0,
             FlagsOp::Sub | FlagsOp::Sbb => (a ^ b) & (a ^ r) & sign != 0,
             FlagsOp::Inc => r == sign,
             FlagsOp::Dec => r == sign - 1,
             FlagsOp::Neg => r == sign,
+            FlagsOp::Shl => (r & sign != 0) != cf,
+            FlagsOp::Shr => a & sign != 0,
         };
         let af = match self.op {
-            FlagsOp::Materialized | FlagsOp::Logic => false,
+            FlagsOp::Materialized | FlagsOp::Logic | FlagsOp::Shl | FlagsOp::Shr | FlagsOp::Sar => false,
             FlagsOp::Inc | FlagsOp::Dec => (a ^ r) & 0x10 != 0,
             FlagsOp::Neg => (a ^ r) & 0x10 != 0,
             _ => (a ^ b ^ r) & 0x10 != 0,
@@ -693,6 +715,23 @@ mod tests {
         // NEG 0 leaves CF clear; NEG 1 sets it.
         assert_eq!(lf(FlagsOp::Neg, 4, 0, 0, 0, 0) & flags::CF, 0);
         assert_eq!(lf(FlagsOp::Neg, 4, 1, 0, 0xffff_ffff, 0) & flags::CF, flags::CF);
+        // SHL 0x81 by 1 (8-bit) = 0x02: CF out, OF = CF xor the new sign.
+        assert_eq!(lf(FlagsOp::Shl, 1, 0x81, 1, 0x02, 0), flags::CF | flags::OF);
+        // SHR 0x81 by 1 = 0x40: CF, OF the old sign.
+        assert_eq!(lf(FlagsOp::Shr, 1, 0x81, 1, 0x40, 0), flags::CF | flags::OF);
+        // SAR 0x81 by 1 = 0xc0: CF, SF, PF; OF clear.
+        assert_eq!(lf(FlagsOp::Sar, 1, 0x81, 1, 0xc0, 0), flags::CF | flags::SF | flags::PF);
+        // SHL of a word by 17 shifts everything out: CF clear, ZF, PF.
+        assert_eq!(lf(FlagsOp::Shl, 2, 0xffff, 17, 0, 0), flags::ZF | flags::PF);
+        // SHL of a word by 16: CF is bit 0.
+        assert_eq!(lf(FlagsOp::Shl, 2, 0x0001, 16, 0, 0) & flags::CF, flags::CF);
+        // SHR by 63: CF is bit 62.
+        assert_eq!(lf(FlagsOp::Shr, 8, 1 << 63, 63, 1, 0) & flags::CF, 0);
+        assert_eq!(lf(FlagsOp::Shr, 8, 3 << 62, 63, 1, 0) & flags::CF, flags::CF);
+        // SAR of a negative byte past its width: CF and the result all ones.
+        assert_eq!(lf(FlagsOp::Sar, 1, 0x80, 31, 0xff, 0) & (flags::CF | flags::SF), flags::CF | flags::SF);
+        // A count of 0 (never recorded) does not panic.
+        let _ = lf(FlagsOp::Shl, 8, 1, 0, 1, 0);
     }
 
     #[test]

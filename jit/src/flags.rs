@@ -34,8 +34,8 @@ pub(crate) enum FlagsState {
     Memory,
     /// Materialised in `CpuState::rflags`, with this value.
     Known(Value),
-    /// Computed by the code (shifts): RFLAGS to store, with the lazy
-    /// record marked materialised.
+    /// Computed by the code (rotates, shifts by CL, multiplications):
+    /// RFLAGS to store, with the lazy record marked materialised.
     Computed(Value),
     /// A lazy record not yet stored.
     Pending(Pending),
@@ -138,6 +138,39 @@ pub(crate) fn cf(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
         }
         FlagsOp::Inc | FlagsOp::Dec => aux_set(l),
         FlagsOp::Neg => l.b.ins().icmp_imm_s(IntCC::NotEqual, a, 0),
+        FlagsOp::Shl | FlagsOp::Shr | FlagsOp::Sar => shift_cf(l, p),
+    }
+}
+
+/// CF of a shift record (`LazyFlags::cf`): the last bit shifted out of
+/// `src1` by the count in `src2` (1 to 63).
+fn shift_cf(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
+    let (a, c) = (p.src1, p.src2);
+    let bits = (p.size * 8) as i64;
+    match p.op {
+        FlagsOp::Shl => {
+            // Bit `bits - c`, none past the width (counts of 9 to 31 for
+            // bytes and words).
+            let width = l.iconst(bits as u64);
+            let back = l.b.ins().isub(width, c);
+            let back = l.b.ins().band_imm_s(back, 63);
+            let t = l.b.ins().ushr(a, back);
+            let out = is_set(l, t, 1);
+            let inside = l.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, c, bits);
+            l.b.ins().band(out, inside)
+        }
+        FlagsOp::Shr => {
+            // `src1` is zero-extended: a count past its width finds 0.
+            let c1 = l.b.ins().iadd_imm_s(c, -1);
+            let t = l.b.ins().ushr(a, c1);
+            is_set(l, t, 1)
+        }
+        _ => {
+            let signed = sext(l, a, p.size);
+            let c1 = l.b.ins().iadd_imm_s(c, -1);
+            let t = l.b.ins().sshr(signed, c1);
+            is_set(l, t, 1)
+        }
     }
 }
 
@@ -152,7 +185,7 @@ pub(crate) fn sf(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
 pub(crate) fn of(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
     let (a, b, r, s) = (p.src1, p.src2, p.res, sign(p.size));
     match p.op {
-        FlagsOp::Materialized | FlagsOp::Logic => falsy(l),
+        FlagsOp::Materialized | FlagsOp::Logic | FlagsOp::Sar => falsy(l),
         FlagsOp::Add | FlagsOp::Adc => {
             let x = l.b.ins().bxor(a, r);
             let y = l.b.ins().bxor(b, r);
@@ -167,6 +200,12 @@ pub(crate) fn of(l: &mut Lower<'_, '_>, p: &Pending) -> Value {
         }
         FlagsOp::Inc | FlagsOp::Neg => l.b.ins().icmp_imm_s(IntCC::Equal, r, s),
         FlagsOp::Dec => l.b.ins().icmp_imm_s(IntCC::Equal, r, (s as u64 & mask(p.size)).wrapping_sub(1) as i64),
+        FlagsOp::Shl => {
+            let top = is_set(l, r, s);
+            let c = shift_cf(l, p);
+            l.b.ins().bxor(top, c)
+        }
+        FlagsOp::Shr => is_set(l, a, s),
     }
 }
 
@@ -424,7 +463,7 @@ pub(crate) fn rflags_value(l: &mut Lower<'_, '_>) -> Value {
 /// is inside every operand size, so the values need no masking).
 pub(crate) fn af(l: &mut Lower<'_, '_>, op: FlagsOp, a: Value, b: Value, r: Value) -> Value {
     match op {
-        FlagsOp::Materialized | FlagsOp::Logic => l.iconst(0),
+        FlagsOp::Materialized | FlagsOp::Logic | FlagsOp::Shl | FlagsOp::Shr | FlagsOp::Sar => l.iconst(0),
         FlagsOp::Inc | FlagsOp::Dec | FlagsOp::Neg => {
             let x = l.b.ins().bxor(a, r);
             l.b.ins().band_imm_s(x, flags::AF as i64)

@@ -1,10 +1,11 @@
 //! Data movement and arithmetic: MOV, MOVZX/MOVSX/MOVSXD, LEA, the
-//! two-operand ALU operations, INC/DEC/NEG/NOT, shifts by an immediate,
-//! SETcc and CMOVcc, with the interpreter's semantics (see
+//! two-operand ALU operations, INC/DEC/NEG/NOT, shifts by an immediate
+//! (lazy records, as in the interpreter), SETcc and CMOVcc, with the
+//! interpreter's semantics (see
 //! `emu_core::interp::exec::{alu, data, shift}`).
 
 use cranelift_codegen::ir::{types, InstBuilder, Value};
-use emu_core::cpu::{flags as fl, FlagsOp};
+use emu_core::cpu::FlagsOp;
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
 
 use crate::flags;
@@ -218,8 +219,9 @@ pub(crate) fn unary(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     Ok(())
 }
 
-/// SHL/SAL, SHR, SAR by an immediate count (flags computed on the spot, AF
-/// cleared, as the interpreter does).
+/// SHL/SAL, SHR, SAR by an immediate count, with the interpreter's lazy
+/// record of the shift (`FlagsOp::Shl` ..) as the pending flags: most are
+/// overwritten before anything reads them.
 pub(crate) fn shift(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     let size = op_size(ins, 0)?;
     let raw = match ins.op_count() {
@@ -238,51 +240,21 @@ pub(crate) fn shift(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
         }
         return Ok(());
     }
-    let msb = |l: &mut Lower<'_, '_>, v: Value| {
-        let t = l.b.ins().ushr_imm_s(v, i64::from(bits - 1));
-        l.b.ins().band_imm_s(t, 1)
-    };
-    let (res, cf, of) = match ins.mnemonic() {
+    let (op, res) = match ins.mnemonic() {
         M::Shl | M::Sal => {
             let res = l.b.ins().ishl_imm_s(a, i64::from(count));
-            let res = masked(l, res, size);
-            let cf = if count <= bits {
-                let t = l.b.ins().ushr_imm_s(a, i64::from(bits - count));
-                l.b.ins().band_imm_s(t, 1)
-            } else {
-                l.iconst(0)
-            };
-            let top = msb(l, res);
-            let of = l.b.ins().bxor(top, cf);
-            (res, cf, of)
+            (FlagsOp::Shl, masked(l, res, size))
         }
-        M::Shr => {
-            let res = if count >= bits { l.iconst(0) } else { l.b.ins().ushr_imm_s(a, i64::from(count)) };
-            let cf = if count <= bits {
-                let t = l.b.ins().ushr_imm_s(a, i64::from(count - 1));
-                l.b.ins().band_imm_s(t, 1)
-            } else {
-                l.iconst(0)
-            };
-            let of = msb(l, a);
-            (res, cf, of)
-        }
+        M::Shr => (FlagsOp::Shr, if count >= bits { l.iconst(0) } else { l.b.ins().ushr_imm_s(a, i64::from(count)) }),
         _ => {
             let signed = flags::sext(l, a, size);
             let res = l.b.ins().sshr_imm_s(signed, i64::from(count.min(63)));
-            let res = masked(l, res, size);
-            let t = l.b.ins().sshr_imm_s(signed, i64::from((count - 1).min(63)));
-            let cf = l.b.ins().band_imm_s(t, 1);
-            (res, cf, l.iconst(0))
+            (FlagsOp::Sar, masked(l, res, size))
         }
     };
     write_loc(l, ins, dst, size, res);
-    let f = flags::szp(l, res, size);
-    let of = l.b.ins().ishl_imm_s(of, 11);
-    let f = l.b.ins().bor(f, cf);
-    let f = l.b.ins().bor(f, of);
-    debug_assert_eq!(fl::CF, 1);
-    flags::set_arith(l, f);
+    let c = l.iconst(u64::from(count));
+    flags::set_lazy(l, op, size, a, c, res);
     Ok(())
 }
 

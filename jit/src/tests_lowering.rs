@@ -56,6 +56,49 @@ fn shifts_by_cl_every_size_and_count() {
 }
 
 #[test]
+fn shifts_by_an_immediate_leave_a_lazy_record_every_consumer_reads_alike() {
+    // The record is read by conditions in the block (CF and OF of SHL
+    // past the width, SHR's OF, SAR's CF), by ADC (the carry), by PUSHF
+    // (all six flags), and by the next block from memory (a JMP between).
+    for count in [1u32, 7, 8, 9, 15, 16, 17, 31, 32, 63] {
+        let code = assemble(|a| {
+            let mut next = a.create_label();
+            a.mov(rax, 0x8123_4567_89ab_cdefu64)?;
+            a.mov(rsi, rax)?;
+            a.mov(rdi, rax)?;
+            a.shl(al, count)?;
+            consume(a)?;
+            a.shr(si, count)?;
+            consume(a)?;
+            a.sar(edi, count)?;
+            consume(a)?;
+            a.shl(r8, count)?;
+            a.pushfq()?;
+            a.pop(r12)?;
+            a.sar(r9w, count)?;
+            a.jmp(next)?;
+            a.set_label(&mut next)?;
+            consume(a)?;
+            a.shr(qword_ptr(rbx + 16), count)?;
+            a.pushfq()?;
+            a.pop(r13)?;
+            a.sal(dword_ptr(rbx + 8), count)?;
+            a.adc(r14, 0)?;
+            Ok(())
+        });
+        same_with(&code, &|_| {});
+    }
+    // A fault right after a shift: the exception sees its flags.
+    let s = same(|a| {
+        a.mov(rax, 0x8000_0001u64)?;
+        a.shl(eax, 1)?;
+        a.mov(qword_ptr(HOLE + 8), rax)?;
+        Ok(())
+    });
+    assert_eq!(s.cr2, HOLE + 8);
+}
+
+#[test]
 fn rotates_every_size_and_count() {
     for count in [0u32, 1, 3, 8, 9, 16, 31, 32, 63] {
         for flags in flag_patterns() {

@@ -1,10 +1,11 @@
-//! Shifts and rotates (SHL/SAL, SHR, SAR, ROL, ROR, RCL, RCR, SHLD, SHRD)
-//! with their flags computed on the spot. A masked count of zero changes
+//! Shifts and rotates (SHL/SAL, SHR, SAR, ROL, ROR, RCL, RCR, SHLD, SHRD).
+//! SHL, SHR and SAR leave their flags a lazy record (`FlagsOp::Shl` ..);
+//! the others compute theirs on the spot. A masked count of zero changes
 //! no flags; AF, left undefined by the SDM, is cleared.
 
 use iced_x86::{Instruction, Mnemonic as M, OpKind};
 
-use crate::cpu::flags;
+use crate::cpu::{flags, FlagsOp};
 
 use super::super::fault::R;
 use super::super::operand::{mask, sign_bit};
@@ -68,29 +69,20 @@ fn shift(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
         return unchanged(cpu, ins, a);
     }
     let m = mask(size);
-    let wide = u128::from(a);
-    let (res, cf, of) = match ins.mnemonic() {
-        M::Shl | M::Sal => {
-            let res = ((wide << count) as u64) & m;
-            let cf = count <= bits && (wide << (count - 1)) >> (bits - 1) & 1 != 0;
-            (res, cf, (res & sign_bit(size) != 0) != cf)
-        }
-        M::Shr => {
-            let res = if count >= bits { 0 } else { a >> count };
-            let cf = count <= bits && (a >> (count - 1)) & 1 != 0;
-            (res, cf, a & sign_bit(size) != 0)
-        }
+    let a = a & m;
+    let (op, res) = match ins.mnemonic() {
+        M::Shl | M::Sal => (FlagsOp::Shl, ((u128::from(a) << count) as u64) & m),
+        M::Shr => (FlagsOp::Shr, if count >= bits { 0 } else { a >> count }),
         _ => {
             let signed = super::super::operand::sext(a, size) as i64;
-            let res = (signed >> count.min(63)) as u64 & m;
-            let cf = (signed >> (count - 1).min(63)) & 1 != 0;
-            (res, cf, false)
+            (FlagsOp::Sar, (signed >> count.min(63)) as u64 & m)
         }
     };
     cpu.write_op(ins, 0, res)?;
+    // The flags stay a lazy record (`LazyFlags::compute` has the shifts':
     // OF is defined for 1-bit shifts; for others, hardware computes the
-    // same expression on the last step, which we keep.
-    set_cf_of(cpu, szp(res, size), cf, of);
+    // same expression on the last step, which we keep).
+    cpu.set_lazy(op, size, a, u64::from(count), res);
     Ok(())
 }
 
