@@ -60,6 +60,11 @@ pub(crate) struct Block {
     /// and exit links): formed from this block when it became hot, or
     /// another region that holds it.
     pub(crate) region: OnceLock<Arc<super::region::Region>>,
+    /// For a block of one instruction that crosses into the next page:
+    /// the host address of that page when it was decoded, 0 otherwise.
+    /// The block holds only while the next page still maps there, and
+    /// is interpreted, never translated (a region covers one page).
+    pub(crate) next_page: u64,
 }
 
 impl Block {
@@ -67,6 +72,7 @@ impl Block {
         Self {
             rip,
             end,
+            next_page: 0,
             entries,
             runs: AtomicU32::new(0),
             native: OnceLock::new(),
@@ -252,6 +258,17 @@ impl CodeCache {
         self.peek(host, bitness, rip).map(Arc::as_ptr)
     }
 
+    /// Drops `block` from the cache (a page-crossing block whose second
+    /// page maps elsewhere now).
+    fn forget(&mut self, host: u64, bitness: u32, block: *const Block) {
+        let key = host << 2 | mode_bits(bitness);
+        // SAFETY: cached, so alive until the next bury.
+        let set = set_of(key, unsafe { &*block }.rip);
+        if let Some(idx) = (set..set + WAYS).find(|&i| self.slots[i].block.as_ref().is_some_and(|b| Arc::as_ptr(b) == block)) {
+            self.retire(idx);
+        }
+    }
+
     fn jump_index(rip: u64) -> usize {
         (rip as usize ^ (rip >> 12) as usize) & (JUMP_SLOTS - 1)
     }
@@ -271,6 +288,15 @@ impl CodeCache {
 
     fn remember(&mut self, rip: u64, cs_base: u64, mode: u32, tlb_epoch: u64, block: *const Block) {
         self.jumps[Self::jump_index(rip)] = Jump { linear: cs_base.wrapping_add(rip), tlb_epoch, block: block as usize, mode };
+    }
+
+    /// Caches `block`, a page-crossing one under its second page too;
+    /// returns the pages that just became code pages.
+    fn insert_crossing(&mut self, host: u64, phys_pages: [u64; 2], bitness: u32, block: Arc<Block>) -> [Option<u64>; 2] {
+        let first = self.insert(host, phys_pages[0], bitness, block).then_some(phys_pages[0]);
+        let Some(idx) = self.pages.get(&phys_pages[0]).and_then(|v| v.last().copied()) else { return [first, None] };
+        self.pages.entry(phys_pages[1]).or_default().push(idx);
+        [first, self.code_pages.insert(phys_pages[1]).then_some(phys_pages[1])]
     }
 
     /// Caches `block`; returns true when its page just became a code page.
@@ -333,8 +359,8 @@ impl Interpreter {
         let mode = bitness | u32::from(cpl) << 8;
         if let Some(block) = self.code.find_by_rip(rip, cs_base, mode, self.tlb.epoch) {
             // SAFETY: cached, so alive until the next bury (`find_by_rip`).
-            let end = unsafe { &*block }.end;
-            if self.in_64bit_mode() || self.check_code_limit(rip, end.wrapping_sub(rip)).is_ok() {
+            let (end, next_page) = unsafe { ((*block).end, (*block).next_page) };
+            if (self.in_64bit_mode() || self.check_code_limit(rip, end.wrapping_sub(rip)).is_ok()) && next_page == 0 {
                 return Ok(FoundBlock { block, held: None });
             }
         }
@@ -350,7 +376,24 @@ impl Interpreter {
         }
         if let Some(host) = host {
             if let Some(block) = self.code.find(host as u64, bitness, rip) {
-                // Cached blocks lie within one page.
+                // SAFETY: cached, so alive until the next bury (`find`).
+                let next_page = unsafe { &*block }.next_page;
+                if next_page != 0 && self.tlb.lookup(next_page_of(lin, bitness), Access::Execute, user) != Some(next_page as *mut u8) {
+                    // Its second page maps elsewhere (or is not in the TLB):
+                    // decode it again.
+                    self.code.forget(host as u64, bitness, block);
+                    return self.decode_block(bitness, rip, lin, user).map(|held| FoundBlock { block: Arc::as_ptr(&held), held: Some(held) });
+                }
+                if next_page != 0 {
+                    // Found this way only: the jump cache is validated by
+                    // the TLB epoch, which a change of the second page's
+                    // mapping need not move.
+                    // SAFETY: as above.
+                    let end = unsafe { &*block }.end;
+                    self.check_code_limit(rip, end.wrapping_sub(rip))?;
+                    return Ok(FoundBlock { block, held: None });
+                }
+                // Other cached blocks lie within one page.
                 self.tlb.note_derived(lin);
                 self.code.remember(rip, cs_base, mode, self.tlb.epoch, block);
                 // SAFETY: cached, so alive until the next bury (`find`).
@@ -412,13 +455,33 @@ impl Interpreter {
             // An instruction crossing the page, an invalid one, or one past
             // the CS limit: the slow path raises whatever it must.
             let ins = self.fetch_slow(bitness, rip, lin)?;
-            return Ok(single(rip, ins));
+            return Ok(self.cache_crossing(bitness, rip, lin, user, host, phys, ins));
         }
         let block = Arc::new(Block::new(rip, end, entries.into_boxed_slice()));
         if self.code.insert(host as u64, phys >> 12, bitness, block.clone()) {
             self.tlb.protect_phys_page(phys >> 12);
         }
         Ok(block)
+    }
+
+    /// The block of `ins`, just fetched at `lin` (host address `host`,
+    /// guest-physical `phys`): cached when it crosses into a next page of
+    /// RAM, so that a hot loop with an instruction across a page boundary
+    /// (the initramfs's inflate has one) does not fetch it byte by byte on
+    /// every run; held alone otherwise.
+    #[allow(clippy::too_many_arguments)]
+    fn cache_crossing(&mut self, bitness: u32, rip: u64, lin: u64, user: bool, host: *mut u8, phys: u64, ins: Instruction) -> Arc<Block> {
+        let in_page = PAGE - (lin & (PAGE - 1));
+        let next = next_page_of(lin, bitness);
+        let second = (ins.len() as u64 > in_page).then(|| self.tlb.lookup(next, Access::Execute, user)).flatten();
+        let (Some(second), Ok(phys2)) = (second, self.code_phys(next)) else { return single(rip, ins) };
+        let mut block = Block::new(rip, ins.next_ip(), vec![(exec::handler_of(&ins), ins)].into_boxed_slice());
+        block.next_page = second as u64;
+        let block = Arc::new(block);
+        for page in self.code.insert_crossing(host as u64, [phys >> 12, phys2 >> 12], bitness, block.clone()).into_iter().flatten() {
+            self.tlb.protect_phys_page(page);
+        }
+        block
     }
 
     /// Fetches one instruction byte by byte (MMIO, page-crossing,
@@ -490,6 +553,16 @@ impl Interpreter {
     }
 }
 
+/// The linear address of the page after the one holding `lin`.
+fn next_page_of(lin: u64, bitness: u32) -> u64 {
+    let next = (lin | (PAGE - 1)).wrapping_add(1);
+    if bitness == 64 {
+        next
+    } else {
+        next & 0xffff_ffff
+    }
+}
+
 fn single(rip: u64, ins: Instruction) -> Arc<Block> {
     Arc::new(Block::new(rip, ins.next_ip(), vec![(exec::handler_of(&ins), ins)].into_boxed_slice()))
 }
@@ -556,6 +629,67 @@ mod tests {
         assert_eq!(cache.find_by_rip(rip, 0, MODE, 0), None);
         assert!(cache.find(0x9000, 64, rip).is_none());
         cache.bury();
+    }
+
+    /// Steps `cpu` until `done` holds (at most 200 steps).
+    fn step_until(cpu: &mut Interpreter, done: impl Fn(&Interpreter) -> bool) {
+        for _ in 0..200 {
+            if done(cpu) {
+                return;
+            }
+            assert_eq!(cpu.step(), crate::interp::Step::Executed, "at {:#x}", cpu.s.rip);
+        }
+        panic!("stuck at {:#x}", cpu.s.rip);
+    }
+
+    #[test]
+    fn an_instruction_across_pages_is_decoded_once_and_dropped_when_either_page_changes() {
+        use crate::cpu::reg;
+        use iced_x86::code_asm::*;
+        // 4 KiB pages at 16 MiB: 0x100_0000 -> 0xa000, 0x100_1000 ->
+        // 0xc000 (later 0xd000). `mov ebx, imm32` starts 3 bytes before
+        // the page end, and `ret` follows in the second page.
+        const CROSS: u64 = 0x100_0ffd;
+        let mut a = CodeAssembler::new(64).unwrap();
+        let mut top = a.create_label();
+        a.mov(rax, CROSS).unwrap();
+        a.mov(ecx, 4u32).unwrap();
+        a.set_label(&mut top).unwrap();
+        a.call(rax).unwrap();
+        a.dec(ecx).unwrap();
+        a.jne(top).unwrap();
+        // Rewrite the immediate's third byte, in the second page.
+        a.mov(byte_ptr(0x100_1000u64), 2u32).unwrap();
+        a.call(rax).unwrap();
+        a.mov(r12, rbx).unwrap();
+        // Map the second page elsewhere.
+        a.mov(ecx, 0xd003u32).unwrap();
+        a.mov(qword_ptr(0x9008u64), rcx).unwrap();
+        a.invlpg(byte_ptr(0x100_1000u64)).unwrap();
+        a.call(rax).unwrap();
+        a.nop().unwrap();
+        let code = a.assemble(0x1_0000).unwrap();
+        let end = 0x1_0000 + code.len() as u64 - 1;
+
+        let mut cpu = crate::interp::tests::long_mode_cpu(&code);
+        cpu.mem.write_u64(0x3000 + 8 * 8, 0x9003).unwrap();
+        cpu.mem.write_u64(0x9000, 0xa003).unwrap();
+        cpu.mem.write_u64(0x9008, 0xc003).unwrap();
+        cpu.mem.write(0xaffd, &[0xbb, 0x01, 0x00]).unwrap();
+        cpu.mem.write(0xc000, &[0x00, 0x00, 0xc3]).unwrap();
+        cpu.mem.write(0xd000, &[0x05, 0x00, 0xc3]).unwrap();
+
+        // The first round decodes every block, the crossing MOV among
+        // them; the others find them all cached.
+        step_until(&mut cpu, |c| c.s.gpr[reg::RCX] == 3 && c.s.rip == 0x1_000f);
+        let decoded = cpu.counters.blocks_decoded.get();
+        step_until(&mut cpu, |c| c.s.gpr[reg::RCX] == 0);
+        assert_eq!(cpu.s.gpr[reg::RBX], 1);
+        assert_eq!(cpu.counters.blocks_decoded.get(), decoded, "a block was decoded again");
+
+        step_until(&mut cpu, |c| c.s.rip == end);
+        assert_eq!(cpu.s.gpr[12], 0x2_0001, "a write to the second page is seen");
+        assert_eq!(cpu.s.gpr[reg::RBX], 0x5_0001, "a remapped second page is seen");
     }
 
     #[test]

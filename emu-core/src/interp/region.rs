@@ -174,7 +174,9 @@ impl Interpreter {
             }
             let at = host as u64 + (rip & 0xfff);
             let Some(block) = self.code.peek(at, 64, rip) else { continue };
-            let hot = warm != u32::MAX && (block.native.get().is_some() || block.runs.load(Ordering::Relaxed) >= warm);
+            // A block crossing into the next page stays out: a write there
+            // would not drop the region.
+            let hot = warm != u32::MAX && block.next_page == 0 && (block.native.get().is_some() || block.runs.load(Ordering::Relaxed) >= warm);
             if !hot || entries.len() + block.entries.len() > MAX_INSTRUCTIONS {
                 continue;
             }

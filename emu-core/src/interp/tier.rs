@@ -793,6 +793,10 @@ impl Interpreter {
     /// became hot (or queueing it for the compiler thread); `None` when it
     /// must be interpreted.
     pub(crate) fn native_for(&mut self, block: &Arc<Block>, max: usize) -> Option<NativeBlock> {
+        if block.next_page != 0 {
+            // Across a page boundary: interpreted (see `Block::next_page`).
+            return None;
+        }
         let tier = self.tier.as_mut()?;
         let native = match block.native.get() {
             Some(native) => (*native)?,
