@@ -424,15 +424,18 @@ impl<'a, 'b> Lower<'a, 'b> {
     }
 
     /// First-tier code of a loop counts its back edges in its region's
-    /// [`emu_core::interp::TierSlot`]; the one that makes it hot names the slot in
-    /// `JitFrame::hot_loop` for the dispatcher, which asks for the
-    /// optimised translation.
+    /// [`emu_core::interp::TierSlot`]; every `HOT_LOOP_BACK_EDGES`th names
+    /// the slot in `JitFrame::hot_loop` for the dispatcher, which asks for
+    /// the optimised translation (again, if another loop of the same
+    /// chain overwrote the name before the dispatcher saw it).
     fn count_back_edge(&mut self) {
+        use cranelift_codegen::ir::condcodes::IntCC;
         let slot = self.iconst(self.optimized_slot);
         let n = self.b.ins().load(types::I64, mem(), slot, offsets::TIER_SLOT_BACK_EDGES);
         let n = self.b.ins().iadd_imm_s(n, 1);
         self.b.ins().store(mem(), n, slot, offsets::TIER_SLOT_BACK_EDGES);
-        let hot = self.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, n, i64::from(HOT_LOOP_BACK_EDGES));
+        let within = self.b.ins().band_imm_s(n, i64::from(HOT_LOOP_BACK_EDGES - 1));
+        let hot = self.b.ins().icmp_imm_s(IntCC::Equal, within, 0);
         let mark = self.b.create_block();
         let cont = self.b.create_block();
         self.b.set_cold_block(mark);

@@ -101,6 +101,7 @@ pub const CHAIN_BUDGET: u32 = 1024;
 /// loops at 8,192, 80 at 65,536 and 32 at 500,000; at 65,536 the kernel
 /// phase was shortest.)
 pub const HOT_LOOP_BACK_EDGES: u32 = 65_536;
+const _: () = assert!(HOT_LOOP_BACK_EDGES.is_power_of_two(), "first-tier code tests it with a mask");
 
 /// Where a region's first-tier code finds its optimised code, and counts
 /// its loop's back edges until then (see
@@ -197,9 +198,9 @@ pub struct JitFrame {
     /// of its region to start at; see [`NativeBlock::index`]).
     pub entry_index: u32,
     /// Set by first-tier code of a loop (see
-    /// [`TranslationRequest::optimized_slot`]) whose back edges reached
-    /// [`HOT_LOOP_BACK_EDGES`]: that slot's address, which names the
-    /// region to optimise. 0 otherwise.
+    /// [`TranslationRequest::optimized_slot`]) whose back edges reached a
+    /// multiple of [`HOT_LOOP_BACK_EDGES`]: that slot's address, which
+    /// names the region to optimise. 0 otherwise.
     pub hot_loop: usize,
 }
 
