@@ -146,3 +146,28 @@ fn flush_while_translations_are_in_flight() {
     assert!(gone >= 1, "the old generation's answer was used");
     assert!(stat(&cpu, "jit: native block runs") > 0, "nothing ran natively");
 }
+
+#[test]
+fn blocks_inside_a_region_in_flight_wait_for_it() {
+    // The loop's three blocks get hot together; while the region made
+    // from the first is held in flight, the others (the one inside it that
+    // is no entry among them) wait for it instead of being queued alone.
+    let code = loop_code(3000);
+    let mut plain = machine(&code);
+    run_phases(&mut plain, None, 1, &mut |_, _| {});
+    let expected = Vcpu::state(&mut plain).unwrap();
+
+    let (mut cpu, gate) = background_machine(&code);
+    gate.hold();
+    for _ in 0..600 {
+        assert_eq!(cpu.step_block(), Step::Executed);
+    }
+    assert_eq!(stat(&cpu, "jit: background jobs"), 1, "a block of the pending region was queued alone");
+    gate.release();
+    assert!(gate.settle(Duration::from_secs(20)));
+    run_phases(&mut cpu, Some(&gate), 1, &mut |_, _| {});
+    let s = Vcpu::state(&mut cpu).unwrap();
+    assert_eq!(s.gpr, expected.gpr);
+    assert_eq!(stat(&cpu, "jit: background jobs"), 1);
+    assert!(stat(&cpu, "jit: native block runs") > 0, "nothing ran natively");
+}
