@@ -72,7 +72,7 @@ pub struct Platform {
     pub apic: bool,
     /// This CPU's APIC ID.
     pub apic_id: u8,
-    /// CR4.OSXSAVE, which CPUID.1:ECX[27] reflects.
+    /// CR4.OSXSAVE, which CPUID.1:ECX bit 27 reflects.
     pub osxsave: bool,
     /// The local APIC has the TSC-deadline timer mode and the CPU reaches
     /// it through IA32_TSC_DEADLINE.

@@ -2,12 +2,15 @@
 //!
 //! Guest code is decoded a basic block at a time: straight-line
 //! instructions up to a control transfer, an instruction that changes the
-//! CPU mode, or the end of the page. Blocks are cached in a direct-mapped
-//! table keyed by the host address of their first byte (which names
-//! guest-physical memory uniquely), the decoding mode and the RIP they
-//! were decoded at (iced-x86 instructions carry their IP, so a block is
-//! only reused at the same RIP). Each entry carries its handler, so the hot
-//! path neither decodes nor dispatches by mnemonic.
+//! CPU mode, or the end of the page. Blocks are cached in a 4-way
+//! set-associative table keyed by the host address of their first byte
+//! (which names guest-physical memory uniquely), the decoding mode and the
+//! RIP they were decoded at (iced-x86 instructions carry their IP, so a
+//! block is only reused at the same RIP). Each entry carries its handler,
+//! so the hot path neither decodes nor dispatches by mnemonic. A jump
+//! cache by RIP holds recent blocks themselves; an instruction that
+//! crosses into the next page is a block of its own, cached under both
+//! pages (see [`Block::next_page`]).
 //!
 //! A page that holds cached blocks is a code page: the TLB gives it no
 //! write tag, so a guest write takes the slow path, which drops the page's

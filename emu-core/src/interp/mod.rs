@@ -118,9 +118,9 @@ pub struct Interpreter {
 /// CR8 (the TPR's priority class) and the TSC-deadline timer, whose
 /// deadlines are in the machine clock's nanoseconds.
 pub trait LocalApicPort: Send {
-    /// TPR[7:4], as CR8 reads it.
+    /// TPR bits 7:4, as CR8 reads them.
     fn tpr_cr8(&self) -> u8;
-    /// Writes TPR[7:4] from CR8.
+    /// Writes TPR bits 7:4 from CR8.
     fn set_tpr_cr8(&self, value: u8);
     /// Arms the TSC-deadline timer at monotonic time `ns` (at once if that
     /// is past), or disarms it.
