@@ -11,12 +11,8 @@ use emu_core::Vcpu;
 use iced_x86::code_asm::*;
 
 use super::tests::{assemble, machine};
-use super::tests_chain::loop_code;
+use super::tests_chain::{loop_code, stat};
 use super::{Background, Gate, Translator};
-
-fn stat(cpu: &Interpreter, name: &str) -> u64 {
-    cpu.stats().events.iter().find(|(k, _)| k == name).map_or(0, |e| e.1)
-}
 
 fn background_machine(code: &[u8]) -> (Interpreter, Gate) {
     let mut cpu = machine(code);
@@ -25,6 +21,14 @@ fn background_machine(code: &[u8]) -> (Interpreter, Gate) {
     cpu.set_translator(Box::new(bg));
     cpu.set_jit_threshold(10);
     (cpu, gate)
+}
+
+/// The state `code` ends in at its `halts`-th HLT under the interpreter
+/// alone.
+fn interpreted(code: &[u8], halts: u32) -> emu_core::cpu::CpuState {
+    let mut plain = machine(code);
+    run_phases(&mut plain, None, halts, &mut |_, _| {});
+    Vcpu::state(&mut plain).unwrap()
 }
 
 /// Runs to the `n`-th HLT (resuming after the earlier ones), calling
@@ -86,9 +90,7 @@ fn block_dropped_while_in_flight_never_runs_stale_code() {
         a.set_label(&mut done)?;
         Ok(())
     });
-    let mut plain = machine(&code);
-    run_phases(&mut plain, None, 4, &mut |_, _| {});
-    let expected = Vcpu::state(&mut plain).unwrap();
+    let expected = interpreted(&code, 4);
     assert_eq!(expected.gpr[reg::RAX], 50 + 50 * 7);
 
     let (mut cpu, gate) = background_machine(&code);
@@ -117,9 +119,7 @@ fn block_dropped_while_in_flight_never_runs_stale_code() {
 #[test]
 fn flush_while_translations_are_in_flight() {
     let code = loop_code(3000);
-    let mut plain = machine(&code);
-    run_phases(&mut plain, None, 1, &mut |_, _| {});
-    let expected = Vcpu::state(&mut plain).unwrap();
+    let expected = interpreted(&code, 1);
 
     let (mut cpu, gate) = background_machine(&code);
     gate.hold();
@@ -153,9 +153,7 @@ fn blocks_inside_a_region_in_flight_wait_for_it() {
     // from the first is held in flight, the others (the one inside it that
     // is no entry among them) wait for it instead of being queued alone.
     let code = loop_code(3000);
-    let mut plain = machine(&code);
-    run_phases(&mut plain, None, 1, &mut |_, _| {});
-    let expected = Vcpu::state(&mut plain).unwrap();
+    let expected = interpreted(&code, 1);
 
     let (mut cpu, gate) = background_machine(&code);
     gate.hold();

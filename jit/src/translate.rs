@@ -13,6 +13,7 @@
 //! after it. Exits are emitted where they are taken, so they write back
 //! exactly what is dirty at that point.
 
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, SigRef, Signature, Value};
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, Variable};
@@ -390,7 +391,6 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// when it is spent or, every [`ATTENTION_EVERY`] back edges, when a
     /// stop or a deliverable interrupt waits.
     fn poll_budget(&mut self, rip: u64, retired: u64) {
-        use cranelift_codegen::ir::condcodes::IntCC;
         let budget = self.b.ins().load(types::I32, mem(), self.frame, offsets::FRAME_BUDGET);
         let spent = self.b.ins().icmp_imm_s(IntCC::Equal, budget, 0);
         self.cold_if(spent, |l| l.exit_here(rip, retired, exit::CONTINUE));
@@ -403,24 +403,19 @@ impl<'a, 'b> Lower<'a, 'b> {
         // state: five loads, which a tight loop paid on every iteration.
         let due = self.b.ins().band_imm_s(left, i64::from(ATTENTION_EVERY - 1));
         let due = self.b.ins().icmp_imm_s(IntCC::Equal, due, 0);
-        let poll = self.b.create_block();
-        let cont = self.b.create_block();
-        self.b.set_cold_block(poll);
-        self.b.ins().brif(due, poll, &[], cont, &[]);
-        self.b.switch_to_block(poll);
-        let stop_ptr = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_STOPPING);
-        let stop = self.b.ins().uload8(types::I32, mem(), stop_ptr, 0);
-        let pending_ptr = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_PENDING);
-        let pending = self.b.ins().uload8(types::I32, mem(), pending_ptr, 0);
-        let rflags = self.b.ins().load(types::I64, mem(), self.frame, st(offsets::RFLAGS));
-        let irq = self.b.ins().ushr_imm_s(rflags, 9);
-        let irq = self.b.ins().ireduce(types::I32, irq);
-        let irq = self.b.ins().band(irq, pending);
-        let attention = self.b.ins().bor(irq, stop);
-        let attention = self.b.ins().band_imm_s(attention, 1);
-        self.cold_if(attention, |l| l.exit_here(rip, retired, exit::CONTINUE));
-        self.b.ins().jump(cont, &[]);
-        self.b.switch_to_block(cont);
+        self.cold_side(due, |l| {
+            let stop_ptr = l.b.ins().load(types::I64, mem(), l.frame, offsets::FRAME_STOPPING);
+            let stop = l.b.ins().uload8(types::I32, mem(), stop_ptr, 0);
+            let pending_ptr = l.b.ins().load(types::I64, mem(), l.frame, offsets::FRAME_PENDING);
+            let pending = l.b.ins().uload8(types::I32, mem(), pending_ptr, 0);
+            let rflags = l.b.ins().load(types::I64, mem(), l.frame, st(offsets::RFLAGS));
+            let irq = l.b.ins().ushr_imm_s(rflags, 9);
+            let irq = l.b.ins().ireduce(types::I32, irq);
+            let irq = l.b.ins().band(irq, pending);
+            let attention = l.b.ins().bor(irq, stop);
+            let attention = l.b.ins().band_imm_s(attention, 1);
+            l.cold_if(attention, |l| l.exit_here(rip, retired, exit::CONTINUE));
+        });
     }
 
     /// First-tier code of a loop counts its back edges in its region's
@@ -429,21 +424,15 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// the optimised translation (again, if another loop of the same
     /// chain overwrote the name before the dispatcher saw it).
     fn count_back_edge(&mut self) {
-        use cranelift_codegen::ir::condcodes::IntCC;
         let slot = self.iconst(self.optimized_slot);
         let n = self.b.ins().load(types::I64, mem(), slot, offsets::TIER_SLOT_BACK_EDGES);
         let n = self.b.ins().iadd_imm_s(n, 1);
         self.b.ins().store(mem(), n, slot, offsets::TIER_SLOT_BACK_EDGES);
         let within = self.b.ins().band_imm_s(n, i64::from(HOT_LOOP_BACK_EDGES - 1));
         let hot = self.b.ins().icmp_imm_s(IntCC::Equal, within, 0);
-        let mark = self.b.create_block();
-        let cont = self.b.create_block();
-        self.b.set_cold_block(mark);
-        self.b.ins().brif(hot, mark, &[], cont, &[]);
-        self.b.switch_to_block(mark);
-        self.b.ins().store(mem(), slot, self.frame, offsets::FRAME_HOT_LOOP);
-        self.b.ins().jump(cont, &[]);
-        self.b.switch_to_block(cont);
+        self.cold_side(hot, |l| {
+            l.b.ins().store(mem(), slot, l.frame, offsets::FRAME_HOT_LOOP);
+        });
     }
 
     pub(crate) fn iconst(&mut self, v: u64) -> Value {
@@ -667,6 +656,20 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.b.switch_to_block(cont);
     }
 
+    /// Runs `side` (emitting into a cold block) if `cond` holds, then goes
+    /// on from where both paths meet; unlike [`Lower::cold_if`], the side
+    /// path rejoins.
+    pub(crate) fn cold_side(&mut self, cond: Value, side: impl FnOnce(&mut Self)) {
+        let cold = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.set_cold_block(cold);
+        self.b.ins().brif(cond, cold, &[], cont, &[]);
+        self.b.switch_to_block(cold);
+        side(self);
+        self.b.ins().jump(cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
     /// Exits with the state as it is now if `cond` holds, else goes on.
     /// The tail's arguments (RIP, retired count, code) are made on the cold
     /// side, so the path that goes on does not compute them.
@@ -804,7 +807,7 @@ impl<'a, 'b> Lower<'a, 'b> {
         // Not CONTINUE: the instruction retired unless it faulted; RIP and
         // the state are already in place.
         self.cold_if(code, |l| {
-            let ended = l.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, code, i64::from(exit::END_BLOCK));
+            let ended = l.b.ins().icmp_imm_s(IntCC::Equal, code, i64::from(exit::END_BLOCK));
             let ended = l.b.ins().uextend(types::I64, ended);
             let before = l.retired_value(l.index as u64);
             let retired = l.b.ins().iadd(ended, before);
@@ -822,7 +825,7 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.store_rip(ins.ip());
         let idx = self.b.ins().iconst(types::I32, self.index as i64);
         let code = self.call(self.helpers.fallback as usize, self.sigs.fallback, &[self.frame, idx]);
-        let faulted = self.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, code, i64::from(exit::FAULT));
+        let faulted = self.b.ins().icmp_imm_s(IntCC::Equal, code, i64::from(exit::FAULT));
         let retired_extra = self.b.ins().bnot(faulted);
         let retired_extra = self.b.ins().band_imm_s(retired_extra, 1);
         let retired_extra = self.b.ins().uextend(types::I64, retired_extra);
@@ -842,7 +845,7 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// After an instruction: leave if one of its writes hit cached code.
     pub(crate) fn finish_instruction(&mut self, ins: &Instruction, next_rip: u64) {
         if let Some(status) = self.pending_end.take() {
-            let ended = self.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, status, i64::from(exit::END_BLOCK));
+            let ended = self.b.ins().icmp_imm_s(IntCC::Equal, status, i64::from(exit::END_BLOCK));
             let _ = ins;
             self.exit_if(ended, next_rip, self.index as u64 + 1, exit::END_BLOCK);
         }

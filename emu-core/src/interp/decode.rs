@@ -247,29 +247,24 @@ impl CodeCache {
         self.generation += 1;
     }
 
-    /// The cached block at `host` for `rip`, left in its slot.
-    pub(crate) fn peek(&self, host: u64, bitness: u32, rip: u64) -> Option<&Arc<Block>> {
+    /// The slot of the cached block at `host` for `rip`.
+    fn slot_of(&self, host: u64, bitness: u32, rip: u64) -> Option<usize> {
         let key = host << 2 | mode_bits(bitness);
         let set = set_of(key, rip);
-        self.slots[set..set + WAYS].iter().filter(|s| s.key == key).find_map(|s| s.block.as_ref().filter(|b| b.rip == rip))
+        (set..set + WAYS).find(|&i| self.slots[i].key == key && self.slots[i].block.as_ref().is_some_and(|b| b.rip == rip))
     }
 
-    /// The cached block at `host` for `rip`, as a pointer that stays
-    /// valid until the next [`CodeCache::bury`] (a block leaving its slot
-    /// waits in the graveyard until then).
-    fn find(&self, host: u64, bitness: u32, rip: u64) -> Option<*const Block> {
-        self.peek(host, bitness, rip).map(Arc::as_ptr)
+    /// The cached block at `host` for `rip`, left in its slot.
+    pub(crate) fn peek(&self, host: u64, bitness: u32, rip: u64) -> Option<&Arc<Block>> {
+        self.slots[self.slot_of(host, bitness, rip)?].block.as_ref()
     }
 
-    /// Drops `block` from the cache (a page-crossing block whose second
-    /// page maps elsewhere now).
-    fn forget(&mut self, host: u64, bitness: u32, block: *const Block) {
-        let key = host << 2 | mode_bits(bitness);
-        // SAFETY: cached, so alive until the next bury.
-        let set = set_of(key, unsafe { &*block }.rip);
-        if let Some(idx) = (set..set + WAYS).find(|&i| self.slots[i].block.as_ref().is_some_and(|b| Arc::as_ptr(b) == block)) {
-            self.retire(idx);
-        }
+    /// The cached block at `host` for `rip` with its slot, as a pointer
+    /// that stays valid until the next [`CodeCache::bury`] (a block
+    /// leaving its slot waits in the graveyard until then).
+    fn find(&self, host: u64, bitness: u32, rip: u64) -> Option<(usize, *const Block)> {
+        let idx = self.slot_of(host, bitness, rip)?;
+        Some((idx, Arc::as_ptr(self.slots[idx].block.as_ref()?)))
     }
 
     fn jump_index(rip: u64) -> usize {
@@ -296,14 +291,14 @@ impl CodeCache {
     /// Caches `block`, a page-crossing one under its second page too;
     /// returns the pages that just became code pages.
     fn insert_crossing(&mut self, host: u64, phys_pages: [u64; 2], bitness: u32, block: Arc<Block>) -> [Option<u64>; 2] {
-        let first = self.insert(host, phys_pages[0], bitness, block).then_some(phys_pages[0]);
-        let Some(idx) = self.pages.get(&phys_pages[0]).and_then(|v| v.last().copied()) else { return [first, None] };
-        self.pages.entry(phys_pages[1]).or_default().push(idx);
-        [first, self.code_pages.insert(phys_pages[1]).then_some(phys_pages[1])]
+        let (idx, first) = self.insert(host, phys_pages[0], bitness, block);
+        let second = self.hold_on_page(idx, phys_pages[1]);
+        [first.then_some(phys_pages[0]), second.then_some(phys_pages[1])]
     }
 
-    /// Caches `block`; returns true when its page just became a code page.
-    fn insert(&mut self, host: u64, phys_page: u64, bitness: u32, block: Arc<Block>) -> bool {
+    /// Caches `block`; returns its slot and whether its page just became
+    /// a code page.
+    fn insert(&mut self, host: u64, phys_page: u64, bitness: u32, block: Arc<Block>) -> (usize, bool) {
         let key = host << 2 | mode_bits(bitness);
         let set = set_of(key, block.rip);
         // An empty way, else the next victim in turn.
@@ -314,6 +309,12 @@ impl CodeCache {
         self.evictions += u64::from(self.slots[idx].block.is_some());
         self.retire(idx);
         self.slots[idx] = Slot { key, block: Some(block) };
+        (idx, self.hold_on_page(idx, phys_page))
+    }
+
+    /// Lists slot `idx` under a guest-physical page, so a write there drops
+    /// it; returns whether the page just became a code page.
+    fn hold_on_page(&mut self, idx: usize, phys_page: u64) -> bool {
         self.pages.entry(phys_page).or_default().push(idx as u32);
         self.code_pages.insert(phys_page)
     }
@@ -362,8 +363,8 @@ impl Interpreter {
         let mode = bitness | u32::from(cpl) << 8;
         if let Some(block) = self.code.find_by_rip(rip, cs_base, mode, self.tlb.epoch) {
             // SAFETY: cached, so alive until the next bury (`find_by_rip`).
-            let (end, next_page) = unsafe { ((*block).end, (*block).next_page) };
-            if (self.in_64bit_mode() || self.check_code_limit(rip, end.wrapping_sub(rip)).is_ok()) && next_page == 0 {
+            let end = unsafe { &*block }.end;
+            if self.in_64bit_mode() || self.check_code_limit(rip, end.wrapping_sub(rip)).is_ok() {
                 return Ok(FoundBlock { block, held: None });
             }
         }
@@ -378,29 +379,21 @@ impl Interpreter {
             host = self.tlb.lookup(lin, Access::Execute, user);
         }
         if let Some(host) = host {
-            if let Some(block) = self.code.find(host as u64, bitness, rip) {
+            if let Some((idx, block)) = self.code.find(host as u64, bitness, rip) {
                 // SAFETY: cached, so alive until the next bury (`find`).
-                let next_page = unsafe { &*block }.next_page;
-                if next_page != 0 && self.tlb.lookup(next_page_of(lin, bitness), Access::Execute, user) != Some(next_page as *mut u8) {
+                let (end, next_page) = unsafe { ((*block).end, (*block).next_page) };
+                if next_page == 0 {
+                    // Within one page: the jump cache may hold it (blocks
+                    // across pages stay out, since the TLB epoch it goes by
+                    // need not move when their second page is remapped).
+                    self.tlb.note_derived(lin);
+                    self.code.remember(rip, cs_base, mode, self.tlb.epoch, block);
+                } else if self.tlb.lookup(next_page_of(lin, bitness), Access::Execute, user) != Some(next_page as *mut u8) {
                     // Its second page maps elsewhere (or is not in the TLB):
                     // decode it again.
-                    self.code.forget(host as u64, bitness, block);
+                    self.code.retire(idx);
                     return self.decode_block(bitness, rip, lin, user).map(|held| FoundBlock { block: Arc::as_ptr(&held), held: Some(held) });
                 }
-                if next_page != 0 {
-                    // Found this way only: the jump cache is validated by
-                    // the TLB epoch, which a change of the second page's
-                    // mapping need not move.
-                    // SAFETY: as above.
-                    let end = unsafe { &*block }.end;
-                    self.check_code_limit(rip, end.wrapping_sub(rip))?;
-                    return Ok(FoundBlock { block, held: None });
-                }
-                // Other cached blocks lie within one page.
-                self.tlb.note_derived(lin);
-                self.code.remember(rip, cs_base, mode, self.tlb.epoch, block);
-                // SAFETY: cached, so alive until the next bury (`find`).
-                let end = unsafe { &*block }.end;
                 self.check_code_limit(rip, end.wrapping_sub(rip))?;
                 return Ok(FoundBlock { block, held: None });
             }
@@ -461,7 +454,7 @@ impl Interpreter {
             return Ok(self.cache_crossing(bitness, rip, lin, user, host, phys, ins));
         }
         let block = Arc::new(Block::new(rip, end, entries.into_boxed_slice()));
-        if self.code.insert(host as u64, phys >> 12, bitness, block.clone()) {
+        if self.code.insert(host as u64, phys >> 12, bitness, block.clone()).1 {
             self.tlb.protect_phys_page(phys >> 12);
         }
         Ok(block)
@@ -478,7 +471,7 @@ impl Interpreter {
         let next = next_page_of(lin, bitness);
         let second = (ins.len() as u64 > in_page).then(|| self.tlb.lookup(next, Access::Execute, user)).flatten();
         let (Some(second), Ok(phys2)) = (second, self.code_phys(next)) else { return single(rip, ins) };
-        let mut block = Block::new(rip, ins.next_ip(), vec![(exec::handler_of(&ins), ins)].into_boxed_slice());
+        let mut block = single_block(rip, ins);
         block.next_page = second as u64;
         let block = Arc::new(block);
         for page in self.code.insert_crossing(host as u64, [phys >> 12, phys2 >> 12], bitness, block.clone()).into_iter().flatten() {
@@ -566,8 +559,13 @@ fn next_page_of(lin: u64, bitness: u32) -> u64 {
     }
 }
 
+/// A block of the one instruction `ins`.
+fn single_block(rip: u64, ins: Instruction) -> Block {
+    Block::new(rip, ins.next_ip(), vec![(exec::handler_of(&ins), ins)].into_boxed_slice())
+}
+
 fn single(rip: u64, ins: Instruction) -> Arc<Block> {
-    Arc::new(Block::new(rip, ins.next_ip(), vec![(exec::handler_of(&ins), ins)].into_boxed_slice()))
+    Arc::new(single_block(rip, ins))
 }
 
 #[cfg(test)]
@@ -595,7 +593,7 @@ mod tests {
         let mut cache = CodeCache::default();
         let first = nop_block(rip);
         cache.insert(hosts[0], 1, 64, Arc::clone(&first));
-        let found = cache.find(hosts[0], 64, rip).expect("cached");
+        let (_, found) = cache.find(hosts[0], 64, rip).expect("cached");
         assert_eq!(found, Arc::as_ptr(&first));
         cache.remember(rip, 0, MODE, 7, found);
         assert_eq!(cache.find_by_rip(rip, 0, MODE, 7), Some(found));
@@ -625,7 +623,7 @@ mod tests {
         let rip = 0x40_2000;
         let mut cache = CodeCache::default();
         cache.insert(0x9000, 5, 64, nop_block(rip));
-        let found = cache.find(0x9000, 64, rip).expect("cached");
+        let (_, found) = cache.find(0x9000, 64, rip).expect("cached");
         cache.remember(rip, 0, MODE, 0, found);
         assert_eq!(cache.find_by_rip(rip, 0, MODE, 0), Some(found));
         cache.invalidate_page(5);

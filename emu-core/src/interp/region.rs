@@ -22,7 +22,7 @@ use crate::mmu::Access;
 
 use super::decode::{ends_block, Block};
 use super::exec::Handler;
-use super::tier::{LinkSlot, NativeBlock, RegionBlock, TierSlot};
+use super::tier::{LinkSlot, NativeBlock, RegionBlock, TierSlot, TranslationJob, HELPERS};
 use super::Interpreter;
 
 /// The most blocks one region holds.
@@ -64,6 +64,25 @@ impl Region {
             installed: OnceLock::new(),
             optimized: Box::default(),
             optimizing: AtomicBool::new(false),
+        }
+    }
+
+    /// The job that translates this region, `ticket` naming it, entered
+    /// at `rip`: a first translation (which may leave its loops to a
+    /// second tier through `optimized`) or, with `optimize`, the second.
+    pub(crate) fn job(&self, ticket: u64, rip: u64, bitness: u32, long_mode: bool, journal_writes: bool, optimize: bool) -> TranslationJob {
+        TranslationJob {
+            ticket,
+            rip,
+            bitness,
+            instructions: self.entries.iter().map(|(_, ins)| *ins).collect(),
+            long_mode,
+            helpers: HELPERS,
+            links: self.links.as_ptr() as usize,
+            blocks: self.blocks.to_vec(),
+            journal_writes,
+            optimized_slot: if optimize { 0 } else { std::ptr::from_ref::<TierSlot>(&self.optimized) as usize },
+            optimize,
         }
     }
 

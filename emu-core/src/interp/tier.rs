@@ -707,6 +707,27 @@ impl Tier {
         self.finished = done;
     }
 
+    /// Hands `job` to the compiler thread when `background` (counting it),
+    /// or gives it back to be translated here: when not `background`, or
+    /// when the translator turns out to be synchronous (it is then asked
+    /// no more).
+    fn submit(&mut self, job: TranslationJob, background: bool) -> Option<TranslationJob> {
+        if !background {
+            return Some(job);
+        }
+        match self.translator.submit(job) {
+            Ok(()) => {
+                self.next_ticket += 1;
+                self.submitted += 1;
+                None
+            }
+            Err(job) => {
+                self.sync = true;
+                Some(job)
+            }
+        }
+    }
+
     /// Records `region` under its `TierSlot`'s address. Dropped regions'
     /// entries go whenever the map has doubled since it was last pruned
     /// (a slot's address is reused only after its region is dropped, and
@@ -858,41 +879,15 @@ impl Interpreter {
                     }
                 }
                 let region = block.region.get_or_init(|| region);
-                let instructions: Vec<Instruction> = region.entries.iter().map(|(_, ins)| *ins).collect();
                 let journal_writes = self.lockstep_on();
                 let tier = self.tier.as_mut()?;
-                let ticket = tier.next_ticket;
-                let job = TranslationJob {
-                    ticket,
-                    rip: block.rip,
-                    bitness,
-                    instructions,
-                    long_mode,
-                    helpers: HELPERS,
-                    links: region.links.as_ptr() as usize,
-                    blocks: region.blocks.to_vec(),
-                    journal_writes,
-                    optimized_slot: std::ptr::from_ref::<TierSlot>(&region.optimized) as usize,
-                    optimize: false,
-                };
+                let job = region.job(tier.next_ticket, block.rip, bitness, long_mode, journal_writes, false);
+                let ticket = job.ticket;
                 tier.note_tiered(job.optimized_slot, region);
-                let job = if background {
-                    match tier.translator.submit(job) {
-                        Ok(()) => {
-                            tier.next_ticket += 1;
-                            tier.submitted += 1;
-                            tier.queued.insert(key, (ticket, Arc::downgrade(block)));
-                            tier.waiting = true;
-                            return None;
-                        }
-                        Err(job) => {
-                            // A synchronous translator: ask no more.
-                            tier.sync = true;
-                            job
-                        }
-                    }
-                } else {
-                    job
+                let Some(job) = tier.submit(job, background) else {
+                    tier.queued.insert(key, (ticket, Arc::downgrade(block)));
+                    tier.waiting = true;
+                    return None;
                 };
                 let native = tier.translator.translate(&job.request());
                 tier.flush_pending |= tier.translator.wants_flush();
@@ -1115,35 +1110,13 @@ impl Interpreter {
         }
         let journal_writes = self.lockstep_on();
         let Some(tier) = self.tier.as_mut() else { return };
-        let ticket = tier.next_ticket;
-        let job = TranslationJob {
-            ticket,
-            rip: region.blocks.first().map_or(0, |b| b.rip),
-            bitness: 64,
-            instructions: region.entries.iter().map(|(_, ins)| *ins).collect(),
-            long_mode: true,
-            helpers: HELPERS,
-            links: region.links.as_ptr() as usize,
-            blocks: region.blocks.to_vec(),
-            journal_writes,
-            optimized_slot: 0,
-            optimize: true,
-        };
-        let job = if tier.sync {
-            job
-        } else {
-            match tier.translator.submit(job) {
-                Ok(()) => {
-                    tier.next_ticket += 1;
-                    tier.submitted += 1;
-                    tier.optimizing.insert(ticket, Arc::downgrade(&region));
-                    return;
-                }
-                Err(job) => {
-                    tier.sync = true;
-                    job
-                }
-            }
+        // First-tier code runs only in 64-bit mode.
+        let job = region.job(tier.next_ticket, region.blocks.first().map_or(0, |b| b.rip), 64, true, journal_writes, true);
+        let ticket = job.ticket;
+        let background = !tier.sync;
+        let Some(job) = tier.submit(job, background) else {
+            tier.optimizing.insert(ticket, Arc::downgrade(&region));
+            return;
         };
         let native = tier.translator.translate(&job.request());
         tier.flush_pending |= tier.translator.wants_flush();
