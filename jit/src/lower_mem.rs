@@ -81,18 +81,25 @@ pub(crate) fn address(l: &mut Lower<'_, '_>, ins: &Instruction) -> Addr {
         let a = ins.ip_rel_memory_address();
         l.iconst(if ins.memory_base() == Register::EIP { a & 0xffff_ffff } else { a })
     } else {
-        let mut ea = l.iconst(ins.memory_displacement64());
+        // The sum of the base, the scaled index and the displacement, each
+        // where there is one (no add of a zero displacement).
         let base = ins.memory_base();
-        if base != Register::None {
-            let v = l.read_reg(base);
-            ea = l.b.ins().iadd(ea, v);
-        }
+        let base = (base != Register::None).then(|| l.read_reg(base));
         let index = ins.memory_index();
-        if index != Register::None {
+        let index = (index != Register::None).then(|| {
             let v = l.read_reg(index);
-            let scale = i64::from(ins.memory_index_scale());
-            let v = if scale == 1 { v } else { l.b.ins().imul_imm_s(v, scale) };
-            ea = l.b.ins().iadd(ea, v);
+            let shift = ins.memory_index_scale().trailing_zeros();
+            if shift == 0 { v } else { l.b.ins().ishl_imm_s(v, i64::from(shift)) }
+        });
+        let displacement = ins.memory_displacement64();
+        let terms = [base, index];
+        let mut terms = terms.into_iter().flatten();
+        let mut ea = match terms.next() {
+            Some(first) => terms.fold(first, |sum, v| l.b.ins().iadd(sum, v)),
+            None => l.iconst(displacement),
+        };
+        if displacement != 0 && (base.is_some() || index.is_some()) {
+            ea = l.b.ins().iadd_imm_s(ea, displacement as i64);
         }
         let n = address_size(ins);
         l.zext(ea, n)

@@ -3,9 +3,14 @@
 //! dispatch to the lowering modules.
 //!
 //! The function is `extern "C" fn(frame) -> u32`; the frame's entry index
-//! says which region block it starts at. Guest registers live in
-//! Cranelift variables, loaded from `CpuState` on first use and written
-//! back (the dirty ones) at every exit and before every fallback. Each
+//! says which region block it starts at. In optimised code guest
+//! registers live in Cranelift variables, loaded from `CpuState` on first
+//! use and written back (the dirty ones) at every exit and before every
+//! fallback. First-tier code keeps them in `CpuState` instead
+//! (`Lower::registers_in_memory`): a write is stored at once, a read is a
+//! load reused within one Cranelift block; no register value lives across
+//! the blocks every memory access makes, and no exit has any to write
+//! back, so there is much less for the register allocator to do. Each
 //! instruction is lowered in a fixed order, reads (which may fault) first,
 //! then at most one memory write, then register and flag updates, so an
 //! exit taken at a faulting access sees the state before the instruction
@@ -101,6 +106,13 @@ pub(crate) struct Lower<'a, 'b> {
     /// First-tier code of a loop: the optimised code's slot (see
     /// `TranslationRequest::optimized_slot`), reported at back-edge exits.
     optimized_slot: u64,
+    /// Guest registers stay in `CpuState`: each write is stored at once
+    /// and reads load them, reusing a value only within one Cranelift
+    /// block (see `Translator::compile`).
+    pub(crate) registers_in_memory: bool,
+    /// With `registers_in_memory`: the value each register last had, and
+    /// the Cranelift block it is valid in.
+    local: [Option<(cranelift_codegen::ir::Block, Value)>; 16],
 }
 
 /// The translation state a jump hands to a block it is the only way into.
@@ -244,6 +256,8 @@ impl<'a, 'b> Lower<'a, 'b> {
             block_start: 0,
             retired_base,
             optimized_slot: 0,
+            registers_in_memory: false,
+            local: [None; 16],
         }
     }
 
@@ -318,6 +332,7 @@ impl<'a, 'b> Lower<'a, 'b> {
                 self.dirty = [false; 16];
             }
         }
+        self.local = [None; 16];
     }
 
     /// The region block at `rip`, when jumps there stay in native code.
@@ -441,6 +456,17 @@ impl<'a, 'b> Lower<'a, 'b> {
 
     /// The full 64-bit register `i`.
     pub(crate) fn gpr(&mut self, i: usize) -> Value {
+        if self.registers_in_memory {
+            let here = self.b.current_block();
+            if let Some((block, v)) = self.local[i] {
+                if Some(block) == here {
+                    return v;
+                }
+            }
+            let v = self.b.ins().load(types::I64, mem(), self.frame, st(offsets::GPR + 8 * i as i32));
+            self.local[i] = here.map(|b| (b, v));
+            return v;
+        }
         if !self.loaded[i] {
             let v = self.b.ins().load(types::I64, mem(), self.frame, st(offsets::GPR + 8 * i as i32));
             self.b.def_var(self.regs[i], v);
@@ -450,6 +476,11 @@ impl<'a, 'b> Lower<'a, 'b> {
     }
 
     pub(crate) fn set_gpr(&mut self, i: usize, v: Value) {
+        if self.registers_in_memory {
+            self.b.ins().store(mem(), v, self.frame, st(offsets::GPR + 8 * i as i32));
+            self.local[i] = self.b.current_block().map(|b| (b, v));
+            return;
+        }
         self.b.def_var(self.regs[i], v);
         self.loaded[i] = true;
         self.dirty[i] = true;
@@ -815,6 +846,7 @@ impl<'a, 'b> Lower<'a, 'b> {
             l.b.ins().return_(&[code]);
         });
         self.loaded = [false; 16];
+        self.local = [None; 16];
     }
 
     /// In a cold path: runs the instruction with the interpreter and exits
