@@ -248,7 +248,8 @@ impl Translator {
         self.ctx.func.signature.params.push(AbiParam::new(pointer));
         self.ctx.func.signature.returns.push(AbiParam::new(types::I32));
         let sig = self.ctx.func.signature.clone();
-        let name = format!("b{}", self.next_name);
+        // The guest RIP in the name shows in perf's reports.
+        let name = format!("b{}_{:x}", self.next_name, req.rip);
         self.next_name += 1;
         let id = self.module.declare_function(&name, Linkage::Local, &sig).ok()?;
         self.ctx.func.name = UserFuncName::user(0, id.as_u32());

@@ -33,7 +33,7 @@ impl Interpreter {
         loop {
             match self.deliver(current.vector, current.error_code, Source::Exception) {
                 Ok(()) => return Ok(()),
-                Err(Fault::Stop(r)) => return Err(r),
+                Err(Fault::Stop(r)) => return Err(*r),
                 Err(Fault::Exception(next)) => {
                     if current.vector == vector::DF {
                         return Err(StopReason::TripleFault);
@@ -57,7 +57,7 @@ impl Interpreter {
         match self.deliver(v, None, Source::External) {
             Ok(()) => Ok(()),
             Err(Fault::Exception(e)) => self.raise(e),
-            Err(Fault::Stop(r)) => Err(r),
+            Err(Fault::Stop(r)) => Err(*r),
         }
     }
 

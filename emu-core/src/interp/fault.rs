@@ -41,8 +41,11 @@ pub enum Fault {
     /// Deliver this exception to the guest.
     Exception(Exception),
     /// Stop the machine (triple fault, an instruction popek does not
-    /// implement yet, a stop request seen mid-instruction).
-    Stop(StopReason),
+    /// implement yet, a stop request seen mid-instruction). Boxed: every
+    /// fallible step of the interpreter returns a `Result` with a `Fault`
+    /// in it, and a small one comes back in registers rather than through
+    /// memory (see the tests).
+    Stop(Box<StopReason>),
 }
 
 impl Fault {
@@ -96,7 +99,11 @@ impl Fault {
     /// An instruction or feature popek does not implement yet: the machine
     /// stops and says which.
     pub fn unimplemented(what: impl Into<String>) -> Self {
-        Fault::Stop(StopReason::Error(format!("interp: {} is not implemented yet", what.into())))
+        Self::stop(StopReason::Error(format!("interp: {} is not implemented yet", what.into())))
+    }
+    /// Stop the machine for `reason`.
+    pub fn stop(reason: StopReason) -> Self {
+        Fault::Stop(Box::new(reason))
     }
 }
 
@@ -112,4 +119,17 @@ pub fn has_error_code(vector: u8) -> bool {
 /// while delivering another (SDM Vol. 3A, Table 6-4).
 pub fn is_contributory(vector: u8) -> bool {
     matches!(vector, vector::DE | vector::TS | vector::NP | vector::SS | vector::GP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_small_enough_for_registers() {
+        // Two words: the System V ABI returns them in RAX:RDX, where a
+        // larger result goes through memory the caller provides.
+        assert!(std::mem::size_of::<R<()>>() <= 16, "{}", std::mem::size_of::<R<()>>());
+        assert!(std::mem::size_of::<R<u64>>() <= 16, "{}", std::mem::size_of::<R<u64>>());
+    }
 }

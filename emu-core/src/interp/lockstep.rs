@@ -192,7 +192,7 @@ impl Interpreter {
         for (_, ins) in first_block.entries.iter() {
             let _ = writeln!(text, "    {:#x}: {ins}", ins.ip());
         }
-        Err(Fault::Stop(StopReason::Error(text.trim_end().to_string())))
+        Err(Fault::stop(StopReason::Error(text.trim_end().to_string())))
     }
 
     /// Interprets `count` instructions, then, when native code ended in an

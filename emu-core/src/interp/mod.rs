@@ -281,7 +281,7 @@ impl Interpreter {
                 Ok(()) => Step::Executed,
                 Err(reason) => Step::Stopped(reason),
             },
-            Err(Fault::Stop(reason)) => Step::Stopped(reason),
+            Err(Fault::Stop(reason)) => Step::Stopped(*reason),
         }
     }
 
@@ -314,16 +314,20 @@ impl Interpreter {
         let retired_before = self.retired;
         let wrap = if self.in_64bit_mode() { u64::MAX } else { 0xffff_ffff };
         let mut result = Ok(());
+        // RIP in a local: reloading it from `self.s` would put the store
+        // of each instruction's RIP on the next one's critical path.
+        let mut rip = self.s.rip;
         for (handler, ins) in block.entries.iter().take(max) {
-            let fallthrough = self.s.rip.wrapping_add(ins.len() as u64) & wrap;
+            let fallthrough = rip.wrapping_add(ins.len() as u64) & wrap;
             self.next_rip = fallthrough;
             if let Err(e) = handler(self, ins) {
                 result = Err(e);
                 break;
             }
-            self.s.rip = self.next_rip;
+            rip = self.next_rip;
+            self.s.rip = rip;
             self.retired += 1;
-            if self.next_rip != fallthrough || self.code.generation != generation || self.s.halted {
+            if rip != fallthrough || self.code.generation != generation || self.s.halted {
                 break;
             }
         }

@@ -996,7 +996,7 @@ impl Interpreter {
         // slice, never reallocated while the tier lives) is probed by
         // native code at indirect exits.
         let Some(hops) = self.tier.as_ref().map(|t| t.hops.as_ptr()) else {
-            return Err(Fault::Stop(crate::control::StopReason::Error("jit: native code without a tier".into())));
+            return Err(Fault::stop(crate::control::StopReason::Error("jit: native code without a tier".into())));
         };
         let this: *mut Interpreter = self;
         // From here on the interpreter is used only through `this` (and
@@ -1096,7 +1096,7 @@ impl Interpreter {
             tier.linked += linked;
         }
         if code == exit::FAULT {
-            return Err(self.jit_fault.take().unwrap_or_else(|| Fault::Stop(crate::control::StopReason::Error("jit: a fault without its exception".into()))));
+            return Err(self.jit_fault.take().unwrap_or_else(|| Fault::stop(crate::control::StopReason::Error("jit: a fault without its exception".into()))));
         }
         Ok(())
     }
@@ -1177,7 +1177,7 @@ pub unsafe extern "C" fn jit_fallback(frame: *mut JitFrame, index: u32) -> u32 {
     };
     let entries = block.region.get().map_or(&block.entries, |r| &r.entries);
     let Some((handler, ins)) = entries.get(index as usize) else {
-        cpu.jit_fault = Some(Fault::Stop(crate::control::StopReason::Error("jit: fallback out of its block".into())));
+        cpu.jit_fault = Some(Fault::stop(crate::control::StopReason::Error("jit: fallback out of its block".into())));
         return exit::FAULT;
     };
     if let Some(tier) = &mut cpu.tier {

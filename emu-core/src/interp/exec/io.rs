@@ -82,7 +82,7 @@ fn out(cpu: &mut Interpreter, ins: &Instruction) -> R<()> {
     // A stop requested by the device (debug-exit) ends the run right here.
     if let Some(reason) = cpu.control.stop_reason() {
         cpu.s.rip = cpu.next_rip;
-        return Err(Fault::Stop(reason));
+        return Err(Fault::stop(reason));
     }
     Ok(())
 }
