@@ -90,6 +90,8 @@ pub struct Interpreter {
     pub(crate) code: decode::CodeCache,
     /// RIP of the instruction after the one executing.
     pub(crate) next_rip: u64,
+    /// The jump-cache index of the block run last (`CodeCache::successor`).
+    last_jump: usize,
     pub(crate) intr: Option<InterruptSource>,
     /// Instructions retired.
     pub(crate) retired: u64,
@@ -142,6 +144,10 @@ pub(crate) struct Counters {
     /// Microseconds spent halted, waiting for an interrupt.
     pub(crate) halted_us: Cell<u64>,
     pub(crate) blocks_decoded: Cell<u64>,
+    /// Block lookups the jump cache answered, and those the code cache
+    /// answered after it missed.
+    pub(crate) jump_cache_hits: Cell<u64>,
+    pub(crate) code_cache_hits: Cell<u64>,
     /// Reads of the clock and the local APIC's CPU-side registers (the
     /// TSC, its deadline, CR8), which a repeated run would not repeat.
     pub(crate) clock_reads: Cell<u64>,
@@ -171,6 +177,7 @@ impl Interpreter {
             tlb: Tlb::new(),
             code: decode::CodeCache::default(),
             next_rip: 0,
+            last_jump: usize::MAX,
             intr: None,
             retired: 0,
             clock: Arc::new(HostClock::default()),
@@ -291,7 +298,10 @@ impl Interpreter {
         if self.tier.is_some() {
             self.tier_boundary();
         }
+        let jump = decode::CodeCache::jump_index(self.s.rip);
         let decode::FoundBlock { block: ptr, held } = self.block_at_rip()?;
+        self.code.successor(self.last_jump, jump, ptr);
+        self.last_jump = jump;
         // SAFETY: `ptr` comes from `Arc::as_ptr` and its block outlives
         // this call (see `FoundBlock`); `ManuallyDrop` borrows that
         // reference rather than owning one, so no count moves.
@@ -416,6 +426,8 @@ impl Vcpu for Interpreter {
                 ("halted (us)", c.halted_us.get()),
                 ("soft-TLB flushes", self.tlb.flushes),
                 ("soft-TLB page flushes", self.tlb.page_flushes),
+                ("blocks from the jump cache", c.jump_cache_hits.get()),
+                ("blocks from the code cache", c.code_cache_hits.get()),
                 ("blocks decoded", c.blocks_decoded.get()),
                 ("blocks evicted", self.code.evictions),
                 ("code pages written", self.code.pages_written),
