@@ -257,12 +257,6 @@ impl Translator {
         let quick_first;
         let optimized;
         {
-            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
-            let adapters = use_adapters().then_some(self.adapters);
-            let mut l = Lower::new(&mut b, req.helpers, pointer, adapters);
-            l.links = req.links as u64;
-            l.inline_stores = !req.journal_writes;
-            l.page = req.rip & !0xfff;
             let whole = [RegionBlock { rip: req.rip, start: 0, len: req.instructions.len(), chain_fallthrough: false, entry: true }];
             let blocks = if req.blocks.is_empty() { &whole[..] } else { req.blocks };
             // Even one block is a region: it may loop to itself.
@@ -272,12 +266,19 @@ impl Translator {
             // Loops get two tiers: this quick translation first, and the
             // optimised one once the loop proves hot (`optimized_slot`).
             quick_first = looping && req.optimized_slot != 0 && !req.optimize;
-            l.start_region(plan, if quick_first { req.optimized_slot as u64 } else { 0 });
             optimized = (looping && !quick_first) || req.optimize;
-            l.registers_in_memory = match self.registers {
+            let in_memory = match self.registers {
                 RegisterHome::ByTier => !optimized,
                 RegisterHome::Values => false,
             };
+            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+            let adapters = use_adapters().then_some(self.adapters);
+            let mut l = Lower::new(&mut b, req.helpers, pointer, adapters);
+            l.links = req.links as u64;
+            l.inline_stores = !req.journal_writes;
+            l.page = req.rip & !0xfff;
+            l.registers_in_memory = in_memory;
+            l.start_region(plan, if quick_first { req.optimized_slot as u64 } else { 0 });
             for i in order {
                 let Some(block) = blocks.get(i) else { continue };
                 let Some(instructions) = req.instructions.get(block.start..block.start + block.len) else { continue };
