@@ -94,6 +94,8 @@ pub struct Translator {
     /// Instructions lowered inline and instructions left to the fallback,
     /// counted when translating.
     lowered: u64,
+    /// Cranelift IR instructions built (what compile time grows with).
+    ir_instructions: u64,
     fallback_sites: HashMap<Mnemonic, u64>,
     /// Blocks whose IR was printed (`POPEK_JIT_DUMP`).
     dumped: u64,
@@ -236,6 +238,7 @@ impl Translator {
             compile_ns: 0,
             flushes: 0,
             lowered: 0,
+            ir_instructions: 0,
             fallback_sites: HashMap::new(),
             dumped: 0,
             registers: RegisterHome::ByTier,
@@ -289,6 +292,7 @@ impl Translator {
             b.seal_all_blocks();
             b.finalize(self.module.target_config());
         }
+        self.ir_instructions += self.ctx.func.dfg.num_insts() as u64;
         let dump = self.dumped < dump_limit();
         let asm = dump && std::env::var_os("POPEK_JIT_DUMP_ASM").is_some_and(|v| v == "1");
         self.ctx.set_disasm(asm);
@@ -444,6 +448,7 @@ impl BlockTranslator for Translator {
             ("code bytes".to_string(), self.code_bytes as u64),
             ("code flushes".to_string(), self.flushes),
             ("instructions lowered".to_string(), self.lowered),
+            ("IR instructions".to_string(), self.ir_instructions),
         ];
         let mut sites: Vec<_> = self.fallback_sites.iter().collect();
         sites.sort_by(|a, b| b.1.cmp(a.1));

@@ -505,8 +505,29 @@ impl<'a, 'b> Lower<'a, 'b> {
             4 => types::I32,
             _ => return v,
         };
+        if self.significant_bits(v) <= narrow.bits() {
+            return v;
+        }
         let low = self.b.ins().ireduce(narrow, v);
         self.b.ins().uextend(types::I64, low)
+    }
+
+    /// How many low bits of `v` may be nonzero, as far as its definition
+    /// shows (a zero extension, a constant): every 32-bit operation zero-
+    /// extends its result, and most of what it reads already is.
+    fn significant_bits(&self, v: Value) -> u32 {
+        use cranelift_codegen::ir::{InstructionData, Opcode, ValueDef};
+        let dfg = &self.b.func.dfg;
+        let bits = dfg.value_type(v).bits();
+        let ValueDef::Result(inst, 0) = dfg.value_def(v) else { return bits };
+        match dfg.insts[inst] {
+            InstructionData::Unary { opcode: Opcode::Uextend, arg } => dfg.value_type(arg).bits(),
+            InstructionData::UnaryImm { opcode: Opcode::Iconst, imm } => {
+                let value = imm.bits() as u64 & (u64::MAX >> (64 - bits));
+                64 - value.leading_zeros()
+            }
+            _ => bits,
+        }
     }
 
     /// Writes a register with the x86 rules: 8- and 16-bit writes merge,
