@@ -316,6 +316,116 @@ impl Default for TlbEntry {
     }
 }
 
+/// 2 MiB pages of the first 4 GiB that [`IdentityPages`] covers.
+pub const IDENTITY_PAGES: usize = 2048;
+/// No identity page (see [`IdentityPages::tags`]): no address shifted
+/// right by 21, canonical or not, equals it.
+pub const NO_IDENTITY_PAGE: u64 = u64::MAX;
+
+/// The 2 MiB pages below 4 GiB that the supervisor TLB holds mapped to
+/// themselves in RAM (2 MiB or 1 GiB guest pages): a kernel
+/// decompressor's or a bootloader's identity map. Translated loads of such
+/// code look here first: one compare against a small array indexed by the
+/// address, then a host load at `address + addend`, instead of the TLB's
+/// entry lookup whose addend load sits between the address and the data.
+/// Filled with the TLB's supervisor set, dropped with any of its flushes,
+/// so it caches exactly what the TLB could.
+#[derive(Debug, Clone)]
+#[repr(C)]
+pub struct IdentityPages {
+    /// For page `i`: `i` when it is held, [`NO_IDENTITY_PAGE`] otherwise.
+    /// Native code compares the entry of its access's last byte's page
+    /// (`last >> 21 & (IDENTITY_PAGES - 1)`) with its first byte's page
+    /// (`linear >> 21`): equal only when both are that held page.
+    pub tags: [u64; IDENTITY_PAGES],
+    /// Host address less guest address for the RAM the pages lie in.
+    pub addend: u64,
+    /// Where that RAM (starting at guest-physical 0) ends: 0 for none.
+    ram_end: u64,
+    /// Pages held, a bit each, and those of them mapped global (kept by a
+    /// CR3 write with CR4.PGE, as the TLB keeps them).
+    held: [u64; IDENTITY_PAGES / 64],
+    global: [u64; IDENTITY_PAGES / 64],
+    /// Whether any page is held.
+    pub any: bool,
+}
+
+/// Identity pages that hold nothing, for native code running at CPL 3
+/// (the pages are the supervisor TLB's).
+pub static NO_IDENTITY_PAGES: IdentityPages = IdentityPages::new();
+
+impl IdentityPages {
+    const fn new() -> Self {
+        Self { tags: [NO_IDENTITY_PAGE; IDENTITY_PAGES], addend: 0, ram_end: 0, held: [0; IDENTITY_PAGES / 64], global: [0; IDENTITY_PAGES / 64], any: false }
+    }
+
+    /// Says where the RAM that starts at guest-physical 0 is: `ram_end`
+    /// bytes at host address `host`, one mapping.
+    pub fn set_ram(&mut self, host: *mut u8, ram_end: u64) {
+        self.clear();
+        self.addend = host as u64;
+        self.ram_end = ram_end;
+    }
+
+    fn is_held(&self, page: usize) -> bool {
+        self.held.get(page / 64).is_some_and(|w| w & (1 << (page % 64)) != 0)
+    }
+
+    /// A supervisor TLB fill of `linear` (see [`Tlb::fill`]): holds its
+    /// 2 MiB page when the translation maps it to itself in that RAM.
+    fn note(&mut self, linear: u64, host_page: *mut u8, t: &Translation, rom: bool) {
+        const SIZE: u64 = 2 << 20;
+        let page = linear / SIZE;
+        let identity = t.page_size >= SIZE && t.phys / SIZE == page && (page + 1) * SIZE <= self.ram_end;
+        if rom || !identity || host_page as u64 != self.addend.wrapping_add(linear & !0xfff) {
+            return;
+        }
+        let page = page as usize;
+        let Some(word) = self.held.get_mut(page / 64) else { return };
+        *word |= 1 << (page % 64);
+        if t.global {
+            self.global[page / 64] |= 1 << (page % 64);
+        }
+        self.any = true;
+        self.tags[page] = page as u64;
+    }
+
+    /// Holds nothing (a flush).
+    fn clear(&mut self) {
+        if self.any {
+            self.tags.fill(NO_IDENTITY_PAGE);
+            self.held.fill(0);
+            self.global.fill(0);
+            self.any = false;
+        }
+    }
+
+    /// Drops the page holding `linear` (an INVLPG there).
+    fn drop_page(&mut self, linear: u64) {
+        let page = (linear >> 21) as usize;
+        if !self.any || page >= IDENTITY_PAGES {
+            return;
+        }
+        self.held[page / 64] &= !(1 << (page % 64));
+        self.global[page / 64] &= !(1 << (page % 64));
+        self.tags[page] = NO_IDENTITY_PAGE;
+    }
+
+    /// Holds only the global pages (a flush that keeps global entries).
+    fn keep_global(&mut self) {
+        if !self.any {
+            return;
+        }
+        for (held, global) in self.held.iter_mut().zip(&self.global) {
+            *held &= global;
+        }
+        self.any = self.held.iter().any(|&w| w != 0);
+        for page in 0..IDENTITY_PAGES {
+            self.tags[page] = if self.is_held(page) { page as u64 } else { NO_IDENTITY_PAGE };
+        }
+    }
+}
+
 /// The soft TLB: one array for supervisor and one for user accesses.
 #[derive(Debug)]
 pub struct Tlb {
@@ -334,6 +444,8 @@ pub struct Tlb {
     pub flushes: u64,
     /// See `flushes`.
     pub page_flushes: u64,
+    /// The supervisor set's identity-mapped 2 MiB pages.
+    pub identity: IdentityPages,
     /// Per set, the entries filled since they were last cleared, so a
     /// flush clears those rather than both whole arrays (half a MiB, and a
     /// guest that switches address spaces often fills few entries in
@@ -435,6 +547,7 @@ impl Tlb {
             misses: Default::default(),
             flushes: 0,
             page_flushes: 0,
+            identity: IdentityPages::new(),
             filled: [Filled::new(), Filled::new()],
             derived: [0; DERIVED_WORDS],
             large: Some(Vec::new()),
@@ -470,6 +583,9 @@ impl Tlb {
     pub fn fill(&mut self, linear: u64, host_page: *mut u8, phys_page: u64, t: &Translation, user: bool, rom: bool, code_page: bool) {
         let vpn = linear >> 12;
         let index = Self::index(vpn);
+        if !user {
+            self.identity.note(linear, host_page, t, rom);
+        }
         let e = &mut self.sets[usize::from(user)][index];
         if host_page.is_null() {
             *e = TlbEntry::default();
@@ -508,6 +624,11 @@ impl Tlb {
     /// entries (a CR3 write with CR4.PGE).
     pub fn flush(&mut self, keep_global: bool) {
         self.bump_epoch();
+        if keep_global {
+            self.identity.keep_global();
+        } else {
+            self.identity.clear();
+        }
         self.flushes += 1;
         if !keep_global {
             self.large = Some(Vec::new());
@@ -558,6 +679,7 @@ impl Tlb {
     /// page that contains it (global or not, as the SDM says).
     pub fn flush_page(&mut self, linear: u64) {
         self.page_flushes += 1;
+        self.identity.drop_page(linear);
         let vpn = linear >> 12;
         // Scan for large-page pieces only when a large page cached here
         // holds `vpn` (it is forgotten: its pieces all go now), or when
@@ -608,6 +730,43 @@ impl Tlb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_pages_follow_supervisor_fills_of_large_pages_mapped_to_themselves() {
+        const MB2: u64 = 2 << 20;
+        let ram = vec![0u8; 64 << 20];
+        let host = ram.as_ptr() as *mut u8;
+        let mut tlb = Tlb::new();
+        tlb.identity.set_ram(host, 64 << 20);
+        let fill = |tlb: &mut Tlb, linear: u64, phys: u64, size: u64, user: bool, global: bool| {
+            let t = Translation { phys, writable: true, executable: true, global, page_size: size };
+            // SAFETY: within `ram` (the test only passes such addresses).
+            let page = unsafe { host.add((phys & !0xfff) as usize) };
+            tlb.fill(linear, page, phys >> 12, &t, user, false, false);
+        };
+        fill(&mut tlb, 3 * MB2 + 0x1234, 3 * MB2 + 0x1234, MB2, false, false);
+        assert_eq!(tlb.identity.tags[3], 3);
+        // Not: a 4 KiB page, elsewhere, for user code, beyond the RAM.
+        fill(&mut tlb, 4 * MB2, 4 * MB2, 4096, false, false);
+        fill(&mut tlb, 5 * MB2, 6 * MB2, MB2, false, false);
+        fill(&mut tlb, 7 * MB2, 7 * MB2, MB2, true, false);
+        fill(&mut tlb, 40 * MB2, 8 * MB2, MB2, false, false);
+        assert_eq!(tlb.identity.tags[4..8], [NO_IDENTITY_PAGE; 4]);
+        // A 1 GiB page holds the 2 MiB piece filled.
+        fill(&mut tlb, 9 * MB2 + 8, 9 * MB2 + 8, 1 << 30, false, true);
+        assert_eq!(tlb.identity.tags[9], 9);
+        // INVLPG drops its page; a CR3 write keeps global ones; a full
+        // flush drops everything.
+        fill(&mut tlb, 10 * MB2, 10 * MB2, MB2, false, false);
+        tlb.flush_page(10 * MB2 + 0x5000);
+        assert_eq!(tlb.identity.tags[10], NO_IDENTITY_PAGE);
+        tlb.flush(true);
+        assert_eq!((tlb.identity.tags[3], tlb.identity.tags[9]), (NO_IDENTITY_PAGE, 9));
+        assert!(tlb.identity.any);
+        tlb.flush(false);
+        assert!(!tlb.identity.any && tlb.identity.tags.iter().all(|&t| t == NO_IDENTITY_PAGE));
+        drop(ram);
+    }
 
     const SUP: Requester = Requester { user: false, ac: false, implicit: false };
     const USR: Requester = Requester { user: true, ac: false, implicit: false };

@@ -225,6 +225,7 @@ impl BlockTranslator for Background {
             journal_writes: req.journal_writes,
             optimized_slot: req.optimized_slot,
             optimize: req.optimize,
+            identity_pages: req.identity_pages,
         };
         if !self.send(Msg::Job(job)) {
             return None;

@@ -281,6 +281,7 @@ impl Translator {
             l.inline_stores = !req.journal_writes;
             l.page = req.rip & !0xfff;
             l.registers_in_memory = in_memory;
+            l.identity_pages = req.identity_pages;
             l.start_region(plan, if quick_first { req.optimized_slot as u64 } else { 0 });
             for i in order {
                 let Some(block) = blocks.get(i) else { continue };
@@ -473,3 +474,5 @@ mod tests_background;
 mod tests_flags_mem;
 #[cfg(test)]
 mod tests_region;
+#[cfg(test)]
+mod tests_identity;

@@ -5,13 +5,16 @@
 //! stays within the page is a host access at `linear + addend`; anything
 //! else (a miss, MMIO, a page crossing, a code page, a fault, a
 //! non-canonical address, which never matches a tag) calls the helper,
-//! which goes through the interpreter's `read_mem`/`write_mem`.
+//! which goes through the interpreter's `read_mem`/`write_mem`. Loads of
+//! code translated while the supervisor TLB held identity-mapped pages
+//! (`mmu::IdentityPages`) look there first: no TLB entry between the
+//! address and the data.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 use emu_core::cpu::seg;
 use emu_core::interp::{exit, offsets};
-use emu_core::mmu::TLB_ENTRIES;
+use emu_core::mmu::{IDENTITY_PAGES, TLB_ENTRIES};
 use iced_x86::{Instruction, OpKind, Register};
 
 use crate::translate::{is_gpr, mask, mem, Lower, Unsupported, L, st};
@@ -155,9 +158,34 @@ pub(crate) fn tlb_check(l: &mut Lower<'_, '_>, lin: Value, size: usize, tag_offs
 /// Loads `size` bytes, zero-extended to 64 bits. A fault exits the block
 /// with the state before `ins`.
 pub(crate) fn load(l: &mut Lower<'_, '_>, ins: &Instruction, a: Addr, size: usize) -> Value {
-    let (fast, slow, entry) = tlb_check(l, a.lin, size, offsets::TLB_READ_TAG);
     let join = l.b.create_block();
     l.b.append_block_param(join, types::I64);
+    if l.identity_pages {
+        // An identity-mapped 2 MiB page (and the next): a host load at the
+        // address plus the RAM's addend, neither depending on a TLB entry.
+        // The last byte's entry must name the first byte's page: an access
+        // across two pages never matches.
+        let last = if size > 1 { l.b.ins().iadd_imm_s(a.lin, size as i64 - 1) } else { a.lin };
+        let last_page = l.b.ins().ushr_imm_s(last, 21);
+        let slot = l.b.ins().band_imm_s(last_page, (IDENTITY_PAGES - 1) as i64);
+        let slot = l.b.ins().ishl_imm_s(slot, 3);
+        let pages = l.b.ins().load(types::I64, mem(), l.frame, offsets::FRAME_IDENTITY);
+        let at = l.b.ins().iadd(pages, slot);
+        let tag = l.b.ins().load(types::I64, mem(), at, offsets::IDENTITY_TAGS);
+        let page = if size > 1 { l.b.ins().ushr_imm_s(a.lin, 21) } else { last_page };
+        let held = l.b.ins().icmp(IntCC::Equal, tag, page);
+        let direct = l.b.create_block();
+        let tlb = l.b.create_block();
+        l.b.ins().brif(held, direct, &[], tlb, &[]);
+        l.b.switch_to_block(direct);
+        let addend = l.b.ins().load(types::I64, mem(), pages, offsets::IDENTITY_ADDEND);
+        let host = l.b.ins().iadd(a.lin, addend);
+        let v = l.b.ins().load(int_type(size), mem(), host, 0);
+        let v = if size == 8 { v } else { l.b.ins().uextend(types::I64, v) };
+        l.b.ins().jump(join, &[v.into()]);
+        l.b.switch_to_block(tlb);
+    }
+    let (fast, slow, entry) = tlb_check(l, a.lin, size, offsets::TLB_READ_TAG);
 
     l.b.switch_to_block(fast);
     let addend = l.b.ins().load(types::I64, mem(), entry, offsets::TLB_ADDEND);

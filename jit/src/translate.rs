@@ -110,6 +110,9 @@ pub(crate) struct Lower<'a, 'b> {
     /// and reads load them, reusing a value only within one Cranelift
     /// block (see `Translator::compile`).
     pub(crate) registers_in_memory: bool,
+    /// Loads look in the supervisor TLB's identity pages before the TLB
+    /// (`TranslationRequest::identity_pages`).
+    pub(crate) identity_pages: bool,
     /// With `registers_in_memory`: the value each register last had, and
     /// the Cranelift block it is valid in.
     local: [Option<(cranelift_codegen::ir::Block, Value)>; 16],
@@ -257,6 +260,7 @@ impl<'a, 'b> Lower<'a, 'b> {
             retired_base,
             optimized_slot: 0,
             registers_in_memory: false,
+            identity_pages: false,
             local: [None; 16],
         }
     }

@@ -168,13 +168,20 @@ impl std::fmt::Debug for Interpreter {
 impl Interpreter {
     /// A CPU over the machine in `ctx`, starting in `state`.
     pub fn new(ctx: MachineContext, state: CpuState) -> Self {
+        let mut tlb = Tlb::new();
+        // The RAM from guest-physical 0 is one host mapping (the first RAM
+        // region), which identity-mapped pages may read directly.
+        let low_ram = ctx.memory.low_ram_end();
+        if let Some(host) = ctx.memory.host_range(0, low_ram) {
+            tlb.identity.set_ram(host, low_ram);
+        }
         Self {
             s: state,
             mem: ctx.memory,
             pio: ctx.pio,
             mmio: ctx.mmio,
             control: ctx.control,
-            tlb: Tlb::new(),
+            tlb,
             code: decode::CodeCache::default(),
             next_rip: 0,
             last_jump: usize::MAX,

@@ -70,7 +70,8 @@ impl Region {
     /// The job that translates this region, `ticket` naming it, entered
     /// at `rip`: a first translation (which may leave its loops to a
     /// second tier through `optimized`) or, with `optimize`, the second.
-    pub(crate) fn job(&self, ticket: u64, rip: u64, bitness: u32, long_mode: bool, journal_writes: bool, optimize: bool) -> TranslationJob {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn job(&self, ticket: u64, rip: u64, bitness: u32, long_mode: bool, journal_writes: bool, optimize: bool, identity_pages: bool) -> TranslationJob {
         TranslationJob {
             ticket,
             rip,
@@ -83,6 +84,7 @@ impl Region {
             journal_writes,
             optimized_slot: if optimize { 0 } else { std::ptr::from_ref::<TierSlot>(&self.optimized) as usize },
             optimize,
+            identity_pages,
         }
     }
 

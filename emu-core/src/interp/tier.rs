@@ -159,6 +159,9 @@ pub struct JitFrame {
     /// The TLB set of the current privilege (user or supervisor), chosen
     /// at block entry; `TLB_ENTRIES` entries.
     pub tlb: *const TlbEntry,
+    /// The identity pages for that privilege: the supervisor set's, or
+    /// none at CPL 3 (`mmu::NO_IDENTITY_PAGES`).
+    pub identity: *const crate::mmu::IdentityPages,
     /// The interpreter, for helpers.
     pub interp: *mut Interpreter,
     /// The block being run (opaque), for [`jit_fallback`].
@@ -216,6 +219,7 @@ impl JitFrame {
         Self {
             state: std::ptr::null_mut(),
             tlb: std::ptr::null(),
+            identity: &raw const crate::mmu::NO_IDENTITY_PAGES,
             interp: std::ptr::null_mut(),
             block: std::ptr::null(),
             retired: 0,
@@ -272,6 +276,12 @@ pub mod offsets {
     pub const FRAME_ENTRY: i32 = offset_of!(JitFrame, entry_index) as i32;
     /// `JitFrame::hot_loop`.
     pub const FRAME_HOT_LOOP: i32 = offset_of!(JitFrame, hot_loop) as i32;
+    /// `JitFrame::identity`.
+    pub const FRAME_IDENTITY: i32 = offset_of!(JitFrame, identity) as i32;
+    /// `IdentityPages::tags` and `addend` (`mmu::IdentityPages`).
+    pub const IDENTITY_TAGS: i32 = offset_of!(crate::mmu::IdentityPages, tags) as i32;
+    /// See `IDENTITY_TAGS`.
+    pub const IDENTITY_ADDEND: i32 = offset_of!(crate::mmu::IdentityPages, addend) as i32;
     /// `TierSlot::back_edges`.
     pub const TIER_SLOT_BACK_EDGES: i32 = offset_of!(TierSlot, back_edges) as i32;
     /// `Hop::index` (a u32).
@@ -409,6 +419,9 @@ pub struct TranslationRequest<'a> {
     pub optimized_slot: usize,
     /// This is the second tier: compile with every optimisation, no slot.
     pub optimize: bool,
+    /// The supervisor TLB held identity-mapped pages when the code was
+    /// asked for (`mmu::IdentityPages`): loads may look there first.
+    pub identity_pages: bool,
 }
 
 /// One block of a region: where its instructions are in the request.
@@ -460,6 +473,8 @@ pub struct TranslationJob {
     pub optimized_slot: usize,
     /// See [`TranslationRequest`].
     pub optimize: bool,
+    /// See [`TranslationRequest`].
+    pub identity_pages: bool,
 }
 
 impl TranslationJob {
@@ -476,6 +491,7 @@ impl TranslationJob {
             journal_writes: self.journal_writes,
             optimized_slot: self.optimized_slot,
             optimize: self.optimize,
+            identity_pages: self.identity_pages,
         }
     }
 }
@@ -880,8 +896,9 @@ impl Interpreter {
                 }
                 let region = block.region.get_or_init(|| region);
                 let journal_writes = self.lockstep_on();
+                let identity = self.identity_pages_usable();
                 let tier = self.tier.as_mut()?;
-                let job = region.job(tier.next_ticket, block.rip, bitness, long_mode, journal_writes, false);
+                let job = region.job(tier.next_ticket, block.rip, bitness, long_mode, journal_writes, false, identity);
                 let ticket = job.ticket;
                 tier.note_tiered(job.optimized_slot, region);
                 let Some(job) = tier.submit(job, background) else {
@@ -1008,6 +1025,11 @@ impl Interpreter {
             state: unsafe { &raw mut (*this).s },
             // SAFETY: as above; the TLB's boxes are never reallocated.
             tlb: unsafe { (*this).tlb.sets[user].as_ptr() },
+            identity: match user {
+                // SAFETY: as for `state`: a field address, no reference made.
+                0 => unsafe { &raw const (*this).tlb.identity },
+                _ => &raw const crate::mmu::NO_IDENTITY_PAGES,
+            },
             interp: this,
             block: block.cast(),
             hops,
@@ -1101,6 +1123,14 @@ impl Interpreter {
         Ok(())
     }
 
+    /// Whether code translated now may read identity-mapped pages past the
+    /// TLB: only supervisor code uses the set they belong to, and code
+    /// asked for while none are held (a kernel's own address space) does
+    /// without the look that would always fail.
+    fn identity_pages_usable(&self) -> bool {
+        self.s.cpl() != 3 && self.tlb.identity.any
+    }
+
     /// Asks for the optimised translation of the region whose first-tier
     /// code reported its loop hot, through its `TierSlot` at `slot`.
     fn optimize_hot_loop(&mut self, slot: usize) {
@@ -1109,9 +1139,10 @@ impl Interpreter {
             return;
         }
         let journal_writes = self.lockstep_on();
+        let identity = self.identity_pages_usable();
         let Some(tier) = self.tier.as_mut() else { return };
         // First-tier code runs only in 64-bit mode.
-        let job = region.job(tier.next_ticket, region.blocks.first().map_or(0, |b| b.rip), 64, true, journal_writes, true);
+        let job = region.job(tier.next_ticket, region.blocks.first().map_or(0, |b| b.rip), 64, true, journal_writes, true, identity);
         let ticket = job.ticket;
         let background = !tier.sync;
         let Some(job) = tier.submit(job, background) else {
