@@ -155,16 +155,25 @@ pub(crate) fn tlb_check(l: &mut Lower<'_, '_>, lin: Value, size: usize, tag_offs
     (fast, slow, entry)
 }
 
+/// Loads `size` bytes at host address `lin + addend`, zero-extended, and
+/// jumps to `join` with them.
+fn load_host(l: &mut Lower<'_, '_>, lin: Value, addend: Value, size: usize, join: cranelift_codegen::ir::Block) {
+    let host = l.b.ins().iadd(lin, addend);
+    let v = l.b.ins().load(int_type(size), mem(), host, 0);
+    let v = if size == 8 { v } else { l.b.ins().uextend(types::I64, v) };
+    l.b.ins().jump(join, &[v.into()]);
+}
+
 /// Loads `size` bytes, zero-extended to 64 bits. A fault exits the block
 /// with the state before `ins`.
 pub(crate) fn load(l: &mut Lower<'_, '_>, ins: &Instruction, a: Addr, size: usize) -> Value {
     let join = l.b.create_block();
     l.b.append_block_param(join, types::I64);
     if l.identity_pages {
-        // An identity-mapped 2 MiB page (and the next): a host load at the
-        // address plus the RAM's addend, neither depending on a TLB entry.
-        // The last byte's entry must name the first byte's page: an access
-        // across two pages never matches.
+        // An identity-mapped 2 MiB page: a host load at the address plus
+        // the RAM's addend, neither depending on a TLB entry. The last
+        // byte's entry must name the first byte's page: an access across
+        // two pages never matches.
         let last = if size > 1 { l.b.ins().iadd_imm_s(a.lin, size as i64 - 1) } else { a.lin };
         let last_page = l.b.ins().ushr_imm_s(last, 21);
         let slot = l.b.ins().band_imm_s(last_page, (IDENTITY_PAGES - 1) as i64);
@@ -179,20 +188,14 @@ pub(crate) fn load(l: &mut Lower<'_, '_>, ins: &Instruction, a: Addr, size: usiz
         l.b.ins().brif(held, direct, &[], tlb, &[]);
         l.b.switch_to_block(direct);
         let addend = l.b.ins().load(types::I64, mem(), pages, offsets::IDENTITY_ADDEND);
-        let host = l.b.ins().iadd(a.lin, addend);
-        let v = l.b.ins().load(int_type(size), mem(), host, 0);
-        let v = if size == 8 { v } else { l.b.ins().uextend(types::I64, v) };
-        l.b.ins().jump(join, &[v.into()]);
+        load_host(l, a.lin, addend, size, join);
         l.b.switch_to_block(tlb);
     }
     let (fast, slow, entry) = tlb_check(l, a.lin, size, offsets::TLB_READ_TAG);
 
     l.b.switch_to_block(fast);
     let addend = l.b.ins().load(types::I64, mem(), entry, offsets::TLB_ADDEND);
-    let host = l.b.ins().iadd(a.lin, addend);
-    let v = l.b.ins().load(int_type(size), mem(), host, 0);
-    let v = if size == 8 { v } else { l.b.ins().uextend(types::I64, v) };
-    l.b.ins().jump(join, &[v.into()]);
+    load_host(l, a.lin, addend, size, join);
 
     l.b.switch_to_block(slow);
     let segment = l.b.ins().iconst(types::I32, a.seg as i64);
