@@ -1125,10 +1125,10 @@ impl Interpreter {
 
     /// Whether code translated now may read identity-mapped pages past the
     /// TLB: only supervisor code uses the set they belong to, and code
-    /// asked for while none are held (a kernel's own address space) does
-    /// without the look that would always fail.
+    /// asked for while the pages are few or none (a kernel's own address
+    /// space) does without the look that would mostly fail.
     fn identity_pages_usable(&self) -> bool {
-        self.s.cpl() != 3 && self.tlb.identity.any
+        self.s.cpl() != 3 && self.tlb.identity.worth_a_look()
     }
 
     /// Asks for the optimised translation of the region whose first-tier
