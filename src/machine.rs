@@ -467,7 +467,8 @@ fn build_interp(
     if cfg.accel == Accel::Jit {
         // The JIT is a tier of the interpreter: same machine, hot blocks
         // translated.
-        let translator = jit::Translator::new().map_err(|e| Error::Config(format!("the jit backend: {e}")))?;
+        let mut translator = jit::Translator::new().map_err(|e| Error::Config(format!("the jit backend: {e}")))?;
+        translator.interpret_fallback_blocks();
         // Compiles run on a second thread unless POPEK_JIT_SYNC=1 (the
         // vCPU interprets a hot block until its code is ready).
         if std::env::var_os("POPEK_JIT_SYNC").is_some_and(|v| v == "1") {

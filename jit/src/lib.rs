@@ -94,6 +94,12 @@ pub struct Translator {
     /// Instructions lowered inline and instructions left to the fallback,
     /// counted when translating.
     lowered: u64,
+    fallbacks: u64,
+    /// Translations not made: a one-block region with as many fallbacks
+    /// as instructions lowered runs faster interpreted
+    /// (`Translator::interpret_fallback_blocks`).
+    not_worth_it: u64,
+    interpret_fallback_blocks: bool,
     /// Cranelift IR instructions built (what compile time grows with).
     ir_instructions: u64,
     fallback_sites: HashMap<Mnemonic, u64>,
@@ -213,6 +219,15 @@ fn isa(opt_level: &str) -> Result<OwnedTargetIsa, Error> {
 }
 
 impl Translator {
+    /// Leaves interpreted the lone blocks that lower no more instructions
+    /// than they leave to the interpreter's fallback (an INC and an IRETQ,
+    /// a SYSCALL): entering native code for them costs more than
+    /// interpreting them (the syscall ROM ran a fifth faster). Off by
+    /// default, so that tests translate every block they run.
+    pub fn interpret_fallback_blocks(&mut self) {
+        self.interpret_fallback_blocks = true;
+    }
+
     /// Sets where translated code keeps guest registers (from the next
     /// translation on).
     pub fn set_register_home(&mut self, home: RegisterHome) {
@@ -238,6 +253,9 @@ impl Translator {
             compile_ns: 0,
             flushes: 0,
             lowered: 0,
+            fallbacks: 0,
+            not_worth_it: 0,
+            interpret_fallback_blocks: false,
             ir_instructions: 0,
             fallback_sites: HashMap::new(),
             dumped: 0,
@@ -259,6 +277,7 @@ impl Translator {
         let looping;
         let quick_first;
         let optimized;
+        let (lowered_before, fallbacks_before) = (self.lowered, self.fallbacks);
         {
             let whole = [RegionBlock { rip: req.rip, start: 0, len: req.instructions.len(), chain_fallthrough: false, entry: true }];
             let blocks = if req.blocks.is_empty() { &whole[..] } else { req.blocks };
@@ -287,11 +306,16 @@ impl Translator {
                 let Some(block) = blocks.get(i) else { continue };
                 let Some(instructions) = req.instructions.get(block.start..block.start + block.len) else { continue };
                 l.begin_block(i, block.start);
-                lower_block(&mut l, block, instructions, &mut self.lowered, &mut self.fallback_sites);
+                lower_block(&mut l, block, instructions, &mut self.lowered, &mut self.fallbacks, &mut self.fallback_sites);
             }
             l.emit_tails();
             b.seal_all_blocks();
             b.finalize(self.module.target_config());
+        }
+        let (lowered, fallbacks) = (self.lowered - lowered_before, self.fallbacks - fallbacks_before);
+        if self.interpret_fallback_blocks && req.blocks.len() <= 1 && fallbacks > 0 && lowered <= fallbacks {
+            self.not_worth_it += 1;
+            return None;
         }
         self.ir_instructions += self.ctx.func.dfg.num_insts() as u64;
         let dump = self.dumped < dump_limit();
@@ -363,6 +387,7 @@ fn lower_block(
     block: &RegionBlock,
     instructions: &[iced_x86::Instruction],
     lowered_count: &mut u64,
+    fallback_count: &mut u64,
     fallback_sites: &mut HashMap<Mnemonic, u64>,
 ) {
     let mut last_lowered = false;
@@ -373,6 +398,7 @@ fn lower_block(
         if lowered {
             *lowered_count += 1;
         } else {
+            *fallback_count += 1;
             *fallback_sites.entry(ins.mnemonic()).or_default() += 1;
         }
         if flow == Flow::Ended {
@@ -401,6 +427,7 @@ impl BlockTranslator for Translator {
             return None;
         }
         let start = Instant::now();
+        let not_worth_it_before = self.not_worth_it;
         // A panic in the code generator is a translator bug; the guest must
         // not pay for it with the emulator: the block stays interpreted.
         let native = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.compile(req))) {
@@ -415,6 +442,7 @@ impl BlockTranslator for Translator {
         self.compile_ns += start.elapsed().as_nanos() as u64;
         match native {
             Some(_) => self.compiled += 1,
+            None if self.not_worth_it != not_worth_it_before => {}
             None => self.failed += 1,
         }
         native
@@ -444,6 +472,7 @@ impl BlockTranslator for Translator {
         let mut v = vec![
             ("translated".to_string(), self.compiled),
             ("translation failures".to_string(), self.failed),
+            ("left interpreted (mostly fallbacks)".to_string(), self.not_worth_it),
             ("refused (not 64-bit)".to_string(), self.refused),
             ("compile time (us)".to_string(), self.compile_ns / 1000),
             ("code bytes".to_string(), self.code_bytes as u64),

@@ -531,3 +531,22 @@ fn self_modifying_code() {
     let s = same_with(&code, &|_| {});
     assert_eq!(s.gpr[reg::RSI], 1 + 9 + 8 + 7);
 }
+
+#[test]
+fn a_lone_block_of_fallbacks_stays_interpreted_when_asked() {
+    // CPUID is left to the fallback; the block is CPUID and the HLT.
+    let code = assemble(|a| a.cpuid());
+    let stat = |cpu: &Interpreter, name: &str| cpu.stats().events.iter().find(|(k, _)| k == name).map_or(0, |e| e.1);
+    for interpret in [false, true] {
+        let mut cpu = machine(&code);
+        let mut translator = Translator::new().unwrap();
+        if interpret {
+            translator.interpret_fallback_blocks();
+        }
+        cpu.set_translator(Box::new(translator));
+        cpu.set_jit_threshold(0);
+        while cpu.step_block() == Step::Executed {}
+        assert_eq!(stat(&cpu, "jit: native block runs") == 0, interpret);
+        assert_eq!(stat(&cpu, "jit: left interpreted (mostly fallbacks)"), u64::from(interpret));
+    }
+}
