@@ -419,8 +419,9 @@ pub struct TranslationRequest<'a> {
     pub optimized_slot: usize,
     /// This is the second tier: compile with every optimisation, no slot.
     pub optimize: bool,
-    /// The supervisor TLB held identity-mapped pages when the code was
-    /// asked for (`mmu::IdentityPages`): loads may look there first.
+    /// The supervisor TLB's identity-mapped pages were worth a look when
+    /// the code was asked for (`mmu::IdentityPages::worth_a_look`): loads
+    /// may look there before the TLB.
     pub identity_pages: bool,
 }
 
