@@ -316,10 +316,12 @@ impl Default for TlbEntry {
     }
 }
 
-/// 2 MiB pages of the first 4 GiB that [`IdentityPages`] covers.
-pub const IDENTITY_PAGES: usize = 2048;
+/// log2 of the pages [`IdentityPages`] holds (2 MiB).
+pub const IDENTITY_PAGE_SHIFT: u32 = 21;
+/// Pages of the first 4 GiB that [`IdentityPages`] covers.
+pub const IDENTITY_PAGES: usize = 1 << (32 - IDENTITY_PAGE_SHIFT);
 /// No identity page (see [`IdentityPages::tags`]): no address shifted
-/// right by 21, canonical or not, equals it.
+/// right by [`IDENTITY_PAGE_SHIFT`], canonical or not, equals it.
 pub const NO_IDENTITY_PAGE: u64 = u64::MAX;
 
 /// The 2 MiB pages below 4 GiB that the supervisor TLB holds mapped to
@@ -335,16 +337,15 @@ pub const NO_IDENTITY_PAGE: u64 = u64::MAX;
 pub struct IdentityPages {
     /// For page `i`: `i` when it is held, [`NO_IDENTITY_PAGE`] otherwise.
     /// Native code compares the entry of its access's last byte's page
-    /// (`last >> 21 & (IDENTITY_PAGES - 1)`) with its first byte's page
-    /// (`linear >> 21`): equal only when both are that held page.
+    /// (`last >> IDENTITY_PAGE_SHIFT & (IDENTITY_PAGES - 1)`) with its
+    /// first byte's page: equal only when both are that held page.
     pub tags: [u64; IDENTITY_PAGES],
     /// Host address less guest address for the RAM the pages lie in.
     pub addend: u64,
     /// Where that RAM (starting at guest-physical 0) ends: 0 for none.
     ram_end: u64,
-    /// Pages held, a bit each, and those of them mapped global (kept by a
-    /// CR3 write with CR4.PGE, as the TLB keeps them).
-    held: [u64; IDENTITY_PAGES / 64],
+    /// The held pages mapped global (kept by a CR3 write with CR4.PGE, as
+    /// the TLB keeps them), a bit each.
     global: [u64; IDENTITY_PAGES / 64],
     /// Whether any page is held.
     pub any: bool,
@@ -360,7 +361,7 @@ pub static NO_IDENTITY_PAGES: IdentityPages = IdentityPages::new();
 
 impl IdentityPages {
     const fn new() -> Self {
-        Self { tags: [NO_IDENTITY_PAGE; IDENTITY_PAGES], addend: 0, ram_end: 0, held: [0; IDENTITY_PAGES / 64], global: [0; IDENTITY_PAGES / 64], any: false, identity_fills: 0, other_fills: 0 }
+        Self { tags: [NO_IDENTITY_PAGE; IDENTITY_PAGES], addend: 0, ram_end: 0, global: [0; IDENTITY_PAGES / 64], any: false, identity_fills: 0, other_fills: 0 }
     }
 
     /// Says where the RAM that starts at guest-physical 0 is: `ram_end`
@@ -371,14 +372,10 @@ impl IdentityPages {
         self.ram_end = ram_end;
     }
 
-    fn is_held(&self, page: usize) -> bool {
-        self.held.get(page / 64).is_some_and(|w| w & (1 << (page % 64)) != 0)
-    }
-
     /// A supervisor TLB fill of `linear` (see [`Tlb::fill`]): holds its
     /// 2 MiB page when the translation maps it to itself in that RAM.
     fn note(&mut self, linear: u64, host_page: *mut u8, t: &Translation, rom: bool) {
-        const SIZE: u64 = 2 << 20;
+        const SIZE: u64 = 1 << IDENTITY_PAGE_SHIFT;
         let page = linear / SIZE;
         let identity = t.page_size >= SIZE && t.phys / SIZE == page && (page + 1) * SIZE <= self.ram_end;
         if rom || host_page.is_null() {
@@ -389,21 +386,19 @@ impl IdentityPages {
             return;
         }
         self.identity_fills += 1;
-        let page = page as usize;
-        let Some(word) = self.held.get_mut(page / 64) else { return };
-        *word |= 1 << (page % 64);
+        let Some(tag) = self.tags.get_mut(page as usize) else { return };
+        *tag = page;
         if t.global {
-            self.global[page / 64] |= 1 << (page % 64);
+            self.global[page as usize / 64] |= 1 << (page % 64);
         }
         self.any = true;
-        self.tags[page] = page as u64;
     }
 
     /// Whether code translated now should look here before the TLB: some
     /// page is held, and at least half the supervisor set's fills since
     /// the last full flush were of held pages. A look that fails costs
-    /// its load a fifth more time (a workload over 4 KiB pages, with only
-    /// its first 2 MiB a large identity page, took 35% longer with it).
+    /// time (a workload over 4 KiB pages, with only its first 2 MiB a
+    /// large identity page, took 17% longer with it).
     pub fn worth_a_look(&self) -> bool {
         self.any && self.identity_fills >= self.other_fills
     }
@@ -414,7 +409,6 @@ impl IdentityPages {
         self.other_fills = 0;
         if self.any {
             self.tags.fill(NO_IDENTITY_PAGE);
-            self.held.fill(0);
             self.global.fill(0);
             self.any = false;
         }
@@ -422,11 +416,10 @@ impl IdentityPages {
 
     /// Drops the page holding `linear` (an INVLPG there).
     fn drop_page(&mut self, linear: u64) {
-        let page = (linear >> 21) as usize;
+        let page = (linear >> IDENTITY_PAGE_SHIFT) as usize;
         if !self.any || page >= IDENTITY_PAGES {
             return;
         }
-        self.held[page / 64] &= !(1 << (page % 64));
         self.global[page / 64] &= !(1 << (page % 64));
         self.tags[page] = NO_IDENTITY_PAGE;
     }
@@ -436,13 +429,12 @@ impl IdentityPages {
         if !self.any {
             return;
         }
-        for (held, global) in self.held.iter_mut().zip(&self.global) {
-            *held &= global;
+        for (page, tag) in self.tags.iter_mut().enumerate() {
+            if self.global[page / 64] & (1 << (page % 64)) == 0 {
+                *tag = NO_IDENTITY_PAGE;
+            }
         }
-        self.any = self.held.iter().any(|&w| w != 0);
-        for page in 0..IDENTITY_PAGES {
-            self.tags[page] = if self.is_held(page) { page as u64 } else { NO_IDENTITY_PAGE };
-        }
+        self.any = self.tags.iter().any(|&t| t != NO_IDENTITY_PAGE);
     }
 }
 

@@ -116,7 +116,7 @@ pub enum RegisterHome {
     /// (the default). The first tier is for code that has yet to prove
     /// hot, and most of it never runs enough to optimise: with registers
     /// in memory it compiled in 18% less time and its code was 17%
-    /// smaller; the Linux boot's kernel phase took 0.09 s less.
+    /// smaller; the Linux boot's kernel phase took 0.15 s less.
     ByTier,
     /// Cranelift values in both tiers (for the differential tests, which
     /// cover both lowerings with the same cases).

@@ -14,7 +14,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 use emu_core::cpu::seg;
 use emu_core::interp::{exit, offsets};
-use emu_core::mmu::{IDENTITY_PAGES, TLB_ENTRIES};
+use emu_core::mmu::{IDENTITY_PAGES, IDENTITY_PAGE_SHIFT, TLB_ENTRIES};
 use iced_x86::{Instruction, OpKind, Register};
 
 use crate::translate::{is_gpr, mask, mem, Lower, Unsupported, L, st};
@@ -175,13 +175,13 @@ pub(crate) fn load(l: &mut Lower<'_, '_>, ins: &Instruction, a: Addr, size: usiz
         // byte's entry must name the first byte's page: an access across
         // two pages never matches.
         let last = if size > 1 { l.b.ins().iadd_imm_s(a.lin, size as i64 - 1) } else { a.lin };
-        let last_page = l.b.ins().ushr_imm_s(last, 21);
+        let last_page = l.b.ins().ushr_imm_s(last, i64::from(IDENTITY_PAGE_SHIFT));
         let slot = l.b.ins().band_imm_s(last_page, (IDENTITY_PAGES - 1) as i64);
         let slot = l.b.ins().ishl_imm_s(slot, 3);
         let pages = l.b.ins().load(types::I64, mem(), l.frame, offsets::FRAME_IDENTITY);
         let at = l.b.ins().iadd(pages, slot);
         let tag = l.b.ins().load(types::I64, mem(), at, offsets::IDENTITY_TAGS);
-        let page = if size > 1 { l.b.ins().ushr_imm_s(a.lin, 21) } else { last_page };
+        let page = if size > 1 { l.b.ins().ushr_imm_s(a.lin, i64::from(IDENTITY_PAGE_SHIFT)) } else { last_page };
         let held = l.b.ins().icmp(IntCC::Equal, tag, page);
         let direct = l.b.create_block();
         let tlb = l.b.create_block();
