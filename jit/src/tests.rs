@@ -18,9 +18,38 @@ const STACK_TOP: u64 = 0x3_0000;
 const DATA: u64 = 0x4_0000;
 pub(super) const HOLE: u64 = 0x5_0000;
 pub(super) const READ_ONLY: u64 = 0x6_0000;
-const HANDLERS: u64 = 0x9000;
+pub(super) const HANDLERS: u64 = 0x9000;
 const MEM_SIZE: u64 = 4 << 20;
 const COMPARED: usize = 0x8_0000;
+
+/// What the tests' machines share: a GDT at 0x6000 (null, 64-bit code
+/// 0x08, data 0x10), an IDT at 0x7000 whose vector `v` leads to a HLT at
+/// `HANDLERS + 16 v`, and a 64-bit CPL-0 state over the page tables at
+/// 0x1000, at `rip`.
+pub(super) fn cpl0_long_mode(mem: &GuestMemory, rip: u64) -> CpuState {
+    mem.write_u64(0x6008, 0x00af_9b00_0000_ffff).unwrap();
+    mem.write_u64(0x6010, 0x00cf_9300_0000_ffff).unwrap();
+    for v in 0..32u64 {
+        let h = HANDLERS + 16 * v;
+        let low = (h & 0xffff) | 0x08 << 16 | 0x8e << 40 | ((h >> 16) & 0xffff) << 48;
+        mem.write_u64(0x7000 + 16 * v, low).unwrap();
+        mem.write_u64(0x7008 + 16 * v, h >> 32).unwrap();
+    }
+    mem.write(HANDLERS, &[0xf4; 512]).unwrap();
+    let mut s = CpuState::reset();
+    s.cr0 = cr0::PE | cr0::PG | cr0::ET;
+    s.cr3 = 0x1000;
+    s.cr4 = emu_core::mmu::cr4::PAE;
+    s.efer = efer::LME | efer::LMA;
+    s.segs[seg::CS] = Segment::flat(0x8, true, true);
+    for r in [seg::DS, seg::ES, seg::SS, seg::FS, seg::GS] {
+        s.segs[r] = Segment::flat(0x10, false, false);
+    }
+    s.gdtr = DescriptorTable { base: 0x6000, limit: 0x17 };
+    s.idtr = DescriptorTable { base: 0x7000, limit: 32 * 16 - 1 };
+    s.rip = rip;
+    s
+}
 
 /// A 64-bit CPL-0 machine: 4 KiB identity pages over the first 2 MiB
 /// (with a hole and a read-only page), an IDT whose vector `v` leads to a
@@ -41,36 +70,16 @@ pub(super) fn machine(code: &[u8]) -> Interpreter {
             mem.write_u64(0x4000 + 8 * page, addr | bits).unwrap();
         }
     }
-    // GDT: null, 64-bit code 0x08, data 0x10.
-    mem.write_u64(0x6008, 0x00af_9b00_0000_ffff).unwrap();
-    mem.write_u64(0x6010, 0x00cf_9300_0000_ffff).unwrap();
-    for v in 0..32u64 {
-        let h = HANDLERS + 16 * v;
-        let low = (h & 0xffff) | 0x08 << 16 | 0x8e << 40 | ((h >> 16) & 0xffff) << 48;
-        mem.write_u64(0x7000 + 16 * v, low).unwrap();
-        mem.write_u64(0x7008 + 16 * v, h >> 32).unwrap();
-    }
-    mem.write(HANDLERS, &[0xf4; 512]).unwrap();
     mem.write(CODE, code).unwrap();
     for i in 0..0x1000u64 {
         mem.write(DATA + i, &[(i * 37 + 11) as u8]).unwrap();
         mem.write(READ_ONLY + i, &[(i * 13 + 5) as u8]).unwrap();
     }
-    let mut s = CpuState::reset();
+    let mut s = cpl0_long_mode(&mem, CODE);
     // WP, so the read-only page is read-only at CPL 0 too.
-    s.cr0 = cr0::PE | cr0::PG | cr0::ET | 1 << 16;
-    s.cr3 = 0x1000;
-    s.cr4 = emu_core::mmu::cr4::PAE;
-    s.efer = efer::LME | efer::LMA;
-    s.segs[seg::CS] = Segment::flat(0x8, true, true);
-    for r in [seg::DS, seg::ES, seg::SS, seg::FS, seg::GS] {
-        s.segs[r] = Segment::flat(0x10, false, false);
-    }
+    s.cr0 |= 1 << 16;
     s.segs[seg::FS].base = 0x100;
     s.segs[seg::GS].base = DATA + 0x800;
-    s.gdtr = DescriptorTable { base: 0x6000, limit: 0x17 };
-    s.idtr = DescriptorTable { base: 0x7000, limit: 32 * 16 - 1 };
-    s.rip = CODE;
     for (i, g) in s.gpr.iter_mut().enumerate() {
         *g = 0x0123_4567_89ab_cdefu64.rotate_left(7 * i as u32) ^ (i as u64 * 0x1111);
     }

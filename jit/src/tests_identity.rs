@@ -6,15 +6,15 @@
 
 use std::sync::Arc;
 
-use emu_core::cpu::{cr0, efer, reg, seg};
+use emu_core::cpu::reg;
 use emu_core::interp::{Interpreter, Step};
-use emu_core::{Bus, CpuState, DescriptorTable, GuestMemory, MachineContext, MachineControl, Segment, Vcpu};
+use emu_core::{Bus, CpuState, GuestMemory, MachineContext, MachineControl, Vcpu};
 use iced_x86::code_asm::*;
 
+use super::tests::{cpl0_long_mode, HANDLERS};
 use super::Translator;
 
 const CODE: u64 = 0x20_0000;
-const HANDLERS: u64 = 0x9000;
 const PD: u64 = 0x3000;
 const PAGE: u64 = 2 << 20;
 
@@ -32,26 +32,8 @@ fn machine(code: &[u8]) -> Interpreter {
     for addr in (2 * PAGE..8 * PAGE).step_by(8) {
         mem.write_u64(addr, addr.wrapping_mul(0x9e37_79b9_7f4a_7c15)).unwrap();
     }
-    mem.write_u64(0x6008, 0x00af_9b00_0000_ffff).unwrap();
-    mem.write_u64(0x6010, 0x00cf_9300_0000_ffff).unwrap();
-    for v in 0..32u64 {
-        let h = HANDLERS + 16 * v;
-        mem.write_u64(0x7000 + 16 * v, (h & 0xffff) | 0x08 << 16 | 0x8e << 40 | ((h >> 16) & 0xffff) << 48).unwrap();
-    }
-    mem.write(HANDLERS, &[0xf4; 512]).unwrap();
     mem.write(CODE, code).unwrap();
-    let mut s = CpuState::reset();
-    s.cr0 = cr0::PE | cr0::PG | cr0::ET;
-    s.cr3 = 0x1000;
-    s.cr4 = emu_core::mmu::cr4::PAE;
-    s.efer = efer::LME | efer::LMA;
-    s.segs[seg::CS] = Segment::flat(0x8, true, true);
-    for r in [seg::DS, seg::ES, seg::SS, seg::FS, seg::GS] {
-        s.segs[r] = Segment::flat(0x10, false, false);
-    }
-    s.gdtr = DescriptorTable { base: 0x6000, limit: 0x17 };
-    s.idtr = DescriptorTable { base: 0x7000, limit: 32 * 16 - 1 };
-    s.rip = CODE;
+    let mut s = cpl0_long_mode(&mem, CODE);
     s.gpr[reg::RSP] = 0x8000;
     let ctx = MachineContext { memory: Arc::new(mem), pio: Arc::new(Bus::new()), mmio: Arc::new(Bus::new()), control: MachineControl::new() };
     Interpreter::new(ctx, s)

@@ -23,14 +23,14 @@ use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, SigRef, 
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use emu_core::interp::{exit, offsets, Helpers, HOT_LOOP_BACK_EDGES};
+use iced_x86::{Instruction, Mnemonic as M, Register};
+
+use crate::flags::FlagsState;
 
 /// A region loop looks for a stop request or a deliverable interrupt
 /// every this many back edges (a power of two); the chain budget it
 /// counts down is checked on every one.
 pub(crate) const ATTENTION_EVERY: u32 = 64;
-use iced_x86::{Instruction, Mnemonic as M, Register};
-
-use crate::flags::FlagsState;
 
 /// Why a lowering gave up on an instruction: it is run by the fallback.
 pub(crate) struct Unsupported;
@@ -703,26 +703,29 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// When `cond` is nonzero, takes a cold path on which `leave` emits an
     /// exit (it must end that path); else goes on here.
     pub(crate) fn cold_if(&mut self, cond: Value, leave: impl FnOnce(&mut Self)) {
-        let cold = self.b.create_block();
-        let cont = self.b.create_block();
-        self.b.set_cold_block(cold);
-        self.b.ins().brif(cond, cold, &[], cont, &[]);
-        self.b.switch_to_block(cold);
-        leave(self);
-        self.b.switch_to_block(cont);
+        self.cold_branch(cond, |l, _| leave(l));
     }
 
     /// Runs `side` (emitting into a cold block) if `cond` holds, then goes
     /// on from where both paths meet; unlike [`Lower::cold_if`], the side
     /// path rejoins.
     pub(crate) fn cold_side(&mut self, cond: Value, side: impl FnOnce(&mut Self)) {
-        let cold = self.b.create_block();
+        self.cold_branch(cond, |l, cont| {
+            side(l);
+            l.b.ins().jump(cont, &[]);
+        });
+    }
+
+    /// Branches to a new cold block when `cond` is nonzero, fills it with
+    /// `cold` (given the block the other way goes on in), and goes on in
+    /// that block.
+    fn cold_branch(&mut self, cond: Value, cold: impl FnOnce(&mut Self, cranelift_codegen::ir::Block)) {
+        let side = self.b.create_block();
         let cont = self.b.create_block();
-        self.b.set_cold_block(cold);
-        self.b.ins().brif(cond, cold, &[], cont, &[]);
-        self.b.switch_to_block(cold);
-        side(self);
-        self.b.ins().jump(cont, &[]);
+        self.b.set_cold_block(side);
+        self.b.ins().brif(cond, side, &[], cont, &[]);
+        self.b.switch_to_block(side);
+        cold(self, cont);
         self.b.switch_to_block(cont);
     }
 

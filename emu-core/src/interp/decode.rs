@@ -105,6 +105,13 @@ pub(crate) struct FoundBlock {
     pub(crate) held: Option<Arc<Block>>,
 }
 
+impl FoundBlock {
+    /// A block the caller holds (not cached).
+    fn held(block: Arc<Block>) -> Self {
+        Self { block: Arc::as_ptr(&block), held: Some(block) }
+    }
+}
+
 #[derive(Clone, Default)]
 struct Slot {
     /// Host address << 2 | mode, or 0 when empty.
@@ -447,15 +454,14 @@ impl Interpreter {
                     // Its second page maps elsewhere (or is not in the TLB):
                     // decode it again.
                     self.code.retire(idx);
-                    return self.decode_block(bitness, rip, lin, user).map(|held| FoundBlock { block: Arc::as_ptr(&held), held: Some(held) });
+                    return self.decode_block(bitness, rip, lin, user).map(FoundBlock::held);
                 }
                 self.check_code_limit(rip, end.wrapping_sub(rip))?;
                 super::bump(&self.counters.code_cache_hits);
                 return Ok(FoundBlock { block, held: None });
             }
         }
-        let held = self.decode_block(bitness, rip, lin, user)?;
-        Ok(FoundBlock { block: Arc::as_ptr(&held), held: Some(held) })
+        self.decode_block(bitness, rip, lin, user).map(FoundBlock::held)
     }
 
     fn decode_block(&mut self, bitness: u32, rip: u64, lin: u64, user: bool) -> R<Arc<Block>> {

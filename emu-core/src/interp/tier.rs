@@ -896,10 +896,8 @@ impl Interpreter {
                     }
                 }
                 let region = block.region.get_or_init(|| region);
-                let journal_writes = self.lockstep_on();
-                let identity = self.identity_pages_usable();
+                let job = self.translation_job(region, block.rip, bitness, long_mode, false)?;
                 let tier = self.tier.as_mut()?;
-                let job = region.job(tier.next_ticket, block.rip, bitness, long_mode, journal_writes, false, identity);
                 let ticket = job.ticket;
                 tier.note_tiered(job.optimized_slot, region);
                 let Some(job) = tier.submit(job, background) else {
@@ -1124,6 +1122,15 @@ impl Interpreter {
         Ok(())
     }
 
+    /// The job that translates `region` entered at `rip` (see
+    /// [`Region::job`]) under the interpreter's state now: with its writes
+    /// journalled under lockstep, and its loads looking at identity pages
+    /// where that is worth it. `None` without a tier.
+    fn translation_job(&self, region: &Region, rip: u64, bitness: u32, long_mode: bool, optimize: bool) -> Option<TranslationJob> {
+        let ticket = self.tier.as_ref()?.next_ticket;
+        Some(region.job(ticket, rip, bitness, long_mode, self.lockstep_on(), optimize, self.identity_pages_usable()))
+    }
+
     /// Whether code translated now may read identity-mapped pages past the
     /// TLB: only supervisor code uses the set they belong to, and code
     /// asked for while the pages are few or none (a kernel's own address
@@ -1139,11 +1146,9 @@ impl Interpreter {
         if !region.installed.get().is_some_and(|i| i.is_some_and(|n| n.tiered)) || region.optimizing.swap(true, Ordering::Relaxed) {
             return;
         }
-        let journal_writes = self.lockstep_on();
-        let identity = self.identity_pages_usable();
-        let Some(tier) = self.tier.as_mut() else { return };
         // First-tier code runs only in 64-bit mode.
-        let job = region.job(tier.next_ticket, region.blocks.first().map_or(0, |b| b.rip), 64, true, journal_writes, true, identity);
+        let Some(job) = self.translation_job(&region, region.blocks.first().map_or(0, |b| b.rip), 64, true, true) else { return };
+        let Some(tier) = self.tier.as_mut() else { return };
         let ticket = job.ticket;
         let background = !tier.sync;
         let Some(job) = tier.submit(job, background) else {
