@@ -21,6 +21,7 @@
 //! Only 64-bit-mode blocks are translated; others are interpreted.
 
 mod background;
+mod code_memory;
 mod flags;
 mod flags_mem;
 mod lower_alu;
@@ -72,6 +73,10 @@ pub enum Error {
 /// Compiled code above which everything is dropped at the next block
 /// boundary (cranelift-jit frees memory a whole module at a time).
 const CODE_LIMIT: usize = 64 << 20;
+
+/// Room past `CODE_LIMIT` in a generation's code arena for the functions
+/// compiled before the flush.
+const CODE_ARENA_SLACK: usize = 64 << 20;
 
 /// The Cranelift translator.
 pub struct Translator {
@@ -157,7 +162,12 @@ impl std::fmt::Debug for Translator {
 fn new_module() -> Result<(JITModule, OwnedTargetIsa, [u64; 4]), Error> {
     let speed = isa("speed")?;
     let quick = isa("none")?;
-    let mut module = JITModule::new(JITBuilder::with_isa(speed, default_libcall_names()));
+    let mut builder = JITBuilder::with_isa(speed, default_libcall_names());
+    // Room for a whole generation: it is flushed once past CODE_LIMIT, and
+    // the last function may overshoot by its own size.
+    let arena = code_memory::CodeArena::new(CODE_LIMIT + CODE_ARENA_SLACK).map_err(|e| Error::Host(format!("cannot map memory for translated code: {e}")))?;
+    builder.memory_provider(Box::new(arena));
+    let mut module = JITModule::new(builder);
     let adapters = define_adapters(&mut module).map_err(Error::Adapter)?;
     Ok((module, quick, adapters))
 }
