@@ -117,21 +117,12 @@ pub(crate) fn call(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
         let target = near_target(ins)?;
         let ret = l.iconst(ins.next_ip());
         push_value(l, ins, ret, 8);
-        // Leaving anyway, a push that hit cached code needs no check; a
-        // jump within the region must not run dropped code.
-        if let Some(status) = l.pending_end.take() {
-            if l.internal(target).is_some() {
-                let ended = l.b.ins().icmp_imm_s(IntCC::Equal, status, i64::from(emu_core::interp::exit::END_BLOCK));
-                l.exit_if(ended, target, l.index as u64 + 1, emu_core::interp::exit::END_BLOCK);
-            }
-        }
         return done_direct(l, target);
     }
     let target = indirect_target(l, ins)?;
     check_canonical(l, ins, target);
     let ret = l.iconst(ins.next_ip());
     push_value(l, ins, ret, 8);
-    l.pending_end = None;
     done(l, target)
 }
 

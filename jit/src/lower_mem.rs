@@ -13,7 +13,7 @@
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 use emu_core::cpu::seg;
-use emu_core::interp::{exit, offsets};
+use emu_core::interp::offsets;
 use emu_core::mmu::{IDENTITY_PAGES, IDENTITY_PAGE_SHIFT, TLB_ENTRIES};
 use iced_x86::{Instruction, OpKind, Register};
 
@@ -208,11 +208,12 @@ pub(crate) fn load(l: &mut Lower<'_, '_>, ins: &Instruction, a: Addr, size: usiz
     l.b.block_params(join)[0]
 }
 
-/// Stores the low `size` bytes of `v`. A fault exits with the state before
-/// `ins`; a write that dropped cached code is checked when `ins` is done.
+/// Stores the low `size` bytes of `v`. A fault, or a write the helper
+/// leaves to the interpreter (one that would drop cached code or reach a
+/// device), exits with the state before `ins`: translated code never runs
+/// on past a store that may have changed it.
 pub(crate) fn store(l: &mut Lower<'_, '_>, ins: &Instruction, a: Addr, size: usize, v: Value) {
     let join = l.b.create_block();
-    l.b.append_block_param(join, types::I32);
     if l.inline_stores {
         let (fast, slow, entry) = tlb_check(l, a.lin, size, offsets::TLB_WRITE_TAG);
         l.b.switch_to_block(fast);
@@ -220,24 +221,17 @@ pub(crate) fn store(l: &mut Lower<'_, '_>, ins: &Instruction, a: Addr, size: usi
         let host = l.b.ins().iadd(a.lin, addend);
         let narrow = if size == 8 { v } else { l.b.ins().ireduce(int_type(size), v) };
         l.b.ins().store(mem(), narrow, host, 0);
-        let cont = l.b.ins().iconst(types::I32, i64::from(exit::CONTINUE));
-        l.b.ins().jump(join, &[cont.into()]);
+        l.b.ins().jump(join, &[]);
         l.b.switch_to_block(slow);
     }
 
     let segment = l.b.ins().iconst(types::I32, a.seg as i64);
     let width = l.b.ins().iconst(types::I32, size as i64);
     let status = l.call(l.helpers.write as usize, l.sigs.write, &[l.frame, segment, a.ea, width, v]);
-    let faulted = l.b.ins().icmp_imm_s(IntCC::Equal, status, i64::from(exit::FAULT));
-    l.fault_exit_if(faulted, ins);
-    l.b.ins().jump(join, &[status.into()]);
+    l.exit_before_if(status, ins);
+    l.b.ins().jump(join, &[]);
 
     l.b.switch_to_block(join);
-    let status = l.b.block_params(join)[0];
-    l.pending_end = Some(match l.pending_end {
-        Some(prev) => l.b.ins().bor(prev, status),
-        None => status,
-    });
 }
 
 /// The stack operand size of PUSH/POP, when the lowering handles it.

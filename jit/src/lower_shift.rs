@@ -12,7 +12,6 @@
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 use emu_core::cpu::flags as fl;
-use emu_core::interp::exit;
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
 
 use crate::flags::{self, FlagsState};
@@ -89,12 +88,11 @@ fn apply(l: &mut Lower<'_, '_>, ins: &Instruction, dst: Loc, size: usize, a: Val
             l.b.ins().band_imm_s(cl, if size == 8 { 0x3f } else { 0x1f })
         }
     };
-    let prior = l.pending_end.take();
     let zero = l.b.ins().icmp_imm_s(IntCC::Equal, c, 0);
     let hot = l.b.create_block();
     let cold = l.b.create_block();
     let join = l.b.create_block();
-    for t in [types::I64, types::I64, types::I32] {
+    for t in [types::I64, types::I64] {
         l.b.append_block_param(join, t);
     }
     l.b.set_cold_block(cold);
@@ -105,16 +103,11 @@ fn apply(l: &mut Lower<'_, '_>, ins: &Instruction, dst: Loc, size: usize, a: Val
     if let Loc::Mem(addr) = dst {
         store(l, ins, addr, size, res);
     }
-    let status = match l.pending_end.take() {
-        Some(s) => s,
-        None => l.b.ins().iconst(types::I32, i64::from(exit::CONTINUE)),
-    };
-    l.b.ins().jump(join, &[f.into(), res.into(), status.into()]);
+    l.b.ins().jump(join, &[f.into(), res.into()]);
 
     l.b.switch_to_block(cold);
     let kept = flags::rflags_value(l);
-    let cont = l.b.ins().iconst(types::I32, i64::from(exit::CONTINUE));
-    l.b.ins().jump(join, &[kept.into(), a.into(), cont.into()]);
+    l.b.ins().jump(join, &[kept.into(), a.into()]);
 
     l.b.switch_to_block(join);
     let p = l.b.block_params(join).to_vec();
@@ -122,14 +115,6 @@ fn apply(l: &mut Lower<'_, '_>, ins: &Instruction, dst: Loc, size: usize, a: Val
         l.write_reg(r, p[1]);
     }
     l.flags = FlagsState::Computed(p[0]);
-    if matches!(dst, Loc::Mem(_)) {
-        l.pending_end = Some(match prior {
-            Some(prev) => l.b.ins().bor(prev, p[2]),
-            None => p[2],
-        });
-    } else {
-        l.pending_end = prior;
-    }
 }
 
 /// SHL/SAL, SHR, SAR by CL (immediate counts are `lower_alu::shift`'s).

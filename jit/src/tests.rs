@@ -542,6 +542,60 @@ fn self_modifying_code() {
 }
 
 #[test]
+fn stores_onto_pages_holding_code_are_left_to_the_interpreter() {
+    // PUSH with the stack in the running code's page: each push leaves the
+    // instruction (and its RSP update) to the interpreter.
+    let code = assemble(|a| {
+        let mut top = a.create_label();
+        let mut again = a.create_label();
+        let mut done = a.create_label();
+        a.mov(ecx, 5)?;
+        a.xor(ebx, ebx)?;
+        a.lea(rsp, qword_ptr(top))?;
+        a.set_label(&mut again)?;
+        a.push(rcx)?;
+        a.pop(rax)?;
+        a.add(rbx, rax)?;
+        a.dec(ecx)?;
+        a.jne(again)?;
+        a.jmp(done)?;
+        a.db(&[0xcc; 64])?;
+        a.set_label(&mut top)?;
+        a.nop()?;
+        a.set_label(&mut done)?;
+        a.nop()?;
+        Ok(())
+    });
+    let s = same_with(&code, &|_| {});
+    assert_eq!(s.gpr[reg::RBX], 5 + 4 + 3 + 2 + 1);
+    // CALL pushing its return address onto the code page, and a store
+    // that crosses from the page before into the code page.
+    let code = assemble(|a| {
+        let mut top = a.create_label();
+        let mut callee = a.create_label();
+        let mut done = a.create_label();
+        a.lea(rsp, qword_ptr(top))?;
+        a.call(callee)?;
+        a.mov(rax, 0x1122_3344_5566_7788u64)?;
+        a.mov(rdi, CODE - 4)?;
+        a.mov(qword_ptr(rdi), rax)?;
+        a.mov(rdx, qword_ptr(rdi))?;
+        a.jmp(done)?;
+        a.set_label(&mut callee)?;
+        a.mov(esi, 7)?;
+        a.ret()?;
+        a.db(&[0xcc; 32])?;
+        a.set_label(&mut top)?;
+        a.nop()?;
+        a.set_label(&mut done)?;
+        a.nop()?;
+        Ok(())
+    });
+    let s = same_with(&code, &|_| {});
+    assert_eq!((s.gpr[reg::RSI], s.gpr[reg::RDX]), (7, 0x1122_3344_5566_7788));
+}
+
+#[test]
 fn a_lone_block_of_fallbacks_stays_interpreted_when_asked() {
     // CPUID is left to the fallback; the block is CPUID and the HLT.
     let code = assemble(|a| a.cpuid());

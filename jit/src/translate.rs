@@ -84,8 +84,6 @@ pub(crate) struct Lower<'a, 'b> {
     pub(crate) adapters: Option<[Adapter; 4]>,
     /// Index of the instruction being lowered.
     pub(crate) index: usize,
-    /// A write status to check for END_BLOCK once the instruction is done.
-    pub(crate) pending_end: Option<Value>,
     /// The address of the block's link slots (0: no links), and the guest
     /// page of the block: only exits to targets in that page are linked.
     pub(crate) links: u64,
@@ -249,7 +247,6 @@ impl<'a, 'b> Lower<'a, 'b> {
             sigs,
             adapters,
             index: 0,
-            pending_end: None,
             links: 0,
             inline_stores: true,
             page: u64::MAX,
@@ -729,16 +726,6 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.b.switch_to_block(cont);
     }
 
-    /// Exits with the state as it is now if `cond` holds, else goes on.
-    /// The tail's arguments (RIP, retired count, code) are made on the cold
-    /// side, so the path that goes on does not compute them.
-    pub(crate) fn exit_if(&mut self, cond: Value, rip: u64, retired: u64, code: u32) {
-        self.cold_if(cond, |l| {
-            let (tail, args) = l.tail_for(rip, retired, code);
-            l.b.ins().jump(tail, &args);
-        });
-    }
-
     /// The exit for a fault in the current instruction: state before it.
     pub(crate) fn fault_exit_here(&mut self, ins: &Instruction) {
         let (tail, args) = self.tail_for(ins.ip(), self.index as u64, exit::FAULT);
@@ -751,6 +738,15 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.cold_if(faulted, |l| l.fault_exit_here(ins));
     }
 
+    /// Leaves with the state before `ins` and exit code `status` (FAULT or
+    /// INTERPRET, from the write helper) when `status` is nonzero.
+    pub(crate) fn exit_before_if(&mut self, status: Value, ins: &Instruction) {
+        self.cold_if(status, |l| {
+            let (tail, args) = l.tail_with_code(ins.ip(), l.index as u64, status);
+            l.b.ins().jump(tail, &args);
+        });
+    }
+
     /// Takes the fault exit of `ins` when the frame's status says a helper
     /// stashed a fault.
     pub(crate) fn fault_exit_on_status(&mut self, ins: &Instruction) {
@@ -761,6 +757,12 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// The shared tail that writes back the state as it is now, and the
     /// arguments to jump to it with.
     fn tail_for(&mut self, rip: u64, retired: u64, code: u32) -> (cranelift_codegen::ir::Block, Vec<cranelift_codegen::ir::BlockArg>) {
+        let code = self.b.ins().iconst(types::I32, i64::from(code));
+        self.tail_with_code(rip, retired, code)
+    }
+
+    /// [`Lower::tail_for`] with the exit code in a value.
+    fn tail_with_code(&mut self, rip: u64, retired: u64, code: Value) -> (cranelift_codegen::ir::Block, Vec<cranelift_codegen::ir::BlockArg>) {
         let mut values = Vec::with_capacity(24);
         let mut dirty = 0u16;
         for i in 0..16 {
@@ -784,7 +786,7 @@ impl<'a, 'b> Lower<'a, 'b> {
         }
         values.push(self.iconst(rip));
         values.push(self.retired_value(retired));
-        values.push(self.b.ins().iconst(types::I32, i64::from(code)));
+        values.push(code);
         let types: Vec<types::Type> = values.iter().map(|&v| self.b.func.dfg.value_type(v)).collect();
         let key = TailKey { dirty, flags, op, size, aux, types };
         let tail = match self.tails.iter().find(|(k, _)| *k == key) {
@@ -902,22 +904,10 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.cold_if(bad, |l| l.cold_fallback_exit(ins));
     }
 
-    /// After an instruction: leave if one of its writes hit cached code.
-    pub(crate) fn finish_instruction(&mut self, ins: &Instruction, next_rip: u64) {
-        if let Some(status) = self.pending_end.take() {
-            let ended = self.b.ins().icmp_imm_s(IntCC::Equal, status, i64::from(exit::END_BLOCK));
-            let _ = ins;
-            self.exit_if(ended, next_rip, self.index as u64 + 1, exit::END_BLOCK);
-        }
-    }
-
     /// Lowers one instruction, or falls back.
     pub(crate) fn instruction(&mut self, ins: &Instruction) -> (Flow, bool) {
         match lower_one(self, ins).ok() {
             Some(flow) => {
-                if flow == Flow::Next {
-                    self.finish_instruction(ins, ins.next_ip());
-                }
                 (flow, true)
             }
             None => {

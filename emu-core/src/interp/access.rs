@@ -193,6 +193,29 @@ impl Interpreter {
         Ok(())
     }
 
+    /// Everything `write_mem` does before it writes: the segment, alignment
+    /// and page checks, with the TLB filled and cached code on the pages
+    /// dropped, as the write would drop it. Whether the bytes are all RAM
+    /// (false for MMIO and ROM, which only `write_mem` may write).
+    pub(crate) fn prepare_write(&mut self, sreg: usize, offset: u64, size: usize) -> R<bool> {
+        let lin = self.linear(sreg, offset, size as u64, Access::Write)?;
+        if self.s.rflags & flags::AC != 0 {
+            self.check_alignment(lin, size)?;
+        }
+        let user = self.user_access();
+        let last = lin.wrapping_add(size as u64 - 1);
+        let mut ram = true;
+        for page in [lin, last] {
+            if self.tlb.lookup(page, Access::Write, user).is_none() {
+                ram &= self.translate(page, Access::Write, false)?.1.is_some();
+            }
+            if last >> 12 == lin >> 12 {
+                break;
+            }
+        }
+        Ok(ram)
+    }
+
     /// Checks that a write of `size` bytes at `linear` would succeed,
     /// without writing (for instructions that must not fault half-way).
     pub(crate) fn probe_write(&mut self, linear: u64, size: usize) -> R<()> {

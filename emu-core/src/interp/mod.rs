@@ -108,6 +108,9 @@ pub struct Interpreter {
     pub(crate) tier: Option<tier::Tier>,
     /// A fault a JIT helper saw, for the dispatcher to raise.
     pub(crate) jit_fault: Option<Fault>,
+    /// Set when native code left an instruction to the interpreter
+    /// (`exit::INTERPRET`): the next block is interpreted.
+    pub(crate) interpret_next: bool,
     /// Lockstep checking of native code, when on.
     pub(crate) lockstep: Option<Box<lockstep::Lockstep>>,
     /// What native code runs with: beside the state, at a fixed distance
@@ -193,6 +196,7 @@ impl Interpreter {
             counters: Counters::default(),
             tier: None,
             jit_fault: None,
+            interpret_next: false,
             lockstep: None,
             frame: JitFrame::idle(),
         }
@@ -314,7 +318,7 @@ impl Interpreter {
         // reference rather than owning one, so no count moves.
         let block = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
         let generation = self.code.generation;
-        if self.tier.is_some() {
+        if self.tier.is_some() && !std::mem::take(&mut self.interpret_next) {
             if let Some(native) = self.native_for(&block, max) {
                 // Links and the hop table name cached blocks alone.
                 let cached = held.is_none();

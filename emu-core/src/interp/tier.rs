@@ -11,8 +11,10 @@
 //! - [`jit_fallback`] runs one instruction of the block with its
 //!   interpreter handler (as `execute_block` does);
 //! - [`jit_read`] / [`jit_write`] are `read_mem` / `write_mem` for TLB
-//!   misses, MMIO, page-crossing and faulting accesses; a write that drops
-//!   cached code (self-modifying code) answers [`exit::END_BLOCK`];
+//!   misses, MMIO, page-crossing and faulting accesses; a write that would
+//!   drop cached code (self-modifying code) or reach a device is not made
+//!   but answers [`exit::INTERPRET`], so translated code never goes on
+//!   past a store that may have changed it;
 //! - [`jit_flags`] folds the lazy flags into RFLAGS and returns it;
 //!   [`jit_carry`] returns CF alone.
 //!
@@ -88,6 +90,11 @@ pub mod exit {
     /// (indirect, or a direct exit not linked; `JitFrame::exit_link` then
     /// names the exit's link). The state is committed.
     pub const LOOKUP: u32 = 4;
+    /// The instruction did not run: its write would have dropped cached
+    /// code (which is now dropped) or gone to a device. The state is as
+    /// before it, RIP at it, and the dispatcher interprets it before any
+    /// native code runs again.
+    pub const INTERPRET: u32 = 5;
 }
 
 /// Blocks one dispatcher entry may chain through before it returns (stop
@@ -563,6 +570,9 @@ pub(crate) struct Tier {
     pub(crate) chained: u64,
     pub(crate) hopped: u64,
     pub(crate) linked: u64,
+    /// Native runs that left a write to the interpreter
+    /// (`exit::INTERPRET`).
+    pub(crate) writes_interpreted: u64,
     /// Native entries by RIP, for control transfers whose target is only
     /// known at run time.
     hops: Box<[Hop]>,
@@ -658,6 +668,7 @@ impl Tier {
             fallbacks: 0,
             fallback_by_mnemonic: vec![0; Mnemonic::values().len()],
             dispatched: 0,
+            writes_interpreted: 0,
             chained: 0,
             hopped: 0,
             linked: 0,
@@ -1116,6 +1127,12 @@ impl Interpreter {
             tier.hopped += hopped;
             tier.linked += linked;
         }
+        if code == exit::INTERPRET {
+            self.interpret_next = true;
+            if let Some(tier) = &mut self.tier {
+                tier.writes_interpreted += 1;
+            }
+        }
         if code == exit::FAULT {
             return Err(self.jit_fault.take().unwrap_or_else(|| Fault::stop(crate::control::StopReason::Error("jit: a fault without its exception".into()))));
         }
@@ -1168,6 +1185,7 @@ impl Interpreter {
             ("jit: blocks refused".into(), tier.refused),
             ("jit: native block runs".into(), tier.native_runs),
             ("jit: dispatcher entries".into(), tier.dispatched),
+            ("jit: writes left to the interpreter".into(), tier.writes_interpreted),
             ("jit: chained runs".into(), tier.chained),
             ("jit: hop-table runs".into(), tier.hopped),
             ("jit: links made".into(), tier.linked),
@@ -1263,18 +1281,25 @@ pub unsafe extern "C" fn jit_read(frame: *mut JitFrame, segment: u32, offset: u6
     }
 }
 
-/// `write_mem(segment, offset, size, value)` for native code; END_BLOCK
-/// when the write dropped cached code.
+/// `write_mem(segment, offset, size, value)` for native code: CONTINUE
+/// once written; INTERPRET, without writing, when the write would drop
+/// cached code (dropped now, as the write would have) or reach MMIO or ROM;
+/// FAULT with the exception stashed.
 ///
 /// # Safety
 /// `frame` must be the live frame of a running native block.
 pub unsafe extern "C" fn jit_write(frame: *mut JitFrame, segment: u32, offset: u64, size: u32, value: u64) -> u32 {
     // SAFETY: as in `jit_fallback`.
     let cpu = unsafe { &mut *(*frame).interp };
+    let (segment, size) = ((segment as usize).min(5), (size as usize).clamp(1, 8));
     let generation = cpu.code.generation;
-    match cpu.write_mem((segment as usize).min(5), offset, (size as usize).clamp(1, 8), value) {
-        Ok(()) if cpu.code.generation != generation => exit::END_BLOCK,
-        Ok(()) => exit::CONTINUE,
+    let result = match cpu.prepare_write(segment, offset, size) {
+        Ok(true) if cpu.code.generation == generation => cpu.write_mem(segment, offset, size, value).map(|()| exit::CONTINUE),
+        Ok(_) => Ok(exit::INTERPRET),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(code) => code,
         Err(e) => {
             cpu.jit_fault = Some(e);
             exit::FAULT
