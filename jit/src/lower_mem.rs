@@ -140,7 +140,11 @@ pub(crate) fn tlb_check(l: &mut Lower<'_, '_>, lin: Value, size: usize, tag_offs
         let idx = l.b.ins().band_imm_s(vpn, (TLB_ENTRIES - 1) as i64);
         l.b.ins().imul_imm_s(idx, offsets::TLB_ENTRY_SIZE)
     };
-    let entry = l.b.ins().iadd(l.tlb, off);
+    // The TLB's base is loaded again for each access: one value live
+    // through the whole function cost a register (or a spill slot) and
+    // the allocator's time.
+    let tlb = l.b.ins().load(types::I64, mem(), l.frame, offsets::FRAME_TLB);
+    let entry = l.b.ins().iadd(tlb, off);
     let tag = l.b.ins().load(types::I64, mem(), entry, tag_offset);
     // The tag is compared with the page of the access's last byte: an
     // access that crosses into the next page misses (QEMU's trick), so

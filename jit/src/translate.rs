@@ -72,7 +72,6 @@ pub(crate) enum Flow {
 pub(crate) struct Lower<'a, 'b> {
     pub(crate) b: &'a mut FunctionBuilder<'b>,
     pub(crate) frame: Value,
-    pub(crate) tlb: Value,
     regs: [Variable; 16],
     loaded: [bool; 16],
     dirty: [bool; 16],
@@ -230,7 +229,6 @@ impl<'a, 'b> Lower<'a, 'b> {
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let frame = b.block_params(entry)[0];
-        let tlb = b.ins().load(types::I64, mem(), frame, offsets::FRAME_TLB);
         let regs = std::array::from_fn(|_| b.declare_var(types::I64));
         let retired_base = b.declare_var(types::I64);
         let zero = b.ins().iconst(types::I64, 0);
@@ -238,7 +236,6 @@ impl<'a, 'b> Lower<'a, 'b> {
         Self {
             b,
             frame,
-            tlb,
             regs,
             loaded: [false; 16],
             dirty: [false; 16],
