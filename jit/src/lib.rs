@@ -21,6 +21,7 @@
 //! Only 64-bit-mode blocks are translated; others are interpreted.
 
 mod background;
+mod baseline;
 mod code_memory;
 mod flags;
 mod flags_mem;
@@ -35,6 +36,7 @@ mod lower_string;
 mod lower_sys;
 mod region;
 mod translate;
+mod x64;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -92,6 +94,10 @@ pub struct Translator {
     next_name: u32,
     code_bytes: usize,
     compiled: u64,
+    /// First-tier functions compiled by the baseline backend (`baseline`),
+    /// and whether it is used.
+    baseline_compiled: u64,
+    baseline: bool,
     refused: u64,
     failed: u64,
     compile_ns: u64,
@@ -258,6 +264,8 @@ impl Translator {
             next_name: 0,
             code_bytes: 0,
             compiled: 0,
+            baseline_compiled: 0,
+            baseline: std::env::var_os("POPEK_JIT_BASELINE").is_some_and(|v| v == "1"),
             refused: 0,
             failed: 0,
             compile_ns: 0,
@@ -339,8 +347,17 @@ impl Translator {
         // repay it, while the decompressor's are 0.5 s slower without it.
         // With the second tier the kernel phase, which waits on the
         // compiler, was 0.27 s shorter and the decompressor 0.05 s longer.
-        if optimized {
+        let baseline = if optimized || !self.baseline { None } else { baseline::compile(&self.ctx.func) };
+        if !optimized && self.baseline && baseline.is_none() && std::env::var_os("POPEK_JIT_BASELINE_WHY").is_some() {
+            eprintln!("baseline: refused {name}");
+        }
+        let bytes = if let Some(code) = baseline {
+            self.baseline_compiled += 1;
+            self.module.define_function_bytes(id, 16, &code, &[]).ok()?;
+            code.len()
+        } else if optimized {
             self.module.define_function(id, &mut self.ctx).ok()?;
+            self.ctx.compiled_code().map_or(0, |c| c.code_buffer().len())
         } else {
             let code = self.ctx.compile(&*self.quick, &mut ControlPlane::default()).ok()?;
             // Helpers are called through constant addresses: no relocations.
@@ -350,8 +367,8 @@ impl Translator {
             let alignment = u64::from(code.buffer.alignment);
             let bytes = code.code_buffer().to_vec();
             self.module.define_function_bytes(id, alignment, &bytes, &[]).ok()?;
-        }
-        let bytes = self.ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+            bytes.len()
+        };
         let ir = match (ir, asm) {
             (Some(_), true) => self.ctx.compiled_code().and_then(|c| c.vcode.clone()),
             (ir, _) => ir,
@@ -481,6 +498,7 @@ impl BlockTranslator for Translator {
     fn stats(&self) -> Vec<(String, u64)> {
         let mut v = vec![
             ("translated".to_string(), self.compiled),
+            ("translated by the baseline backend".to_string(), self.baseline_compiled),
             ("translation failures".to_string(), self.failed),
             ("left interpreted (mostly fallbacks)".to_string(), self.not_worth_it),
             ("refused (not 64-bit)".to_string(), self.refused),

@@ -1,0 +1,958 @@
+//! The baseline backend: first-tier CLIF straight to x86-64, about ten
+//! times cheaper than Cranelift's own pipeline.
+//!
+//! First-tier functions keep guest registers in `CpuState`, so their IR is
+//! short-lived values inside blocks over a few dozen integer opcodes. This
+//! backend compiles exactly that subset in one pass: values used only in
+//! their own block live in registers (a greedy local allocator; a spill
+//! goes to a stack slot), values used elsewhere and block parameters have a
+//! stack slot that is written as they are defined, and a block reached
+//! from a single branch starts with its predecessor's register contents.
+//! Anything outside the subset (vectors, floats, other opcodes) answers
+//! `None` and Cranelift compiles the function.
+//!
+//! Registers: RBX holds the frame (the function's argument) throughout,
+//! RBP the stack frame; RAX, RCX and RDX are scratch within one
+//! instruction; RSI, RDI and R8–R15 hold values. Helpers are called
+//! through the preserve-all adapters (nothing clobbered) or, for a System
+//! V callee, with every register value saved first.
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, Block, Function, Inst, InstructionData, Opcode, Type, Value};
+use cranelift_codegen::isa::CallConv;
+use std::collections::HashMap;
+
+use crate::x64::{reg, Alu, Asm, Cond, Shift};
+
+/// Registers that hold values.
+const ALLOCATABLE: [u8; 10] = [reg::RSI, reg::RDI, reg::R8, reg::R9, 10, 11, 12, 13, 14, 15];
+/// Callee-saved registers the prologue saves (besides RBP).
+const SAVED: [u8; 5] = [reg::RBX, 12, 13, 14, 15];
+/// System V argument registers.
+const ARGS: [u8; 6] = [reg::RDI, reg::RSI, reg::RDX, reg::RCX, reg::R8, reg::R9];
+/// Registers a System V call clobbers among the allocatable ones.
+const CALLER_SAVED: [u8; 6] = [reg::RSI, reg::RDI, reg::R8, reg::R9, 10, 11];
+
+/// Compiles `func`, or `None` when it uses anything outside the subset.
+pub(crate) fn compile(func: &Function) -> Option<Vec<u8>> {
+    let sig = &func.signature;
+    if sig.params.len() != 1 || sig.params[0].value_type != types::I64 || sig.returns.len() != 1 || sig.returns[0].value_type != types::I32 {
+        return None;
+    }
+    let mut c = Compiler::new(func)?;
+    c.run()?;
+    Some(c.asm.code)
+}
+
+/// Where a value is right now.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loc {
+    Reg(u8),
+    Slot,
+    Const(i64),
+}
+
+struct Compiler<'f> {
+    func: &'f Function,
+    asm: Asm,
+    /// Per value: its constant (iconst), whether it is used outside its
+    /// block or is a block parameter (then it has a slot), uses left.
+    constant: HashMap<Value, i64>,
+    slot: HashMap<Value, i32>,
+    uses: HashMap<Value, u32>,
+    slots: i32,
+    /// What each register holds (a local value, or a copy of a slotted
+    /// one), and the reverse.
+    holds: [Option<Value>; 16],
+    in_reg: HashMap<Value, u8>,
+    /// Registers in use by the instruction being emitted.
+    pinned: u16,
+    /// Blocks reached by one branch alone, and the register contents at
+    /// that branch.
+    single_pred: HashMap<Block, bool>,
+    inherited: HashMap<Block, Vec<(u8, Value)>>,
+    labels: HashMap<Block, usize>,
+    fixups: Vec<(usize, Block)>,
+    frame_size_at: usize,
+}
+
+fn size_of(ty: Type) -> Option<u8> {
+    match ty {
+        types::I8 => Some(1),
+        types::I16 => Some(2),
+        types::I32 => Some(4),
+        types::I64 => Some(8),
+        _ => None,
+    }
+}
+
+/// The operand size for arithmetic on a type: 32 bits for the narrow
+/// ones (values are kept zero-extended), else its own.
+fn op_size(ty: Type) -> u8 {
+    if ty == types::I64 { 8 } else { 4 }
+}
+
+fn cond(cc: IntCC) -> Cond {
+    match cc {
+        IntCC::Equal => Cond::E,
+        IntCC::NotEqual => Cond::Ne,
+        IntCC::SignedLessThan => Cond::L,
+        IntCC::SignedGreaterThanOrEqual => Cond::Ge,
+        IntCC::SignedGreaterThan => Cond::G,
+        IntCC::SignedLessThanOrEqual => Cond::Le,
+        IntCC::UnsignedLessThan => Cond::B,
+        IntCC::UnsignedGreaterThanOrEqual => Cond::Ae,
+        IntCC::UnsignedGreaterThan => Cond::A,
+        IntCC::UnsignedLessThanOrEqual => Cond::Be,
+    }
+}
+
+fn is_signed(cc: IntCC) -> bool {
+    matches!(cc, IntCC::SignedLessThan | IntCC::SignedGreaterThanOrEqual | IntCC::SignedGreaterThan | IntCC::SignedLessThanOrEqual)
+}
+
+impl<'f> Compiler<'f> {
+    fn new(func: &'f Function) -> Option<Self> {
+        let dfg = &func.dfg;
+        let mut c = Compiler {
+            func,
+            asm: Asm::default(),
+            constant: HashMap::new(),
+            slot: HashMap::new(),
+            uses: HashMap::new(),
+            slots: 0,
+            holds: [None; 16],
+            in_reg: HashMap::new(),
+            pinned: 0,
+            single_pred: HashMap::new(),
+            inherited: HashMap::new(),
+            labels: HashMap::new(),
+            fixups: Vec::new(),
+            frame_size_at: 0,
+        };
+        let mut def_block: HashMap<Value, Block> = HashMap::new();
+        let mut preds: HashMap<Block, u32> = HashMap::new();
+        for block in func.layout.blocks() {
+            for &p in dfg.block_params(block) {
+                size_of(dfg.value_type(p))?;
+                def_block.insert(p, block);
+                c.give_slot(p);
+            }
+            for inst in func.layout.block_insts(block) {
+                for &r in dfg.inst_results(inst) {
+                    size_of(dfg.value_type(r))?;
+                    def_block.insert(r, block);
+                }
+                if let InstructionData::UnaryImm { opcode: Opcode::Iconst, imm } = dfg.insts[inst] {
+                    let r = dfg.first_result(inst);
+                    let bits = imm.bits();
+                    // Kept zero-extended from the type's width.
+                    let v = match size_of(dfg.value_type(r))? {
+                        1 => bits & 0xff,
+                        2 => bits & 0xffff,
+                        4 => bits & 0xffff_ffff,
+                        _ => bits,
+                    };
+                    c.constant.insert(r, v);
+                }
+                for dest in dfg.insts[inst].branch_destination(&dfg.jump_tables, &dfg.exception_tables) {
+                    *preds.entry(dest.block(&dfg.value_lists)).or_insert(0) += 1;
+                }
+            }
+        }
+        for block in func.layout.blocks() {
+            for inst in func.layout.block_insts(block) {
+                for v in c.operands(inst) {
+                    *c.uses.entry(v).or_insert(0) += 1;
+                    if def_block.get(&v) != Some(&block) && !c.constant.contains_key(&v) {
+                        c.give_slot(v);
+                    }
+                }
+            }
+        }
+        for block in func.layout.blocks() {
+            c.single_pred.insert(block, preds.get(&block).copied() == Some(1));
+        }
+        Some(c)
+    }
+
+    /// Every value `inst` reads, block arguments included (resolved).
+    fn operands(&self, inst: Inst) -> Vec<Value> {
+        let dfg = &self.func.dfg;
+        let mut out: Vec<Value> = dfg.inst_args(inst).iter().map(|&v| dfg.resolve_aliases(v)).collect();
+        for dest in dfg.insts[inst].branch_destination(&dfg.jump_tables, &dfg.exception_tables) {
+            for arg in dest.args(&dfg.value_lists) {
+                if let Some(v) = arg.as_value() {
+                    out.push(dfg.resolve_aliases(v));
+                }
+            }
+        }
+        out
+    }
+
+    fn give_slot(&mut self, v: Value) {
+        if !self.slot.contains_key(&v) {
+            self.slots += 1;
+            self.slot.insert(v, -48 - 8 * (self.slots - 1));
+        }
+    }
+
+    fn run(&mut self) -> Option<()> {
+        // Prologue.
+        self.asm.push(reg::RBP);
+        self.asm.mov_rr(8, reg::RBP, reg::RSP);
+        for r in SAVED {
+            self.asm.push(r);
+        }
+        self.frame_size_at = self.asm.sub_rsp_patchable();
+        self.asm.mov_rr(8, reg::RBX, reg::RDI);
+        // The entry block's parameter is the frame, in RBX for good.
+        let entry = self.func.layout.entry_block()?;
+
+        // Hot blocks in layout order, then the cold ones.
+        let blocks: Vec<Block> = self.func.layout.blocks().collect();
+        let order: Vec<Block> = blocks.iter().copied().filter(|&b| !self.func.layout.is_cold(b)).chain(blocks.iter().copied().filter(|&b| self.func.layout.is_cold(b))).collect();
+        for (i, &block) in order.iter().enumerate() {
+            let next = order.get(i + 1).copied();
+            self.block(block, next, block == entry)?;
+        }
+        for (at, block) in std::mem::take(&mut self.fixups) {
+            let target = *self.labels.get(&block)?;
+            self.asm.patch(at, target);
+        }
+        let mut frame = 8 * self.slots;
+        if frame % 16 == 0 {
+            frame += 8;
+        }
+        self.asm.patch_u32(self.frame_size_at, frame as u32);
+        Some(())
+    }
+
+    fn slot_of(&mut self, v: Value) -> i32 {
+        self.give_slot(v);
+        self.slot[&v]
+    }
+
+    fn block(&mut self, block: Block, next: Option<Block>, entry: bool) -> Option<()> {
+        self.labels.insert(block, self.asm.pos());
+        self.holds = [None; 16];
+        self.in_reg.clear();
+        if !entry {
+            if let Some(regs) = self.inherited.remove(&block) {
+                for (r, v) in regs {
+                    self.holds[r as usize] = Some(v);
+                    self.in_reg.insert(v, r);
+                }
+            }
+        }
+        let insts: Vec<Inst> = self.func.layout.block_insts(block).collect();
+        let mut skip_next = false;
+        for (i, &inst) in insts.iter().enumerate() {
+            if skip_next {
+                skip_next = false;
+                continue;
+            }
+            let fused = self.fusable_compare(inst, insts.get(i + 1).copied());
+            if fused {
+                skip_next = true;
+                let next_inst = insts[i + 1];
+                self.compare_and_branch(inst, next_inst, next)?;
+            } else if self.inst(inst, next).is_none() {
+                if std::env::var_os("POPEK_JIT_BASELINE_WHY").is_some() {
+                    eprintln!("baseline: failed at {}", self.func.dfg.display_inst(inst));
+                }
+                return None;
+            }
+            self.pinned = 0;
+        }
+        Some(())
+    }
+
+    /// The frame value (the entry block's parameter) lives in RBX.
+    fn is_frame(&self, v: Value) -> bool {
+        self.func.layout.entry_block().is_some_and(|b| self.func.dfg.block_params(b).first() == Some(&v))
+    }
+
+    fn loc(&self, v: Value) -> Loc {
+        if let Some(&c) = self.constant.get(&v) {
+            return Loc::Const(c);
+        }
+        if self.is_frame(v) {
+            return Loc::Reg(reg::RBX);
+        }
+        match self.in_reg.get(&v) {
+            Some(&r) => Loc::Reg(r),
+            None => Loc::Slot,
+        }
+    }
+
+    /// Counts one use of `v` done; frees its register when it was the last
+    /// use of a value without a slot.
+    fn used(&mut self, v: Value) {
+        let Some(n) = self.uses.get_mut(&v) else { return };
+        *n = n.saturating_sub(1);
+        if *n == 0 && !self.slot.contains_key(&v) {
+            if let Some(r) = self.in_reg.remove(&v) {
+                self.holds[r as usize] = None;
+            }
+        }
+    }
+
+    fn pin(&mut self, r: u8) {
+        self.pinned |= 1 << r;
+    }
+
+    /// A free register (evicting a slotted copy, else spilling a local).
+    fn alloc(&mut self) -> Option<u8> {
+        if let Some(&r) = ALLOCATABLE.iter().find(|&&r| self.holds[r as usize].is_none() && self.pinned & (1 << r) == 0) {
+            self.pin(r);
+            return Some(r);
+        }
+        let victim = ALLOCATABLE
+            .iter()
+            .copied()
+            .filter(|&r| self.pinned & (1 << r) == 0)
+            .min_by_key(|&r| self.holds[r as usize].map_or(0, |v| u8::from(!self.slot.contains_key(&v))))?;
+        self.evict(victim);
+        self.pin(victim);
+        Some(victim)
+    }
+
+    /// Frees `r`, saving a local value in it to a new slot.
+    fn evict(&mut self, r: u8) {
+        if let Some(v) = self.holds[r as usize].take() {
+            self.in_reg.remove(&v);
+            if !self.slot.contains_key(&v) {
+                let at = self.slot_of(v);
+                self.asm.store(8, r, reg::RBP, at);
+            }
+        }
+    }
+
+    /// `v` in a register (loaded or materialised when it is not in one).
+    fn in_register(&mut self, v: Value) -> Option<u8> {
+        match self.loc(v) {
+            Loc::Reg(r) => {
+                self.pin(r);
+                Some(r)
+            }
+            Loc::Const(c) => {
+                let r = self.alloc()?;
+                self.asm.mov_ri(r, c as u64);
+                // A constant's register holds nothing to keep.
+                Some(r)
+            }
+            Loc::Slot => {
+                let at = *self.slot.get(&v)?;
+                let r = self.alloc()?;
+                self.asm.load(8, false, r, reg::RBP, at);
+                self.holds[r as usize] = Some(v);
+                self.in_reg.insert(v, r);
+                Some(r)
+            }
+        }
+    }
+
+    /// Loads `v` into the scratch register `r`.
+    fn into_scratch(&mut self, v: Value, r: u8) -> Option<()> {
+        match self.loc(v) {
+            Loc::Reg(src) => self.asm.mov_rr(8, r, src),
+            Loc::Const(c) => self.asm.mov_ri(r, c as u64),
+            Loc::Slot => {
+                let at = *self.slot.get(&v)?;
+                self.asm.load(8, false, r, reg::RBP, at);
+            }
+        }
+        Some(())
+    }
+
+    /// Binds the result `v` to register `r`, writing it to its slot if it
+    /// has one.
+    fn define(&mut self, v: Value, r: u8) {
+        if let Some(&at) = self.slot.get(&v) {
+            self.asm.store(8, r, reg::RBP, at);
+        }
+        if self.uses.get(&v).copied().unwrap_or(0) == 0 {
+            return;
+        }
+        if let Some(old) = self.holds[r as usize].take() {
+            self.in_reg.remove(&old);
+        }
+        self.holds[r as usize] = Some(v);
+        self.in_reg.insert(v, r);
+    }
+
+    /// A register for the result that starts as a copy of `a`: `a`'s own
+    /// when this is its last use and nothing else needs it.
+    fn result_from(&mut self, a: Value, others: &[Value]) -> Option<u8> {
+        if let Loc::Reg(r) = self.loc(a) {
+            let last = self.uses.get(&a) == Some(&1) && !self.slot.contains_key(&a) && !others.contains(&a) && r != reg::RBX;
+            if last {
+                self.in_reg.remove(&a);
+                self.holds[r as usize] = None;
+                self.uses.insert(a, 0);
+                self.pin(r);
+                return Some(r);
+            }
+        }
+        for &o in others {
+            if let Loc::Reg(r) = self.loc(o) {
+                self.pin(r);
+            }
+        }
+        let dst = self.alloc()?;
+        self.into_scratch(a, dst)?;
+        self.used(a);
+        Some(dst)
+    }
+
+    fn ty(&self, v: Value) -> Type {
+        self.func.dfg.value_type(v)
+    }
+
+    /// Re-establishes the zero-extended form of a narrow result.
+    fn canonical(&mut self, ty: Type, r: u8) {
+        match ty {
+            types::I8 => self.asm.zext(1, r, r),
+            types::I16 => self.asm.zext(2, r, r),
+            _ => {}
+        }
+    }
+
+    fn fusable_compare(&self, inst: Inst, next: Option<Inst>) -> bool {
+        let dfg = &self.func.dfg;
+        let Some(next) = next else { return false };
+        if dfg.insts[inst].opcode() != Opcode::Icmp || dfg.insts[next].opcode() != Opcode::Brif {
+            return false;
+        }
+        let r = dfg.first_result(inst);
+        let InstructionData::Brif { arg, .. } = dfg.insts[next] else { return false };
+        dfg.resolve_aliases(arg) == r && self.uses.get(&r) == Some(&1) && !self.slot.contains_key(&r)
+    }
+
+    /// Emits `cmp` for an icmp and returns its condition.
+    fn compare(&mut self, inst: Inst) -> Option<Cond> {
+        let dfg = &self.func.dfg;
+        let InstructionData::IntCompare { args, cond: cc, .. } = dfg.insts[inst] else { return None };
+        let (a, b) = (dfg.resolve_aliases(args[0]), dfg.resolve_aliases(args[1]));
+        let ty = self.ty(a);
+        let size = if is_signed(cc) { size_of(ty)? } else { op_size(ty) };
+        let ra = self.in_register(a)?;
+        match self.loc(b) {
+            Loc::Const(c) if size >= 4 && i32::try_from(c).is_ok() || size == 4 && c <= i64::from(u32::MAX) => {
+                self.asm.alu_ri(Alu::Cmp, size.max(4), ra, c as i32);
+            }
+            _ => {
+                self.into_scratch(b, reg::RAX)?;
+                self.asm.alu_rr(Alu::Cmp, size, ra, reg::RAX);
+            }
+        }
+        self.used(a);
+        self.used(b);
+        Some(cond(cc))
+    }
+
+    fn compare_and_branch(&mut self, cmp: Inst, br: Inst, next: Option<Block>) -> Option<()> {
+        let cc = self.compare(cmp)?;
+        let r = self.func.dfg.first_result(cmp);
+        self.uses.insert(r, 0);
+        self.branch_on(cc, br, next)
+    }
+
+    /// The two ways of a brif, after flags were set for `cc` (true: the
+    /// first destination).
+    fn branch_on(&mut self, cc: Cond, br: Inst, next: Option<Block>) -> Option<()> {
+        let dfg = &self.func.dfg;
+        let InstructionData::Brif { blocks, .. } = dfg.insts[br] else { return None };
+        let (then_b, else_b) = (blocks[0].block(&dfg.value_lists), blocks[1].block(&dfg.value_lists));
+        let then_args = self.call_args(&blocks[0]);
+        let else_args = self.call_args(&blocks[1]);
+        let snapshot = self.snapshot();
+        if then_args.is_empty() && else_args.is_empty() {
+            let at = self.asm.jcc(cc);
+            self.fixups.push((at, then_b));
+            self.leave_to(else_b, &snapshot, next);
+            self.inherit(then_b, &snapshot);
+            return Some(());
+        }
+        // Arguments: each way copies its own, then jumps.
+        let inverse = invert(cc);
+        let skip = self.asm.jcc(inverse);
+        self.copy_args(then_b, &then_args)?;
+        self.inherit(then_b, &snapshot);
+        let at = self.asm.jmp();
+        self.fixups.push((at, then_b));
+        let here = self.asm.pos();
+        self.asm.patch(skip, here);
+        self.copy_args(else_b, &else_args)?;
+        self.leave_to(else_b, &snapshot, next);
+        Some(())
+    }
+
+    fn call_args(&self, call: &cranelift_codegen::ir::BlockCall) -> Vec<Value> {
+        let dfg = &self.func.dfg;
+        call.args(&dfg.value_lists).filter_map(|a| a.as_value()).map(|v| dfg.resolve_aliases(v)).collect()
+    }
+
+    fn snapshot(&self) -> Vec<(u8, Value)> {
+        ALLOCATABLE.iter().filter_map(|&r| self.holds[r as usize].filter(|v| self.slot.contains_key(v)).map(|v| (r, v))).collect()
+    }
+
+    fn inherit(&mut self, block: Block, snapshot: &[(u8, Value)]) {
+        if self.single_pred.get(&block) == Some(&true) {
+            self.inherited.insert(block, snapshot.to_vec());
+        }
+    }
+
+    /// Jumps to `block` (or falls through when it comes next).
+    fn leave_to(&mut self, block: Block, snapshot: &[(u8, Value)], next: Option<Block>) {
+        self.inherit(block, snapshot);
+        if next != Some(block) {
+            let at = self.asm.jmp();
+            self.fixups.push((at, block));
+        }
+    }
+
+    /// Writes block arguments to the target's parameter slots (through
+    /// temporaries when an argument is one of those parameters).
+    fn copy_args(&mut self, target: Block, args: &[Value]) -> Option<()> {
+        let params: Vec<Value> = self.func.dfg.block_params(target).to_vec();
+        if params.len() != args.len() {
+            return None;
+        }
+        let overlap = args.iter().any(|a| params.contains(a));
+        if overlap {
+            // Through the stack: push every argument, pop into the slots.
+            for &a in args {
+                self.into_scratch(a, reg::RAX)?;
+                self.asm.push(reg::RAX);
+            }
+            for &p in params.iter().rev() {
+                let at = self.slot_of(p);
+                self.asm.pop(reg::RAX);
+                self.asm.store(8, reg::RAX, reg::RBP, at);
+            }
+            // Register copies of the parameters are stale now.
+            for &p in &params {
+                if let Some(r) = self.in_reg.remove(&p) {
+                    self.holds[r as usize] = None;
+                }
+            }
+        } else {
+            for (&a, &p) in args.iter().zip(&params) {
+                let at = self.slot_of(p);
+                match self.loc(a) {
+                    Loc::Const(c) if i32::try_from(c).is_ok() => self.asm.store_imm(8, reg::RBP, at, c as i32),
+                    Loc::Reg(r) => self.asm.store(8, r, reg::RBP, at),
+                    _ => {
+                        self.into_scratch(a, reg::RAX)?;
+                        self.asm.store(8, reg::RAX, reg::RBP, at);
+                    }
+                }
+                if let Some(r) = self.in_reg.remove(&p) {
+                    self.holds[r as usize] = None;
+                }
+            }
+        }
+        for &a in args {
+            self.used(a);
+        }
+        Some(())
+    }
+
+    fn epilogue(&mut self) {
+        self.asm.lea(reg::RSP, reg::RBP, -8 * SAVED.len() as i32);
+        for r in SAVED.iter().rev() {
+            self.asm.pop(*r);
+        }
+        self.asm.pop(reg::RBP);
+        self.asm.ret();
+    }
+
+    fn inst(&mut self, inst: Inst, next: Option<Block>) -> Option<()> {
+        let dfg = &self.func.dfg;
+        let data = dfg.insts[inst];
+        let opcode = data.opcode();
+        let args: Vec<Value> = dfg.inst_args(inst).iter().map(|&v| dfg.resolve_aliases(v)).collect();
+        let result = dfg.inst_results(inst).first().copied();
+        // Pure instructions whose result nobody reads are left out.
+        if let Some(r) = result {
+            let pure = !matches!(opcode, Opcode::Call | Opcode::CallIndirect);
+            if pure && self.uses.get(&r).copied().unwrap_or(0) == 0 && !self.slot.contains_key(&r) {
+                for &a in &args {
+                    self.used(a);
+                }
+                return Some(());
+            }
+        }
+        match opcode {
+            Opcode::Iconst => {}
+            Opcode::Load | Opcode::Uload8 | Opcode::Uload16 | Opcode::Uload32 | Opcode::Sload8 | Opcode::Sload16 | Opcode::Sload32 => {
+                let InstructionData::Load { offset, .. } = data else { return None };
+                let r = result?;
+                let size = match opcode {
+                    Opcode::Uload8 | Opcode::Sload8 => 1,
+                    Opcode::Uload16 | Opcode::Sload16 => 2,
+                    Opcode::Uload32 | Opcode::Sload32 => 4,
+                    _ => size_of(self.ty(r))?,
+                };
+                let signed = matches!(opcode, Opcode::Sload8 | Opcode::Sload16 | Opcode::Sload32);
+                let base = self.address(args[0])?;
+                self.used(args[0]);
+                let dst = self.alloc()?;
+                self.asm.load(size, signed, dst, base, i32::from(offset));
+                if signed {
+                    self.canonical(self.ty(r), dst);
+                    if self.ty(r) == types::I32 {
+                        self.asm.mov_rr(4, dst, dst);
+                    }
+                }
+                self.define(r, dst);
+            }
+            Opcode::Store | Opcode::Istore8 | Opcode::Istore16 | Opcode::Istore32 => {
+                let InstructionData::Store { offset, .. } = data else { return None };
+                let (v, addr) = (args[0], args[1]);
+                let size = match opcode {
+                    Opcode::Istore8 => 1,
+                    Opcode::Istore16 => 2,
+                    Opcode::Istore32 => 4,
+                    _ => size_of(self.ty(v))?,
+                };
+                let base = self.address(addr)?;
+                match self.loc(v) {
+                    Loc::Const(c) if size < 8 || i32::try_from(c).is_ok() => self.asm.store_imm(size, base, i32::from(offset), c as i32),
+                    _ => {
+                        let src = if base == reg::RAX {
+                            self.into_scratch(v, reg::RDX)?;
+                            reg::RDX
+                        } else {
+                            self.in_register(v)?
+                        };
+                        self.asm.store(size, src, base, i32::from(offset));
+                    }
+                }
+                self.used(v);
+                self.used(addr);
+            }
+            Opcode::Iadd | Opcode::Isub | Opcode::Band | Opcode::Bor | Opcode::Bxor => {
+                let op = match opcode {
+                    Opcode::Iadd => Alu::Add,
+                    Opcode::Isub => Alu::Sub,
+                    Opcode::Band => Alu::And,
+                    Opcode::Bor => Alu::Or,
+                    _ => Alu::Xor,
+                };
+                let r = result?;
+                let ty = self.ty(r);
+                let size = op_size(ty);
+                let (a, b) = (args[0], args[1]);
+                let dst = self.result_from(a, &[b])?;
+                match self.loc(b) {
+                    Loc::Const(c) if i32::try_from(c).is_ok() && (size == 8 || c >= 0 || op != Alu::And) => self.asm.alu_ri(op, size, dst, c as i32),
+                    Loc::Reg(rb) => self.asm.alu_rr(op, size, dst, rb),
+                    _ => {
+                        self.into_scratch(b, reg::RAX)?;
+                        self.asm.alu_rr(op, size, dst, reg::RAX);
+                    }
+                }
+                self.used(b);
+                self.canonical(ty, dst);
+                self.define(r, dst);
+            }
+            Opcode::Imul => {
+                let r = result?;
+                let ty = self.ty(r);
+                let (a, b) = (args[0], args[1]);
+                let dst = self.result_from(a, &[b])?;
+                self.into_scratch(b, reg::RAX)?;
+                self.asm.imul_rr(op_size(ty), dst, reg::RAX);
+                self.used(b);
+                self.canonical(ty, dst);
+                self.define(r, dst);
+            }
+            Opcode::Smulhi | Opcode::Umulhi => {
+                let r = result?;
+                if self.ty(r) != types::I64 {
+                    return None;
+                }
+                self.into_scratch(args[0], reg::RAX)?;
+                self.into_scratch(args[1], reg::RCX)?;
+                self.asm.mul_wide(opcode == Opcode::Smulhi, 8, reg::RCX);
+                self.used(args[0]);
+                self.used(args[1]);
+                let dst = self.alloc()?;
+                self.asm.mov_rr(8, dst, reg::RDX);
+                self.define(r, dst);
+            }
+            Opcode::Ishl | Opcode::Ushr | Opcode::Sshr | Opcode::Rotl | Opcode::Rotr => self.shift(opcode, result?, args[0], args[1])?,
+            Opcode::Icmp => {
+                let r = result?;
+                let cc = self.compare(inst)?;
+                let dst = self.alloc()?;
+                self.asm.setcc(cc, dst);
+                self.asm.zext(1, dst, dst);
+                self.define(r, dst);
+            }
+            Opcode::Select => {
+                let r = result?;
+                let (c, a, b) = (args[0], args[1], args[2]);
+                let rc = self.in_register(c)?;
+                self.into_scratch(a, reg::RAX)?;
+                let dst = self.result_from(b, &[a, c])?;
+                self.asm.test_rr(8, rc, rc);
+                self.asm.cmov(Cond::Ne, dst, reg::RAX);
+                self.used(a);
+                self.used(c);
+                self.define(r, dst);
+            }
+            Opcode::Uextend => {
+                let r = result?;
+                let dst = self.result_from(args[0], &[])?;
+                self.define(r, dst);
+            }
+            Opcode::Sextend => {
+                let r = result?;
+                let from = size_of(self.ty(args[0]))?;
+                let dst = self.result_from(args[0], &[])?;
+                self.asm.sext(from, dst, dst);
+                if self.ty(r) != types::I64 {
+                    self.asm.zext(size_of(self.ty(r))?, dst, dst);
+                }
+                self.define(r, dst);
+            }
+            Opcode::Ireduce => {
+                let r = result?;
+                let dst = self.result_from(args[0], &[])?;
+                self.asm.zext(size_of(self.ty(r))?, dst, dst);
+                self.define(r, dst);
+            }
+            Opcode::Bnot | Opcode::Ineg => {
+                let r = result?;
+                let ty = self.ty(r);
+                let dst = self.result_from(args[0], &[])?;
+                if opcode == Opcode::Bnot {
+                    self.asm.not(op_size(ty), dst);
+                } else {
+                    self.asm.neg(op_size(ty), dst);
+                }
+                self.canonical(ty, dst);
+                self.define(r, dst);
+            }
+            Opcode::Popcnt => {
+                let r = result?;
+                let src = self.in_register(args[0])?;
+                let dst = self.alloc()?;
+                self.asm.popcnt(dst, src);
+                self.used(args[0]);
+                self.define(r, dst);
+            }
+            Opcode::Ctz => {
+                // BSF leaves ZF for a zero source; CTZ(0) is the width.
+                let r = result?;
+                let bits = i64::from(size_of(self.ty(r))?) * 8;
+                let src = self.in_register(args[0])?;
+                let dst = self.alloc()?;
+                self.asm.bsf(dst, src);
+                self.asm.mov_ri(reg::RAX, bits as u64);
+                self.asm.cmov(Cond::E, dst, reg::RAX);
+                self.used(args[0]);
+                self.define(r, dst);
+            }
+            Opcode::Udiv | Opcode::Urem => {
+                // The lowering leaves a zero divisor to the interpreter.
+                let r = result?;
+                let size = op_size(self.ty(r));
+                self.into_scratch(args[0], reg::RAX)?;
+                self.into_scratch(args[1], reg::RCX)?;
+                self.asm.alu_rr(Alu::Xor, 4, reg::RDX, reg::RDX);
+                self.asm.div(size, reg::RCX);
+                self.used(args[0]);
+                self.used(args[1]);
+                let dst = self.alloc()?;
+                self.asm.mov_rr(8, dst, if opcode == Opcode::Udiv { reg::RAX } else { reg::RDX });
+                self.canonical(self.ty(r), dst);
+                self.define(r, dst);
+            }
+            Opcode::Bswap => {
+                let r = result?;
+                let ty = self.ty(r);
+                let dst = self.result_from(args[0], &[])?;
+                match ty {
+                    types::I64 => self.asm.bswap(8, dst),
+                    types::I32 => self.asm.bswap(4, dst),
+                    types::I16 => self.asm.shift_ri(Shift::Rol, 2, dst, 8),
+                    _ => return None,
+                }
+                self.define(r, dst);
+            }
+            Opcode::Jump => {
+                let InstructionData::Jump { destination, .. } = data else { return None };
+                let target = destination.block(&dfg.value_lists);
+                let call_args = self.call_args(&destination);
+                self.copy_args(target, &call_args)?;
+                let snapshot = self.snapshot();
+                self.leave_to(target, &snapshot, next);
+            }
+            Opcode::Brif => {
+                let c = args[0];
+                let rc = self.in_register(c)?;
+                let size = op_size(self.ty(c));
+                self.asm.test_rr(size, rc, rc);
+                self.used(c);
+                self.branch_on(Cond::Ne, inst, next)?;
+            }
+            Opcode::BrTable => {
+                // A chain of compares (tables are a region's few entries),
+                // the index in RDX, which argument copies leave alone.
+                let InstructionData::BranchTable { table, .. } = data else { return None };
+                let jt = &dfg.jump_tables[table];
+                let entries: Vec<(Block, Vec<Value>)> = jt.as_slice().iter().map(|b| (b.block(&dfg.value_lists), self.call_args(b))).collect();
+                let default = (jt.default_block().block(&dfg.value_lists), self.call_args(&jt.default_block()));
+                self.into_scratch(args[0], reg::RDX)?;
+                self.used(args[0]);
+                let snapshot = self.snapshot();
+                for (i, (target, call_args)) in entries.into_iter().enumerate() {
+                    self.asm.alu_ri(Alu::Cmp, 4, reg::RDX, i as i32);
+                    if call_args.is_empty() {
+                        let at = self.asm.jcc(Cond::E);
+                        self.fixups.push((at, target));
+                    } else {
+                        let skip = self.asm.jcc(Cond::Ne);
+                        self.copy_args(target, &call_args)?;
+                        let at = self.asm.jmp();
+                        self.fixups.push((at, target));
+                        let here = self.asm.pos();
+                        self.asm.patch(skip, here);
+                    }
+                    self.inherit(target, &snapshot);
+                }
+                self.copy_args(default.0, &default.1)?;
+                self.leave_to(default.0, &snapshot, next);
+            }
+            Opcode::Return => {
+                if let Some(&v) = args.first() {
+                    self.into_scratch(v, reg::RAX)?;
+                    self.used(v);
+                }
+                self.epilogue();
+            }
+            Opcode::CallIndirect => self.call(inst, &args, result)?,
+            _ => {
+                if std::env::var_os("POPEK_JIT_BASELINE_WHY").is_some() {
+                    eprintln!("baseline: no {opcode} ({})", dfg.display_inst(inst));
+                }
+                return None;
+            }
+        }
+        Some(())
+    }
+
+    /// A register holding the address `v` (RAX for a constant).
+    fn address(&mut self, v: Value) -> Option<u8> {
+        match self.loc(v) {
+            Loc::Const(c) => {
+                self.asm.mov_ri(reg::RAX, c as u64);
+                Some(reg::RAX)
+            }
+            _ => self.in_register(v),
+        }
+    }
+
+    fn shift(&mut self, opcode: Opcode, r: Value, a: Value, amount: Value) -> Option<()> {
+        let ty = self.ty(r);
+        let bits = u32::from(size_of(ty)?) * 8;
+        let op = match opcode {
+            Opcode::Ishl => Shift::Shl,
+            Opcode::Ushr => Shift::Shr,
+            Opcode::Sshr => Shift::Sar,
+            Opcode::Rotl => Shift::Rol,
+            _ => Shift::Ror,
+        };
+        // Rotates of narrow values rotate their own width; shifts work on
+        // 32 bits (a signed shift of the sign-extended value).
+        let size = match (op, ty) {
+            (Shift::Rol | Shift::Ror, types::I8) => 1,
+            (Shift::Rol | Shift::Ror, types::I16) => 2,
+            _ => op_size(ty),
+        };
+        let constant = match self.loc(amount) {
+            Loc::Const(c) => Some((c as u32 & (bits - 1)) as u8),
+            _ => None,
+        };
+        if constant.is_none() {
+            self.into_scratch(amount, reg::RCX)?;
+            if bits < 32 {
+                self.asm.alu_ri(Alu::And, 4, reg::RCX, (bits - 1) as i32);
+            }
+        }
+        self.used(amount);
+        let dst = self.result_from(a, &[])?;
+        if op == Shift::Sar && bits < 32 {
+            self.asm.sext(size_of(ty)?, dst, dst);
+        }
+        match constant {
+            Some(n) => self.asm.shift_ri(op, size, dst, n),
+            None => self.asm.shift_cl(op, size, dst),
+        }
+        self.canonical(ty, dst);
+        if op == Shift::Sar && ty == types::I32 {
+            self.asm.mov_rr(4, dst, dst);
+        }
+        self.define(r, dst);
+        Some(())
+    }
+
+    fn call(&mut self, inst: Inst, args: &[Value], result: Option<Value>) -> Option<()> {
+        let dfg = &self.func.dfg;
+        let InstructionData::CallIndirect { sig_ref, .. } = dfg.insts[inst] else { return None };
+        let sig = &dfg.signatures[sig_ref];
+        let preserve_all = sig.call_conv == CallConv::PreserveAll;
+        if !preserve_all && sig.call_conv != CallConv::SystemV {
+            return None;
+        }
+        let (callee, call_args) = (args[0], &args[1..]);
+        if call_args.len() > ARGS.len() || sig.returns.len() > 1 {
+            return None;
+        }
+        // Free the argument registers (and, for System V, every register
+        // the callee may clobber), then load the arguments.
+        let clobbered: Vec<u8> = if preserve_all { ARGS.iter().copied().filter(|r| ALLOCATABLE.contains(r)).collect() } else { CALLER_SAVED.to_vec() };
+        for r in clobbered {
+            self.evict(r);
+        }
+        for (&a, &r) in call_args.iter().zip(&ARGS) {
+            self.into_scratch(a, r)?;
+        }
+        self.into_scratch(callee, reg::RAX)?;
+        self.asm.call_r(reg::RAX);
+        self.used(callee);
+        for &a in call_args {
+            self.used(a);
+        }
+        if let Some(r) = result {
+            let dst = self.alloc()?;
+            self.asm.mov_rr(8, dst, reg::RAX);
+            self.canonical(self.ty(r), dst);
+            if self.ty(r) == types::I32 {
+                self.asm.mov_rr(4, dst, dst);
+            }
+            self.define(r, dst);
+        }
+        Some(())
+    }
+}
+
+fn invert(cc: Cond) -> Cond {
+    match cc {
+        Cond::B => Cond::Ae,
+        Cond::Ae => Cond::B,
+        Cond::E => Cond::Ne,
+        Cond::Ne => Cond::E,
+        Cond::Be => Cond::A,
+        Cond::A => Cond::Be,
+        Cond::L => Cond::Ge,
+        Cond::Ge => Cond::L,
+        Cond::Le => Cond::G,
+        Cond::G => Cond::Le,
+    }
+}
