@@ -104,6 +104,7 @@ pub struct Background {
     early: Vec<Finished>,
     next_sync: u64,
     stale: u64,
+    hot_threshold: u32,
 }
 
 impl std::fmt::Debug for Background {
@@ -123,6 +124,7 @@ impl Background {
         let shared = Arc::new(Shared::default());
         let theirs = Arc::clone(&shared);
         let generation = translator.generation();
+        let hot_threshold = translator.hot_threshold();
         let thread = std::thread::Builder::new().name("popek-jit".into()).spawn(move || compiler(translator, &inbox, &outbox, &theirs))?;
         Ok(Self {
             jobs: Some(jobs),
@@ -134,6 +136,7 @@ impl Background {
             early: Vec::new(),
             next_sync: 0,
             stale: 0,
+            hot_threshold,
         })
     }
 
@@ -280,6 +283,10 @@ impl BlockTranslator for Background {
 
     fn generation(&self) -> u64 {
         self.generation
+    }
+
+    fn hot_threshold(&self) -> u32 {
+        self.hot_threshold
     }
 
     fn stats(&self) -> Vec<(String, u64)> {

@@ -20,7 +20,35 @@
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, Block, Function, Inst, InstructionData, Opcode, Type, Value};
 use cranelift_codegen::isa::CallConv;
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Maps keyed by Cranelift entities (a `u32` each): a multiplicative hash,
+/// where SipHash took a tenth of the backend's time.
+type HashMap<K, V> = StdHashMap<K, V, BuildHasherDefault<EntityHasher>>;
+
+#[derive(Default)]
+struct EntityHasher(u64);
+
+impl Hasher for EntityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+}
 
 use crate::x64::{reg, Alu, Asm, Cond, Shift};
 
@@ -32,6 +60,10 @@ const SAVED: [u8; 5] = [reg::RBX, 12, 13, 14, 15];
 const ARGS: [u8; 6] = [reg::RDI, reg::RSI, reg::RDX, reg::RCX, reg::R8, reg::R9];
 /// Registers a System V call clobbers among the allocatable ones.
 const CALLER_SAVED: [u8; 6] = [reg::RSI, reg::RDI, reg::R8, reg::R9, 10, 11];
+/// Where a block reached by several branches receives its parameters (one
+/// or two of them; more go through slots): the load a memory access ends
+/// with arrives in a register.
+const PARAM_REGS: [u8; 2] = [15, 14];
 
 /// Compiles `func`, or `None` when it uses anything outside the subset.
 pub(crate) fn compile(func: &Function) -> Option<Vec<u8>> {
@@ -65,12 +97,24 @@ struct Compiler<'f> {
     /// one), and the reverse.
     holds: [Option<Value>; 16],
     in_reg: HashMap<Value, u8>,
+    /// Registers holding a slotted value whose slot is not written yet
+    /// (written when the register is reused, or before a branch to a block
+    /// where the value is live and that does not inherit the registers).
+    dirty: u16,
     /// Registers in use by the instruction being emitted.
     pinned: u16,
     /// Blocks reached by one branch alone, and the register contents at
-    /// that branch.
+    /// that branch (with their dirty bits).
     single_pred: HashMap<Block, bool>,
-    inherited: HashMap<Block, Vec<(u8, Value)>>,
+    inherited: HashMap<Block, Vec<(u8, Value, bool)>>,
+    /// Blocks that take their parameters in `PARAM_REGS`.
+    param_regs: HashMap<Block, bool>,
+    /// Slotted values by index, and per block the ones live at its entry.
+    global_index: HashMap<Value, usize>,
+    live_in: HashMap<Block, Vec<u64>>,
+    live_out: HashMap<Block, Vec<u64>>,
+    /// The block being emitted.
+    current: Option<Block>,
     labels: HashMap<Block, usize>,
     fixups: Vec<(usize, Block)>,
     frame_size_at: usize,
@@ -117,26 +161,31 @@ impl<'f> Compiler<'f> {
         let mut c = Compiler {
             func,
             asm: Asm::default(),
-            constant: HashMap::new(),
-            slot: HashMap::new(),
-            uses: HashMap::new(),
+            constant: HashMap::default(),
+            slot: HashMap::default(),
+            uses: HashMap::default(),
             slots: 0,
             holds: [None; 16],
-            in_reg: HashMap::new(),
+            in_reg: HashMap::default(),
+            dirty: 0,
             pinned: 0,
-            single_pred: HashMap::new(),
-            inherited: HashMap::new(),
-            labels: HashMap::new(),
+            single_pred: HashMap::default(),
+            inherited: HashMap::default(),
+            param_regs: HashMap::default(),
+            global_index: HashMap::default(),
+            live_in: HashMap::default(),
+            live_out: HashMap::default(),
+            current: None,
+            labels: HashMap::default(),
             fixups: Vec::new(),
             frame_size_at: 0,
         };
-        let mut def_block: HashMap<Value, Block> = HashMap::new();
-        let mut preds: HashMap<Block, u32> = HashMap::new();
+        let mut def_block: HashMap<Value, Block> = HashMap::default();
+        let mut preds: HashMap<Block, u32> = HashMap::default();
         for block in func.layout.blocks() {
             for &p in dfg.block_params(block) {
                 size_of(dfg.value_type(p))?;
                 def_block.insert(p, block);
-                c.give_slot(p);
             }
             for inst in func.layout.block_insts(block) {
                 for &r in dfg.inst_results(inst) {
@@ -170,10 +219,111 @@ impl<'f> Compiler<'f> {
                 }
             }
         }
+        let entry = func.layout.entry_block()?;
         for block in func.layout.blocks() {
-            c.single_pred.insert(block, preds.get(&block).copied() == Some(1));
+            let n = preds.get(&block).copied().unwrap_or(0);
+            c.single_pred.insert(block, n == 1);
+            let params = dfg.block_params(block);
+            let in_regs = block != entry && n > 1 && params.len() <= PARAM_REGS.len();
+            c.param_regs.insert(block, in_regs);
+            if !in_regs && block != entry {
+                for &p in params {
+                    c.give_slot(p);
+                }
+            }
         }
+        c.liveness();
         Some(c)
+    }
+
+    /// Per block, the slotted values live at its entry (backward dataflow;
+    /// block arguments are uses in the branching block, parameters
+    /// definitions of theirs).
+    fn liveness(&mut self) {
+        let (func, dfg) = (self.func, &self.func.dfg);
+        let mut globals: Vec<Value> = self.slot.keys().copied().collect();
+        globals.sort();
+        self.global_index = globals.iter().enumerate().map(|(i, &v)| (v, i)).collect();
+        let words = globals.len().div_ceil(64);
+        let blocks: Vec<Block> = func.layout.blocks().collect();
+        let mut gen: HashMap<Block, Vec<u64>> = HashMap::default();
+        let mut kill: HashMap<Block, Vec<u64>> = HashMap::default();
+        let mut succs: HashMap<Block, Vec<Block>> = HashMap::default();
+        for &block in &blocks {
+            let (mut g, mut k) = (vec![0u64; words], vec![0u64; words]);
+            for p in dfg.block_params(block) {
+                if let Some(&i) = self.global_index.get(p) {
+                    k[i / 64] |= 1 << (i % 64);
+                }
+            }
+            let mut out = Vec::new();
+            for inst in func.layout.block_insts(block) {
+                for v in self.operands(inst) {
+                    if let Some(&i) = self.global_index.get(&v) {
+                        if k[i / 64] & 1 << (i % 64) == 0 {
+                            g[i / 64] |= 1 << (i % 64);
+                        }
+                    }
+                }
+                for r in dfg.inst_results(inst) {
+                    if let Some(&i) = self.global_index.get(r) {
+                        k[i / 64] |= 1 << (i % 64);
+                    }
+                }
+                for dest in dfg.insts[inst].branch_destination(&dfg.jump_tables, &dfg.exception_tables) {
+                    out.push(dest.block(&dfg.value_lists));
+                }
+            }
+            gen.insert(block, g.clone());
+            kill.insert(block, k);
+            succs.insert(block, out);
+            self.live_in.insert(block, g);
+        }
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for &block in blocks.iter().rev() {
+                let mut live = vec![0u64; words];
+                for s in &succs[&block] {
+                    for (w, x) in live.iter_mut().zip(&self.live_in[s]) {
+                        *w |= x;
+                    }
+                }
+                self.live_out.insert(block, live.clone());
+                let (g, k) = (&gen[&block], &kill[&block]);
+                for w in 0..words {
+                    live[w] = g[w] | (live[w] & !k[w]);
+                }
+                if live != self.live_in[&block] {
+                    self.live_in.insert(block, live);
+                    changed = true;
+                }
+            }
+        }
+    }
+
+    fn live_at(&self, block: Block, v: Value) -> bool {
+        Self::member(&self.global_index, self.live_in.get(&block), v)
+    }
+
+    /// Whether `v` is live past the end of the block being emitted.
+    fn live_after(&self, v: Value) -> bool {
+        self.current.is_some_and(|b| Self::member(&self.global_index, self.live_out.get(&b), v))
+    }
+
+    fn member(index: &HashMap<Value, usize>, set: Option<&Vec<u64>>, v: Value) -> bool {
+        match (index.get(&v), set) {
+            (Some(&i), Some(live)) => live[i / 64] & 1 << (i % 64) != 0,
+            _ => false,
+        }
+    }
+
+    /// Whether `block` will start with the registers of the branch being
+    /// emitted: it has no other predecessor and is not emitted yet (a block
+    /// laid out before its predecessor, a hot one after a cold one, starts
+    /// with none).
+    fn inherits(&self, block: Block) -> bool {
+        self.single_pred.get(&block) == Some(&true) && !self.labels.contains_key(&block)
     }
 
     /// Every value `inst` reads, block arguments included (resolved).
@@ -235,13 +385,28 @@ impl<'f> Compiler<'f> {
 
     fn block(&mut self, block: Block, next: Option<Block>, entry: bool) -> Option<()> {
         self.labels.insert(block, self.asm.pos());
+        self.current = Some(block);
         self.holds = [None; 16];
         self.in_reg.clear();
+        self.dirty = 0;
         if !entry {
             if let Some(regs) = self.inherited.remove(&block) {
-                for (r, v) in regs {
+                for (r, v, dirty) in regs {
                     self.holds[r as usize] = Some(v);
                     self.in_reg.insert(v, r);
+                    if dirty {
+                        self.dirty |= 1 << r;
+                    }
+                }
+            }
+            if self.param_regs.get(&block) == Some(&true) {
+                let params = self.func.dfg.block_params(block).to_vec();
+                for (&p, &r) in params.iter().zip(&PARAM_REGS) {
+                    self.holds[r as usize] = Some(p);
+                    self.in_reg.insert(p, r);
+                    if self.slot.contains_key(&p) {
+                        self.dirty |= 1 << r;
+                    }
                 }
             }
         }
@@ -286,14 +451,20 @@ impl<'f> Compiler<'f> {
         }
     }
 
-    /// Counts one use of `v` done; frees its register when it was the last
-    /// use of a value without a slot.
+    /// Counts one use of `v` done; frees its register after the last use,
+    /// unless it holds a slotted value not written yet that a block laid
+    /// out earlier may still read (live past this block).
     fn used(&mut self, v: Value) {
         let Some(n) = self.uses.get_mut(&v) else { return };
         *n = n.saturating_sub(1);
-        if *n == 0 && !self.slot.contains_key(&v) {
-            if let Some(r) = self.in_reg.remove(&v) {
+        if *n == 0 {
+            if let Some(&r) = self.in_reg.get(&v) {
+                if self.dirty & (1 << r) != 0 && self.live_after(v) {
+                    return;
+                }
+                self.in_reg.remove(&v);
                 self.holds[r as usize] = None;
+                self.dirty &= !(1 << r);
             }
         }
     }
@@ -312,21 +483,28 @@ impl<'f> Compiler<'f> {
             .iter()
             .copied()
             .filter(|&r| self.pinned & (1 << r) == 0)
-            .min_by_key(|&r| self.holds[r as usize].map_or(0, |v| u8::from(!self.slot.contains_key(&v))))?;
+            .min_by_key(|&r| match self.holds[r as usize] {
+                None => 0,
+                Some(_) if self.dirty & (1 << r) != 0 => 2,
+                Some(v) if self.slot.contains_key(&v) => 1,
+                Some(_) => 3,
+            })?;
         self.evict(victim);
         self.pin(victim);
         Some(victim)
     }
 
-    /// Frees `r`, saving a local value in it to a new slot.
+    /// Frees `r`, saving what only it holds: a local value (to a new
+    /// slot) or a slotted one not written yet.
     fn evict(&mut self, r: u8) {
         if let Some(v) = self.holds[r as usize].take() {
             self.in_reg.remove(&v);
-            if !self.slot.contains_key(&v) {
+            if !self.slot.contains_key(&v) || self.dirty & (1 << r) != 0 {
                 let at = self.slot_of(v);
                 self.asm.store(8, r, reg::RBP, at);
             }
         }
+        self.dirty &= !(1 << r);
     }
 
     /// `v` in a register (loaded or materialised when it is not in one).
@@ -369,17 +547,23 @@ impl<'f> Compiler<'f> {
     /// Binds the result `v` to register `r`, writing it to its slot if it
     /// has one.
     fn define(&mut self, v: Value, r: u8) {
-        if let Some(&at) = self.slot.get(&v) {
-            self.asm.store(8, r, reg::RBP, at);
-        }
-        if self.uses.get(&v).copied().unwrap_or(0) == 0 {
-            return;
-        }
         if let Some(old) = self.holds[r as usize].take() {
             self.in_reg.remove(&old);
         }
+        self.dirty &= !(1 << r);
+        if self.uses.get(&v).copied().unwrap_or(0) == 0 {
+            // Every use is laid out already (or there is none): a slotted
+            // value is written for the blocks laid out before this one.
+            if let Some(&at) = self.slot.get(&v) {
+                self.asm.store(8, r, reg::RBP, at);
+            }
+            return;
+        }
         self.holds[r as usize] = Some(v);
         self.in_reg.insert(v, r);
+        if self.slot.contains_key(&v) {
+            self.dirty |= 1 << r;
+        }
     }
 
     /// A register for the result that starts as a copy of `a`: `a`'s own
@@ -442,6 +626,7 @@ impl<'f> Compiler<'f> {
             Loc::Const(c) if size >= 4 && i32::try_from(c).is_ok() || size == 4 && c <= i64::from(u32::MAX) => {
                 self.asm.alu_ri(Alu::Cmp, size.max(4), ra, c as i32);
             }
+            Loc::Reg(rb) => self.asm.alu_rr(Alu::Cmp, size, ra, rb),
             _ => {
                 self.into_scratch(b, reg::RAX)?;
                 self.asm.alu_rr(Alu::Cmp, size, ra, reg::RAX);
@@ -468,24 +653,33 @@ impl<'f> Compiler<'f> {
         let then_args = self.call_args(&blocks[0]);
         let else_args = self.call_args(&blocks[1]);
         let snapshot = self.snapshot();
-        if then_args.is_empty() && else_args.is_empty() {
-            let at = self.asm.jcc(cc);
-            self.fixups.push((at, then_b));
-            self.leave_to(else_b, &snapshot, next);
-            self.inherit(then_b, &snapshot);
+        let then_plain = !self.edge_needs_code(then_b, &then_args);
+        let else_plain = !self.edge_needs_code(else_b, &else_args);
+        self.inherit(then_b, &snapshot);
+        self.inherit(else_b, &snapshot);
+        if then_plain && else_plain && next == Some(then_b) {
+            let at = self.asm.jcc(invert(cc));
+            self.fixups.push((at, else_b));
             return Some(());
         }
-        // Arguments: each way copies its own, then jumps.
-        let inverse = invert(cc);
-        let skip = self.asm.jcc(inverse);
-        self.copy_args(then_b, &then_args)?;
-        self.inherit(then_b, &snapshot);
+        if then_plain {
+            let at = self.asm.jcc(cc);
+            self.fixups.push((at, then_b));
+            self.edge(else_b, &else_args)?;
+            self.jump_unless_next(else_b, next);
+            return Some(());
+        }
+        // Each way does its own writes, then jumps.
+        let state = self.save();
+        let skip = self.asm.jcc(invert(cc));
+        self.edge(then_b, &then_args)?;
         let at = self.asm.jmp();
         self.fixups.push((at, then_b));
         let here = self.asm.pos();
         self.asm.patch(skip, here);
-        self.copy_args(else_b, &else_args)?;
-        self.leave_to(else_b, &snapshot, next);
+        self.restore(state);
+        self.edge(else_b, &else_args)?;
+        self.jump_unless_next(else_b, next);
         Some(())
     }
 
@@ -494,34 +688,82 @@ impl<'f> Compiler<'f> {
         call.args(&dfg.value_lists).filter_map(|a| a.as_value()).map(|v| dfg.resolve_aliases(v)).collect()
     }
 
-    fn snapshot(&self) -> Vec<(u8, Value)> {
-        ALLOCATABLE.iter().filter_map(|&r| self.holds[r as usize].filter(|v| self.slot.contains_key(v)).map(|v| (r, v))).collect()
+    /// The slotted values in registers, with their dirty bits.
+    fn snapshot(&self) -> Vec<(u8, Value, bool)> {
+        ALLOCATABLE
+            .iter()
+            .filter_map(|&r| self.holds[r as usize].filter(|v| self.slot.contains_key(v)).map(|v| (r, v, self.dirty & (1 << r) != 0)))
+            .collect()
     }
 
-    fn inherit(&mut self, block: Block, snapshot: &[(u8, Value)]) {
-        if self.single_pred.get(&block) == Some(&true) {
+    fn save(&self) -> ([Option<Value>; 16], HashMap<Value, u8>, u16) {
+        (self.holds, self.in_reg.clone(), self.dirty)
+    }
+
+    fn restore(&mut self, state: ([Option<Value>; 16], HashMap<Value, u8>, u16)) {
+        (self.holds, self.in_reg, self.dirty) = state;
+    }
+
+    fn inherit(&mut self, block: Block, snapshot: &[(u8, Value, bool)]) {
+        if self.inherits(block) {
             self.inherited.insert(block, snapshot.to_vec());
         }
     }
 
-    /// Jumps to `block` (or falls through when it comes next).
-    fn leave_to(&mut self, block: Block, snapshot: &[(u8, Value)], next: Option<Block>) {
-        self.inherit(block, snapshot);
+    fn jump_unless_next(&mut self, block: Block, next: Option<Block>) {
         if next != Some(block) {
             let at = self.asm.jmp();
             self.fixups.push((at, block));
         }
     }
 
-    /// Writes block arguments to the target's parameter slots (through
-    /// temporaries when an argument is one of those parameters).
+    /// Whether going to `target` needs code before the jump: arguments, or
+    /// dirty values live there that it will not find in registers.
+    fn edge_needs_code(&self, target: Block, args: &[Value]) -> bool {
+        !args.is_empty() || !self.flushes(target).is_empty()
+    }
+
+    /// Dirty registers to write back before going to `target`.
+    fn flushes(&self, target: Block) -> Vec<(u8, Value)> {
+        if self.inherits(target) {
+            return Vec::new();
+        }
+        ALLOCATABLE
+            .iter()
+            .filter(|&&r| self.dirty & (1 << r) != 0)
+            .filter_map(|&r| self.holds[r as usize].map(|v| (r, v)))
+            .filter(|&(_, v)| self.live_at(target, v))
+            .collect()
+    }
+
+    /// The writes going to `target` needs: dirty values live there, then
+    /// the arguments (in `PARAM_REGS` or the parameters' slots).
+    fn edge(&mut self, target: Block, args: &[Value]) -> Option<()> {
+        for (r, v) in self.flushes(target) {
+            let at = self.slot_of(v);
+            self.asm.store(8, r, reg::RBP, at);
+            self.dirty &= !(1 << r);
+        }
+        self.copy_args(target, args)
+    }
+
+    /// Writes block arguments where the target takes its parameters.
     fn copy_args(&mut self, target: Block, args: &[Value]) -> Option<()> {
         let params: Vec<Value> = self.func.dfg.block_params(target).to_vec();
         if params.len() != args.len() {
             return None;
         }
-        let overlap = args.iter().any(|a| params.contains(a));
-        if overlap {
+        if self.param_regs.get(&target) == Some(&true) {
+            // Through RAX and RCX, so an argument already in a parameter
+            // register is read before it is overwritten.
+            const TEMPS: [u8; 2] = [reg::RAX, reg::RCX];
+            for (&a, &t) in args.iter().zip(&TEMPS) {
+                self.into_scratch(a, t)?;
+            }
+            for ((_, &t), &r) in args.iter().zip(&TEMPS).zip(&PARAM_REGS) {
+                self.asm.mov_rr(8, r, t);
+            }
+        } else if args.iter().any(|a| params.contains(a)) {
             // Through the stack: push every argument, pop into the slots.
             for &a in args {
                 self.into_scratch(a, reg::RAX)?;
@@ -531,12 +773,6 @@ impl<'f> Compiler<'f> {
                 let at = self.slot_of(p);
                 self.asm.pop(reg::RAX);
                 self.asm.store(8, reg::RAX, reg::RBP, at);
-            }
-            // Register copies of the parameters are stale now.
-            for &p in &params {
-                if let Some(r) = self.in_reg.remove(&p) {
-                    self.holds[r as usize] = None;
-                }
             }
         } else {
             for (&a, &p) in args.iter().zip(&params) {
@@ -548,9 +784,6 @@ impl<'f> Compiler<'f> {
                         self.into_scratch(a, reg::RAX)?;
                         self.asm.store(8, reg::RAX, reg::RBP, at);
                     }
-                }
-                if let Some(r) = self.in_reg.remove(&p) {
-                    self.holds[r as usize] = None;
                 }
             }
         }
@@ -789,9 +1022,10 @@ impl<'f> Compiler<'f> {
                 let InstructionData::Jump { destination, .. } = data else { return None };
                 let target = destination.block(&dfg.value_lists);
                 let call_args = self.call_args(&destination);
-                self.copy_args(target, &call_args)?;
                 let snapshot = self.snapshot();
-                self.leave_to(target, &snapshot, next);
+                self.inherit(target, &snapshot);
+                self.edge(target, &call_args)?;
+                self.jump_unless_next(target, next);
             }
             Opcode::Brif => {
                 let c = args[0];
@@ -803,7 +1037,7 @@ impl<'f> Compiler<'f> {
             }
             Opcode::BrTable => {
                 // A chain of compares (tables are a region's few entries),
-                // the index in RDX, which argument copies leave alone.
+                // the index in RDX, which edges leave alone.
                 let InstructionData::BranchTable { table, .. } = data else { return None };
                 let jt = &dfg.jump_tables[table];
                 let entries: Vec<(Block, Vec<Value>)> = jt.as_slice().iter().map(|b| (b.block(&dfg.value_lists), self.call_args(b))).collect();
@@ -812,22 +1046,25 @@ impl<'f> Compiler<'f> {
                 self.used(args[0]);
                 let snapshot = self.snapshot();
                 for (i, (target, call_args)) in entries.into_iter().enumerate() {
+                    self.inherit(target, &snapshot);
                     self.asm.alu_ri(Alu::Cmp, 4, reg::RDX, i as i32);
-                    if call_args.is_empty() {
+                    if !self.edge_needs_code(target, &call_args) {
                         let at = self.asm.jcc(Cond::E);
                         self.fixups.push((at, target));
                     } else {
+                        let state = self.save();
                         let skip = self.asm.jcc(Cond::Ne);
-                        self.copy_args(target, &call_args)?;
+                        self.edge(target, &call_args)?;
                         let at = self.asm.jmp();
                         self.fixups.push((at, target));
                         let here = self.asm.pos();
                         self.asm.patch(skip, here);
+                        self.restore(state);
                     }
-                    self.inherit(target, &snapshot);
                 }
-                self.copy_args(default.0, &default.1)?;
-                self.leave_to(default.0, &snapshot, next);
+                self.inherit(default.0, &snapshot);
+                self.edge(default.0, &default.1)?;
+                self.jump_unless_next(default.0, next);
             }
             Opcode::Return => {
                 if let Some(&v) = args.first() {

@@ -95,12 +95,23 @@ struct Outcome {
     native_runs: u64,
 }
 
-fn run(code: &[u8], jit: bool, setup: &dyn Fn(&mut CpuState)) -> Outcome {
+/// How a test program runs: interpreted, or translated with the first tier
+/// compiled by the baseline backend or by Cranelift.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Interp,
+    Baseline,
+    Cranelift,
+}
+
+fn run(code: &[u8], backend: Backend, setup: &dyn Fn(&mut CpuState)) -> Outcome {
     let mut cpu = machine(code);
     setup(cpu.state_mut());
     let mem = Arc::clone(&machine_memory(&cpu));
-    if jit {
-        cpu.set_translator(Box::new(Translator::new().unwrap()));
+    if backend != Backend::Interp {
+        let mut translator = Translator::new().unwrap();
+        translator.set_baseline(backend == Backend::Baseline);
+        cpu.set_translator(Box::new(translator));
         cpu.set_jit_threshold(0);
     }
     let mut halted = false;
@@ -132,29 +143,34 @@ pub(super) fn assemble(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedErro
     a.assemble(CODE).unwrap()
 }
 
-/// Runs `code` both ways and checks that they agree; returns the state.
+/// Runs `code` interpreted and translated (the first tier by each
+/// backend) and checks that they agree; returns the translated state.
 pub(super) fn same_with(code: &[u8], setup: &dyn Fn(&mut CpuState)) -> CpuState {
-    let interp = run(code, false, setup);
-    let jit = run(code, true, setup);
-    assert!(jit.native_runs > 0, "nothing ran natively");
-    let (a, b) = (&interp.state, &jit.state);
-    assert_eq!(a.gpr, b.gpr, "registers differ (interp, jit)");
-    assert_eq!(a.rip, b.rip, "rip");
-    assert_eq!(a.rflags, b.rflags, "rflags {:#x} vs {:#x}", a.rflags, b.rflags);
-    assert_eq!(a.cr2, b.cr2, "cr2");
-    // The rest of a lazy record is dead once it is materialised.
-    let normal = |s: &CpuState| {
-        let mut s = s.clone();
-        if s.lazy.op == emu_core::cpu::FlagsOp::Materialized {
-            s.lazy = Default::default();
+    let interp = run(code, Backend::Interp, setup);
+    let mut last = None;
+    for backend in [Backend::Cranelift, Backend::Baseline] {
+        let jit = run(code, backend, setup);
+        assert!(jit.native_runs > 0, "nothing ran natively ({backend:?})");
+        let (a, b) = (&interp.state, &jit.state);
+        assert_eq!(a.gpr, b.gpr, "registers differ (interp, {backend:?})");
+        assert_eq!(a.rip, b.rip, "rip ({backend:?})");
+        assert_eq!(a.rflags, b.rflags, "rflags {:#x} vs {:#x} ({backend:?})", a.rflags, b.rflags);
+        assert_eq!(a.cr2, b.cr2, "cr2 ({backend:?})");
+        // The rest of a lazy record is dead once it is materialised.
+        let normal = |s: &CpuState| {
+            let mut s = s.clone();
+            if s.lazy.op == emu_core::cpu::FlagsOp::Materialized {
+                s.lazy = Default::default();
+            }
+            s
+        };
+        assert_eq!(normal(a), normal(b), "states differ ({backend:?})");
+        if let Some(i) = interp.memory.iter().zip(&jit.memory).position(|(x, y)| x != y) {
+            panic!("memory differs at {i:#x}: {:#x} vs {:#x} ({backend:?})", interp.memory[i], jit.memory[i]);
         }
-        s
-    };
-    assert_eq!(normal(a), normal(b), "states differ");
-    if let Some(i) = interp.memory.iter().zip(&jit.memory).position(|(x, y)| x != y) {
-        panic!("memory differs at {i:#x}: {:#x} vs {:#x}", interp.memory[i], jit.memory[i]);
+        last = Some(jit.state);
     }
-    jit.state
+    last.expect("two backends ran")
 }
 
 pub(super) fn same(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> CpuState {

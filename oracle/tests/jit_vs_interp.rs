@@ -1,7 +1,8 @@
 //! Differential test of the JIT tier: random snippets run block by block
 //! in the interpreter and in the interpreter with the Cranelift translator
 //! attached (every block translated at first sight, both ways of keeping
-//! registers in turn: `jit::RegisterHome`); final registers,
+//! registers in turn: `jit::RegisterHome`, and the first tier compiled by
+//! the baseline backend and by Cranelift in turn); final registers,
 //! flags (exactly, undefined ones too: both use the same semantics), data
 //! and exceptions must agree. `POPEK_ORACLE_COUNT` sets the number of
 //! cases (default 2,000), `POPEK_ORACLE_SEED` the seed, `POPEK_ORACLE_LEN`
@@ -30,6 +31,9 @@ fn jit_matches_interpreter() {
         if case_number % 2 == 1 {
             translator.set_register_home(jit::RegisterHome::Values);
         }
+        // Two cases in four have the first tier compiled by Cranelift,
+        // the others by the baseline backend (the default).
+        translator.set_baseline(case_number % 4 < 2);
         if let Err(mismatch) = jit_differential(&case, Box::new(translator)) {
             failures.push(format!("case {case_number} (seed {seed:#x}):\n{mismatch}"));
             if failures.len() >= 5 {

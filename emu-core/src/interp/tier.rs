@@ -544,7 +544,18 @@ pub trait BlockTranslator: Send {
     fn generation(&self) -> u64;
     /// The translator's own counters, for `--stats`.
     fn stats(&self) -> Vec<(String, u64)>;
+    /// How many runs make a block hot: what the translator's compile cost
+    /// earns back (`POPEK_JIT_THRESHOLD` overrides it).
+    fn hot_threshold(&self) -> u32 {
+        DEFAULT_HOT_THRESHOLD
+    }
 }
+
+/// Runs that make a block hot for a translator that does not say: 1000
+/// rather than 50 for a Cranelift-only JIT, where booting Linux compiled
+/// 69k blocks at 50 (20 s of compile time, POPEK-INIT-OK at 36 s) and 11k
+/// at 1000 (3 s, POPEK-INIT-OK at 24 s).
+pub const DEFAULT_HOT_THRESHOLD: u32 = 1000;
 
 /// The JIT tier attached to an interpreter.
 pub(crate) struct Tier {
@@ -652,10 +663,7 @@ fn hop_index(rip: u64) -> usize {
 
 impl Tier {
     fn new(translator: Box<dyn BlockTranslator>) -> Self {
-        // 1000 rather than 50: booting Linux compiles 69k blocks at 50
-        // (20 s of compile time, POPEK-INIT-OK at 36 s) and 11k at 1000
-        // (3 s, POPEK-INIT-OK at 24 s).
-        let threshold = std::env::var("POPEK_JIT_THRESHOLD").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+        let threshold = std::env::var("POPEK_JIT_THRESHOLD").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| translator.hot_threshold());
         Self {
             results: translator.results_flag(),
             translator,
