@@ -19,6 +19,7 @@
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, Block, Function, Inst, InstructionData, Opcode, Type, Value};
+use cranelift_codegen::entity::EntityRef;
 use cranelift_codegen::isa::CallConv;
 use std::collections::HashMap as StdHashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -89,14 +90,14 @@ struct Compiler<'f> {
     asm: Asm,
     /// Per value: its constant (iconst), whether it is used outside its
     /// block or is a block parameter (then it has a slot), uses left.
-    constant: HashMap<Value, i64>,
-    slot: HashMap<Value, i32>,
-    uses: HashMap<Value, u32>,
+    constant: Vec<Option<i64>>,
+    /// Stack slot offsets from RBP; 0 for none.
+    slot: Vec<i32>,
+    uses: Vec<u32>,
     slots: i32,
     /// What each register holds (a local value, or a copy of a slotted
-    /// one), and the reverse.
+    /// one); a value is found by scanning the ten.
     holds: [Option<Value>; 16],
-    in_reg: HashMap<Value, u8>,
     /// Registers holding a slotted value whose slot is not written yet
     /// (written when the register is reused, or before a branch to a block
     /// where the value is live and that does not inherit the registers).
@@ -110,7 +111,7 @@ struct Compiler<'f> {
     /// Blocks that take their parameters in `PARAM_REGS`.
     param_regs: HashMap<Block, bool>,
     /// Slotted values by index, and per block the ones live at its entry.
-    global_index: HashMap<Value, usize>,
+    global_index: Vec<u32>,
     live_in: HashMap<Block, Vec<u64>>,
     live_out: HashMap<Block, Vec<u64>>,
     /// The block being emitted.
@@ -158,21 +159,21 @@ fn is_signed(cc: IntCC) -> bool {
 impl<'f> Compiler<'f> {
     fn new(func: &'f Function) -> Option<Self> {
         let dfg = &func.dfg;
+        let values = dfg.num_values();
         let mut c = Compiler {
             func,
             asm: Asm::default(),
-            constant: HashMap::default(),
-            slot: HashMap::default(),
-            uses: HashMap::default(),
+            constant: vec![None; values],
+            slot: vec![0; values],
+            uses: vec![0; values],
             slots: 0,
             holds: [None; 16],
-            in_reg: HashMap::default(),
             dirty: 0,
             pinned: 0,
             single_pred: HashMap::default(),
             inherited: HashMap::default(),
             param_regs: HashMap::default(),
-            global_index: HashMap::default(),
+            global_index: Vec::new(),
             live_in: HashMap::default(),
             live_out: HashMap::default(),
             current: None,
@@ -202,18 +203,20 @@ impl<'f> Compiler<'f> {
                         4 => bits & 0xffff_ffff,
                         _ => bits,
                     };
-                    c.constant.insert(r, v);
+                    c.constant[r.index()] = Some(v);
                 }
                 for dest in dfg.insts[inst].branch_destination(&dfg.jump_tables, &dfg.exception_tables) {
                     *preds.entry(dest.block(&dfg.value_lists)).or_insert(0) += 1;
                 }
             }
         }
+        let mut operands = Vec::new();
         for block in func.layout.blocks() {
             for inst in func.layout.block_insts(block) {
-                for v in c.operands(inst) {
-                    *c.uses.entry(v).or_insert(0) += 1;
-                    if def_block.get(&v) != Some(&block) && !c.constant.contains_key(&v) {
+                c.operands(inst, &mut operands);
+                for &v in &operands {
+                    c.uses[v.index()] += 1;
+                    if def_block.get(&v) != Some(&block) && c.constant[v.index()].is_none() {
                         c.give_slot(v);
                     }
                 }
@@ -241,32 +244,39 @@ impl<'f> Compiler<'f> {
     /// definitions of theirs).
     fn liveness(&mut self) {
         let (func, dfg) = (self.func, &self.func.dfg);
-        let mut globals: Vec<Value> = self.slot.keys().copied().collect();
-        globals.sort();
-        self.global_index = globals.iter().enumerate().map(|(i, &v)| (v, i)).collect();
-        let words = globals.len().div_ceil(64);
+        self.global_index = vec![u32::MAX; self.slot.len()];
+        let mut globals = 0usize;
+        for (v, &at) in self.slot.iter().enumerate() {
+            if at != 0 {
+                self.global_index[v] = globals as u32;
+                globals += 1;
+            }
+        }
+        let words = globals.div_ceil(64);
         let blocks: Vec<Block> = func.layout.blocks().collect();
+        let mut operands = Vec::new();
         let mut gen: HashMap<Block, Vec<u64>> = HashMap::default();
         let mut kill: HashMap<Block, Vec<u64>> = HashMap::default();
         let mut succs: HashMap<Block, Vec<Block>> = HashMap::default();
         for &block in &blocks {
             let (mut g, mut k) = (vec![0u64; words], vec![0u64; words]);
             for p in dfg.block_params(block) {
-                if let Some(&i) = self.global_index.get(p) {
+                if let Some(i) = self.global(*p) {
                     k[i / 64] |= 1 << (i % 64);
                 }
             }
             let mut out = Vec::new();
             for inst in func.layout.block_insts(block) {
-                for v in self.operands(inst) {
-                    if let Some(&i) = self.global_index.get(&v) {
+                self.operands(inst, &mut operands);
+                for v in &operands {
+                    if let Some(i) = self.global(*v) {
                         if k[i / 64] & 1 << (i % 64) == 0 {
                             g[i / 64] |= 1 << (i % 64);
                         }
                     }
                 }
                 for r in dfg.inst_results(inst) {
-                    if let Some(&i) = self.global_index.get(r) {
+                    if let Some(i) = self.global(*r) {
                         k[i / 64] |= 1 << (i % 64);
                     }
                 }
@@ -311,11 +321,24 @@ impl<'f> Compiler<'f> {
         self.current.is_some_and(|b| Self::member(&self.global_index, self.live_out.get(&b), v))
     }
 
-    fn member(index: &HashMap<Value, usize>, set: Option<&Vec<u64>>, v: Value) -> bool {
-        match (index.get(&v), set) {
-            (Some(&i), Some(live)) => live[i / 64] & 1 << (i % 64) != 0,
+    fn member(index: &[u32], set: Option<&Vec<u64>>, v: Value) -> bool {
+        match (index.get(v.index()).copied().filter(|&i| i != u32::MAX), set) {
+            (Some(i), Some(live)) => live[i as usize / 64] & 1 << (i % 64) != 0,
             _ => false,
         }
+    }
+
+    /// `v`'s index among the slotted values (the liveness sets' bits).
+    fn global(&self, v: Value) -> Option<usize> {
+        self.global_index.get(v.index()).copied().filter(|&i| i != u32::MAX).map(|i| i as usize)
+    }
+
+    fn has_slot(&self, v: Value) -> bool {
+        self.slot.get(v.index()).is_some_and(|&at| at != 0)
+    }
+
+    fn slot_at(&self, v: Value) -> Option<i32> {
+        self.slot.get(v.index()).copied().filter(|&at| at != 0)
     }
 
     /// Whether `block` will start with the registers of the branch being
@@ -326,10 +349,12 @@ impl<'f> Compiler<'f> {
         self.single_pred.get(&block) == Some(&true) && !self.labels.contains_key(&block)
     }
 
-    /// Every value `inst` reads, block arguments included (resolved).
-    fn operands(&self, inst: Inst) -> Vec<Value> {
+    /// Every value `inst` reads, block arguments included (resolved), in
+    /// `out` (cleared first).
+    fn operands(&self, inst: Inst, out: &mut Vec<Value>) {
         let dfg = &self.func.dfg;
-        let mut out: Vec<Value> = dfg.inst_args(inst).iter().map(|&v| dfg.resolve_aliases(v)).collect();
+        out.clear();
+        out.extend(dfg.inst_args(inst).iter().map(|&v| dfg.resolve_aliases(v)));
         for dest in dfg.insts[inst].branch_destination(&dfg.jump_tables, &dfg.exception_tables) {
             for arg in dest.args(&dfg.value_lists) {
                 if let Some(v) = arg.as_value() {
@@ -337,13 +362,15 @@ impl<'f> Compiler<'f> {
                 }
             }
         }
-        out
     }
 
     fn give_slot(&mut self, v: Value) {
-        if !self.slot.contains_key(&v) {
+        if self.slot.len() <= v.index() {
+            self.slot.resize(v.index() + 1, 0);
+        }
+        if self.slot[v.index()] == 0 {
             self.slots += 1;
-            self.slot.insert(v, -48 - 8 * (self.slots - 1));
+            self.slot[v.index()] = -48 - 8 * (self.slots - 1);
         }
     }
 
@@ -380,20 +407,18 @@ impl<'f> Compiler<'f> {
 
     fn slot_of(&mut self, v: Value) -> i32 {
         self.give_slot(v);
-        self.slot[&v]
+        self.slot[v.index()]
     }
 
     fn block(&mut self, block: Block, next: Option<Block>, entry: bool) -> Option<()> {
         self.labels.insert(block, self.asm.pos());
         self.current = Some(block);
         self.holds = [None; 16];
-        self.in_reg.clear();
         self.dirty = 0;
         if !entry {
             if let Some(regs) = self.inherited.remove(&block) {
                 for (r, v, dirty) in regs {
                     self.holds[r as usize] = Some(v);
-                    self.in_reg.insert(v, r);
                     if dirty {
                         self.dirty |= 1 << r;
                     }
@@ -403,8 +428,7 @@ impl<'f> Compiler<'f> {
                 let params = self.func.dfg.block_params(block).to_vec();
                 for (&p, &r) in params.iter().zip(&PARAM_REGS) {
                     self.holds[r as usize] = Some(p);
-                    self.in_reg.insert(p, r);
-                    if self.slot.contains_key(&p) {
+                    if self.has_slot(p) {
                         self.dirty |= 1 << r;
                     }
                 }
@@ -438,15 +462,20 @@ impl<'f> Compiler<'f> {
         self.func.layout.entry_block().is_some_and(|b| self.func.dfg.block_params(b).first() == Some(&v))
     }
 
+    /// The register holding `v`, if one does.
+    fn reg_of(&self, v: Value) -> Option<u8> {
+        ALLOCATABLE.iter().copied().find(|&r| self.holds[r as usize] == Some(v))
+    }
+
     fn loc(&self, v: Value) -> Loc {
-        if let Some(&c) = self.constant.get(&v) {
+        if let Some(c) = self.constant.get(v.index()).copied().flatten() {
             return Loc::Const(c);
         }
         if self.is_frame(v) {
             return Loc::Reg(reg::RBX);
         }
-        match self.in_reg.get(&v) {
-            Some(&r) => Loc::Reg(r),
+        match self.reg_of(v) {
+            Some(r) => Loc::Reg(r),
             None => Loc::Slot,
         }
     }
@@ -455,14 +484,13 @@ impl<'f> Compiler<'f> {
     /// unless it holds a slotted value not written yet that a block laid
     /// out earlier may still read (live past this block).
     fn used(&mut self, v: Value) {
-        let Some(n) = self.uses.get_mut(&v) else { return };
+        let Some(n) = self.uses.get_mut(v.index()) else { return };
         *n = n.saturating_sub(1);
         if *n == 0 {
-            if let Some(&r) = self.in_reg.get(&v) {
+            if let Some(r) = self.reg_of(v) {
                 if self.dirty & (1 << r) != 0 && self.live_after(v) {
                     return;
                 }
-                self.in_reg.remove(&v);
                 self.holds[r as usize] = None;
                 self.dirty &= !(1 << r);
             }
@@ -486,7 +514,7 @@ impl<'f> Compiler<'f> {
             .min_by_key(|&r| match self.holds[r as usize] {
                 None => 0,
                 Some(_) if self.dirty & (1 << r) != 0 => 2,
-                Some(v) if self.slot.contains_key(&v) => 1,
+                Some(v) if self.has_slot(v) => 1,
                 Some(_) => 3,
             })?;
         self.evict(victim);
@@ -498,8 +526,7 @@ impl<'f> Compiler<'f> {
     /// slot) or a slotted one not written yet.
     fn evict(&mut self, r: u8) {
         if let Some(v) = self.holds[r as usize].take() {
-            self.in_reg.remove(&v);
-            if !self.slot.contains_key(&v) || self.dirty & (1 << r) != 0 {
+            if !self.has_slot(v) || self.dirty & (1 << r) != 0 {
                 let at = self.slot_of(v);
                 self.asm.store(8, r, reg::RBP, at);
             }
@@ -521,11 +548,10 @@ impl<'f> Compiler<'f> {
                 Some(r)
             }
             Loc::Slot => {
-                let at = *self.slot.get(&v)?;
+                let at = self.slot_at(v)?;
                 let r = self.alloc()?;
                 self.asm.load(8, false, r, reg::RBP, at);
                 self.holds[r as usize] = Some(v);
-                self.in_reg.insert(v, r);
                 Some(r)
             }
         }
@@ -537,7 +563,7 @@ impl<'f> Compiler<'f> {
             Loc::Reg(src) => self.asm.mov_rr(8, r, src),
             Loc::Const(c) => self.asm.mov_ri(r, c as u64),
             Loc::Slot => {
-                let at = *self.slot.get(&v)?;
+                let at = self.slot_at(v)?;
                 self.asm.load(8, false, r, reg::RBP, at);
             }
         }
@@ -547,21 +573,18 @@ impl<'f> Compiler<'f> {
     /// Binds the result `v` to register `r`, writing it to its slot if it
     /// has one.
     fn define(&mut self, v: Value, r: u8) {
-        if let Some(old) = self.holds[r as usize].take() {
-            self.in_reg.remove(&old);
-        }
+        self.holds[r as usize] = None;
         self.dirty &= !(1 << r);
-        if self.uses.get(&v).copied().unwrap_or(0) == 0 {
+        if self.uses.get(v.index()).copied().unwrap_or(0) == 0 {
             // Every use is laid out already (or there is none): a slotted
             // value is written for the blocks laid out before this one.
-            if let Some(&at) = self.slot.get(&v) {
+            if let Some(at) = self.slot_at(v) {
                 self.asm.store(8, r, reg::RBP, at);
             }
             return;
         }
         self.holds[r as usize] = Some(v);
-        self.in_reg.insert(v, r);
-        if self.slot.contains_key(&v) {
+        if self.has_slot(v) {
             self.dirty |= 1 << r;
         }
     }
@@ -570,11 +593,10 @@ impl<'f> Compiler<'f> {
     /// when this is its last use and nothing else needs it.
     fn result_from(&mut self, a: Value, others: &[Value]) -> Option<u8> {
         if let Loc::Reg(r) = self.loc(a) {
-            let last = self.uses.get(&a) == Some(&1) && !self.slot.contains_key(&a) && !others.contains(&a) && r != reg::RBX;
+            let last = self.uses.get(a.index()) == Some(&1) && !self.has_slot(a) && !others.contains(&a) && r != reg::RBX;
             if last {
-                self.in_reg.remove(&a);
                 self.holds[r as usize] = None;
-                self.uses.insert(a, 0);
+                self.uses[a.index()] = 0;
                 self.pin(r);
                 return Some(r);
             }
@@ -611,7 +633,7 @@ impl<'f> Compiler<'f> {
         }
         let r = dfg.first_result(inst);
         let InstructionData::Brif { arg, .. } = dfg.insts[next] else { return false };
-        dfg.resolve_aliases(arg) == r && self.uses.get(&r) == Some(&1) && !self.slot.contains_key(&r)
+        dfg.resolve_aliases(arg) == r && self.uses.get(r.index()) == Some(&1) && !self.has_slot(r)
     }
 
     /// Emits `cmp` for an icmp and returns its condition.
@@ -640,7 +662,7 @@ impl<'f> Compiler<'f> {
     fn compare_and_branch(&mut self, cmp: Inst, br: Inst, next: Option<Block>) -> Option<()> {
         let cc = self.compare(cmp)?;
         let r = self.func.dfg.first_result(cmp);
-        self.uses.insert(r, 0);
+        self.uses[r.index()] = 0;
         self.branch_on(cc, br, next)
     }
 
@@ -692,16 +714,16 @@ impl<'f> Compiler<'f> {
     fn snapshot(&self) -> Vec<(u8, Value, bool)> {
         ALLOCATABLE
             .iter()
-            .filter_map(|&r| self.holds[r as usize].filter(|v| self.slot.contains_key(v)).map(|v| (r, v, self.dirty & (1 << r) != 0)))
+            .filter_map(|&r| self.holds[r as usize].filter(|&v| self.has_slot(v)).map(|v| (r, v, self.dirty & (1 << r) != 0)))
             .collect()
     }
 
-    fn save(&self) -> ([Option<Value>; 16], HashMap<Value, u8>, u16) {
-        (self.holds, self.in_reg.clone(), self.dirty)
+    fn save(&self) -> ([Option<Value>; 16], u16) {
+        (self.holds, self.dirty)
     }
 
-    fn restore(&mut self, state: ([Option<Value>; 16], HashMap<Value, u8>, u16)) {
-        (self.holds, self.in_reg, self.dirty) = state;
+    fn restore(&mut self, state: ([Option<Value>; 16], u16)) {
+        (self.holds, self.dirty) = state;
     }
 
     fn inherit(&mut self, block: Block, snapshot: &[(u8, Value, bool)]) {
@@ -811,7 +833,7 @@ impl<'f> Compiler<'f> {
         // Pure instructions whose result nobody reads are left out.
         if let Some(r) = result {
             let pure = !matches!(opcode, Opcode::Call | Opcode::CallIndirect);
-            if pure && self.uses.get(&r).copied().unwrap_or(0) == 0 && !self.slot.contains_key(&r) {
+            if pure && self.uses.get(r.index()).copied().unwrap_or(0) == 0 && !self.has_slot(r) {
                 for &a in &args {
                     self.used(a);
                 }

@@ -104,6 +104,9 @@ pub struct Translator {
     /// First-tier functions compiled by the baseline backend (`baseline`),
     /// and whether it is used.
     baseline_compiled: u64,
+    baseline_ns: u64,
+    /// Time in Cranelift's optimising compiles (the second tier).
+    optimize_ns: u64,
     baseline: bool,
     refused: u64,
     failed: u64,
@@ -278,6 +281,8 @@ impl Translator {
             code_bytes: 0,
             compiled: 0,
             baseline_compiled: 0,
+            baseline_ns: 0,
+            optimize_ns: 0,
             baseline: std::env::var_os("POPEK_JIT_BASELINE").is_none_or(|v| v != "0"),
             refused: 0,
             failed: 0,
@@ -360,7 +365,9 @@ impl Translator {
         // repay it, while the decompressor's are 0.5 s slower without it.
         // With the second tier the kernel phase, which waits on the
         // compiler, was 0.27 s shorter and the decompressor 0.05 s longer.
+        let baseline_start = std::time::Instant::now();
         let baseline = if optimized || !self.baseline { None } else { baseline::compile(&self.ctx.func) };
+        self.baseline_ns += baseline_start.elapsed().as_nanos() as u64;
         if !optimized && self.baseline && baseline.is_none() && std::env::var_os("POPEK_JIT_BASELINE_WHY").is_some() {
             eprintln!("baseline: refused {name}");
         }
@@ -369,7 +376,10 @@ impl Translator {
             self.module.define_function_bytes(id, 16, &code, &[]).ok()?;
             code.len()
         } else if optimized {
-            self.module.define_function(id, &mut self.ctx).ok()?;
+            let optimize_start = std::time::Instant::now();
+            let defined = self.module.define_function(id, &mut self.ctx);
+            self.optimize_ns += optimize_start.elapsed().as_nanos() as u64;
+            defined.ok()?;
             self.ctx.compiled_code().map_or(0, |c| c.code_buffer().len())
         } else {
             let code = self.ctx.compile(&*self.quick, &mut ControlPlane::default()).ok()?;
@@ -520,6 +530,8 @@ impl BlockTranslator for Translator {
         let mut v = vec![
             ("translated".to_string(), self.compiled),
             ("translated by the baseline backend".to_string(), self.baseline_compiled),
+            ("baseline backend time (us)".to_string(), self.baseline_ns / 1000),
+            ("optimising compile time (us)".to_string(), self.optimize_ns / 1000),
             ("translation failures".to_string(), self.failed),
             ("left interpreted (mostly fallbacks)".to_string(), self.not_worth_it),
             ("refused (not 64-bit)".to_string(), self.refused),
