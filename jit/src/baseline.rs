@@ -1,13 +1,18 @@
-//! The baseline backend: first-tier CLIF straight to x86-64, about ten
-//! times cheaper than Cranelift's own pipeline.
+//! The baseline backend: first-tier CLIF straight to x86-64, skipping
+//! Cranelift's pipeline (a Linux boot: 0.38 µs per IR instruction, wall
+//! clock on a busy two-core host, against about 1 µs through Cranelift).
 //!
 //! First-tier functions keep guest registers in `CpuState`, so their IR is
 //! short-lived values inside blocks over a few dozen integer opcodes. This
 //! backend compiles exactly that subset in one pass: values used only in
 //! their own block live in registers (a greedy local allocator; a spill
-//! goes to a stack slot), values used elsewhere and block parameters have a
-//! stack slot that is written as they are defined, and a block reached
-//! from a single branch starts with its predecessor's register contents.
+//! goes to a stack slot); values used in other blocks, and parameters of
+//! blocks that take them in slots, have a stack slot, written only when
+//! their register is reused or before a branch to a block where they are
+//! live (per-block liveness) and that does not start with the branching
+//! block's registers, as a block laid out after its only predecessor does.
+//! A block reached by several branches takes one or two parameters in
+//! `PARAM_REGS`; an ICMP feeding the BRIF after it becomes CMP and Jcc.
 //! Anything outside the subset (vectors, floats, other opcodes) answers
 //! `None` and Cranelift compiles the function.
 //!
