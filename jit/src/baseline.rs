@@ -391,9 +391,13 @@ impl<'f> Compiler<'f> {
         // The entry block's parameter is the frame, in RBX for good.
         let entry = self.func.layout.entry_block()?;
 
-        // Hot blocks in layout order, then the cold ones.
+        // Hot blocks in layout order, then the cold ones: those marked
+        // cold and those reached only from cold ones (a slow path's
+        // continuation, which would otherwise sit between a fast path and
+        // the join it jumps to).
         let blocks: Vec<Block> = self.func.layout.blocks().collect();
-        let order: Vec<Block> = blocks.iter().copied().filter(|&b| !self.func.layout.is_cold(b)).chain(blocks.iter().copied().filter(|&b| self.func.layout.is_cold(b))).collect();
+        let cold = self.cold_blocks(&blocks, entry);
+        let order: Vec<Block> = blocks.iter().copied().filter(|b| !cold[b.index()]).chain(blocks.iter().copied().filter(|b| cold[b.index()])).collect();
         for (i, &block) in order.iter().enumerate() {
             let next = order.get(i + 1).copied();
             self.block(block, next, block == entry)?;
@@ -408,6 +412,36 @@ impl<'f> Compiler<'f> {
         }
         self.asm.patch_u32(self.frame_size_at, frame as u32);
         Some(())
+    }
+
+    /// Per block index: marked cold, or reached only from cold blocks.
+    fn cold_blocks(&self, blocks: &[Block], entry: Block) -> Vec<bool> {
+        let dfg = &self.func.dfg;
+        let count = blocks.iter().map(|b| b.index() + 1).max().unwrap_or(0);
+        let mut preds: Vec<Vec<Block>> = vec![Vec::new(); count];
+        for &b in blocks {
+            for inst in self.func.layout.block_insts(b) {
+                for dest in dfg.insts[inst].branch_destination(&dfg.jump_tables, &dfg.exception_tables) {
+                    preds[dest.block(&dfg.value_lists).index()].push(b);
+                }
+            }
+        }
+        let mut cold = vec![false; count];
+        for &b in blocks {
+            cold[b.index()] = self.func.layout.is_cold(b);
+        }
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for &b in blocks {
+                let p = &preds[b.index()];
+                if !cold[b.index()] && b != entry && !p.is_empty() && p.iter().all(|q| cold[q.index()]) {
+                    cold[b.index()] = true;
+                    changed = true;
+                }
+            }
+        }
+        cold
     }
 
     fn slot_of(&mut self, v: Value) -> i32 {
@@ -784,6 +818,11 @@ impl<'f> Compiler<'f> {
             // Through RAX and RCX, so an argument already in a parameter
             // register is read before it is overwritten.
             const TEMPS: [u8; 2] = [reg::RAX, reg::RCX];
+            if let [a] = args {
+                self.into_scratch(*a, PARAM_REGS[0])?;
+                self.used(*a);
+                return Some(());
+            }
             for (&a, &t) in args.iter().zip(&TEMPS) {
                 self.into_scratch(a, t)?;
             }
