@@ -731,16 +731,23 @@ impl<'f> Compiler<'f> {
             return Some(());
         }
         // Each way does its own writes, then jumps.
+        self.edge_when(cc, then_b, &then_args)?;
+        self.edge(else_b, &else_args)?;
+        self.jump_unless_next(else_b, next);
+        Some(())
+    }
+
+    /// When `cc` holds, does the writes going to `target` needs and jumps
+    /// there; else goes on here with the registers as they were.
+    fn edge_when(&mut self, cc: Cond, target: Block, args: &[Value]) -> Option<()> {
         let state = self.save();
         let skip = self.asm.jcc(invert(cc));
-        self.edge(then_b, &then_args)?;
+        self.edge(target, args)?;
         let at = self.asm.jmp();
-        self.fixups.push((at, then_b));
+        self.fixups.push((at, target));
         let here = self.asm.pos();
         self.asm.patch(skip, here);
         self.restore(state);
-        self.edge(else_b, &else_args)?;
-        self.jump_unless_next(else_b, next);
         Some(())
     }
 
@@ -1118,14 +1125,7 @@ impl<'f> Compiler<'f> {
                         let at = self.asm.jcc(Cond::E);
                         self.fixups.push((at, target));
                     } else {
-                        let state = self.save();
-                        let skip = self.asm.jcc(Cond::Ne);
-                        self.edge(target, &call_args)?;
-                        let at = self.asm.jmp();
-                        self.fixups.push((at, target));
-                        let here = self.asm.pos();
-                        self.asm.patch(skip, here);
-                        self.restore(state);
+                        self.edge_when(Cond::E, target, &call_args)?;
                     }
                 }
                 self.inherit(default.0, &snapshot);
