@@ -52,10 +52,11 @@ impl Hasher for EntityHasher {
     }
 
     fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7cc1_b727_220a_95);
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 }
 
+use crate::translate::mask;
 use crate::x64::{reg, Alu, Asm, Cond, Shift};
 
 /// Registers that hold values.
@@ -70,6 +71,15 @@ const CALLER_SAVED: [u8; 6] = [reg::RSI, reg::RDI, reg::R8, reg::R9, 10, 11];
 /// or two of them; more go through slots): the load a memory access ends
 /// with arrives in a register.
 const PARAM_REGS: [u8; 2] = [15, 14];
+/// The first stack slot's offset from RBP, below the saved registers.
+const FIRST_SLOT: i32 = -8 * (SAVED.len() as i32 + 1);
+
+/// Whether refusals say what stopped them, on stderr
+/// (`POPEK_JIT_BASELINE_WHY=1`).
+pub(crate) fn explain_refusals() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("POPEK_JIT_BASELINE_WHY").is_some_and(|v| v == "1"))
+}
 
 /// Compiles `func`, or `None` when it uses anything outside the subset.
 pub(crate) fn compile(func: &Function) -> Option<Vec<u8>> {
@@ -93,10 +103,10 @@ enum Loc {
 struct Compiler<'f> {
     func: &'f Function,
     asm: Asm,
-    /// Per value: its constant (iconst), whether it is used outside its
-    /// block or is a block parameter (then it has a slot), uses left.
+    /// Per value: its constant (iconst); its stack slot's offset from RBP
+    /// (0 for none: values used outside their block, parameters passed in
+    /// slots and spilled locals have one); its uses not yet emitted.
     constant: Vec<Option<i64>>,
-    /// Stack slot offsets from RBP; 0 for none.
     slot: Vec<i32>,
     uses: Vec<u32>,
     slots: i32,
@@ -121,6 +131,10 @@ struct Compiler<'f> {
     live_out: HashMap<Block, Vec<u64>>,
     /// The block being emitted.
     current: Option<Block>,
+    /// The entry block's parameter: the frame, in RBX throughout.
+    frame: Value,
+    /// Per block index, the blocks its branches go to.
+    succs: Vec<Vec<Block>>,
     labels: HashMap<Block, usize>,
     fixups: Vec<(usize, Block)>,
     frame_size_at: usize,
@@ -182,12 +196,13 @@ impl<'f> Compiler<'f> {
             live_in: HashMap::default(),
             live_out: HashMap::default(),
             current: None,
+            frame: dfg.block_params(func.layout.entry_block()?).first().copied()?,
+            succs: vec![Vec::new(); dfg.num_blocks()],
             labels: HashMap::default(),
             fixups: Vec::new(),
             frame_size_at: 0,
         };
         let mut def_block: HashMap<Value, Block> = HashMap::default();
-        let mut preds: HashMap<Block, u32> = HashMap::default();
         for block in func.layout.blocks() {
             for &p in dfg.block_params(block) {
                 size_of(dfg.value_type(p))?;
@@ -200,18 +215,12 @@ impl<'f> Compiler<'f> {
                 }
                 if let InstructionData::UnaryImm { opcode: Opcode::Iconst, imm } = dfg.insts[inst] {
                     let r = dfg.first_result(inst);
-                    let bits = imm.bits();
                     // Kept zero-extended from the type's width.
-                    let v = match size_of(dfg.value_type(r))? {
-                        1 => bits & 0xff,
-                        2 => bits & 0xffff,
-                        4 => bits & 0xffff_ffff,
-                        _ => bits,
-                    };
-                    c.constant[r.index()] = Some(v);
+                    let size = usize::from(size_of(dfg.value_type(r))?);
+                    c.constant[r.index()] = Some((imm.bits() as u64 & mask(size)) as i64);
                 }
                 for dest in dfg.insts[inst].branch_destination(&dfg.jump_tables, &dfg.exception_tables) {
-                    *preds.entry(dest.block(&dfg.value_lists)).or_insert(0) += 1;
+                    c.succs[block.index()].push(dest.block(&dfg.value_lists));
                 }
             }
         }
@@ -228,8 +237,12 @@ impl<'f> Compiler<'f> {
             }
         }
         let entry = func.layout.entry_block()?;
+        let mut preds = vec![0u32; dfg.num_blocks()];
+        for s in c.succs.iter().flatten() {
+            preds[s.index()] += 1;
+        }
         for block in func.layout.blocks() {
-            let n = preds.get(&block).copied().unwrap_or(0);
+            let n = preds[block.index()];
             c.single_pred.insert(block, n == 1);
             let params = dfg.block_params(block);
             let in_regs = block != entry && n > 1 && params.len() <= PARAM_REGS.len();
@@ -262,7 +275,6 @@ impl<'f> Compiler<'f> {
         let mut operands = Vec::new();
         let mut gen: HashMap<Block, Vec<u64>> = HashMap::default();
         let mut kill: HashMap<Block, Vec<u64>> = HashMap::default();
-        let mut succs: HashMap<Block, Vec<Block>> = HashMap::default();
         for &block in &blocks {
             let (mut g, mut k) = (vec![0u64; words], vec![0u64; words]);
             for p in dfg.block_params(block) {
@@ -270,7 +282,6 @@ impl<'f> Compiler<'f> {
                     k[i / 64] |= 1 << (i % 64);
                 }
             }
-            let mut out = Vec::new();
             for inst in func.layout.block_insts(block) {
                 self.operands(inst, &mut operands);
                 for v in &operands {
@@ -285,13 +296,9 @@ impl<'f> Compiler<'f> {
                         k[i / 64] |= 1 << (i % 64);
                     }
                 }
-                for dest in dfg.insts[inst].branch_destination(&dfg.jump_tables, &dfg.exception_tables) {
-                    out.push(dest.block(&dfg.value_lists));
-                }
             }
             gen.insert(block, g.clone());
             kill.insert(block, k);
-            succs.insert(block, out);
             self.live_in.insert(block, g);
         }
         let mut changed = true;
@@ -299,7 +306,7 @@ impl<'f> Compiler<'f> {
             changed = false;
             for &block in blocks.iter().rev() {
                 let mut live = vec![0u64; words];
-                for s in &succs[&block] {
+                for s in &self.succs[block.index()] {
                     for (w, x) in live.iter_mut().zip(&self.live_in[s]) {
                         *w |= x;
                     }
@@ -318,17 +325,17 @@ impl<'f> Compiler<'f> {
     }
 
     fn live_at(&self, block: Block, v: Value) -> bool {
-        Self::member(&self.global_index, self.live_in.get(&block), v)
+        self.member(self.live_in.get(&block), v)
     }
 
     /// Whether `v` is live past the end of the block being emitted.
     fn live_after(&self, v: Value) -> bool {
-        self.current.is_some_and(|b| Self::member(&self.global_index, self.live_out.get(&b), v))
+        self.current.is_some_and(|b| self.member(self.live_out.get(&b), v))
     }
 
-    fn member(index: &[u32], set: Option<&Vec<u64>>, v: Value) -> bool {
-        match (index.get(v.index()).copied().filter(|&i| i != u32::MAX), set) {
-            (Some(i), Some(live)) => live[i as usize / 64] & 1 << (i % 64) != 0,
+    fn member(&self, set: Option<&Vec<u64>>, v: Value) -> bool {
+        match (self.global(v), set) {
+            (Some(i), Some(live)) => live[i / 64] & 1 << (i % 64) != 0,
             _ => false,
         }
     }
@@ -375,7 +382,7 @@ impl<'f> Compiler<'f> {
         }
         if self.slot[v.index()] == 0 {
             self.slots += 1;
-            self.slot[v.index()] = -48 - 8 * (self.slots - 1);
+            self.slot[v.index()] = FIRST_SLOT - 8 * (self.slots - 1);
         }
     }
 
@@ -416,14 +423,11 @@ impl<'f> Compiler<'f> {
 
     /// Per block index: marked cold, or reached only from cold blocks.
     fn cold_blocks(&self, blocks: &[Block], entry: Block) -> Vec<bool> {
-        let dfg = &self.func.dfg;
-        let count = blocks.iter().map(|b| b.index() + 1).max().unwrap_or(0);
+        let count = self.succs.len();
         let mut preds: Vec<Vec<Block>> = vec![Vec::new(); count];
         for &b in blocks {
-            for inst in self.func.layout.block_insts(b) {
-                for dest in dfg.insts[inst].branch_destination(&dfg.jump_tables, &dfg.exception_tables) {
-                    preds[dest.block(&dfg.value_lists).index()].push(b);
-                }
+            for s in &self.succs[b.index()] {
+                preds[s.index()].push(b);
             }
         }
         let mut cold = vec![false; count];
@@ -486,7 +490,7 @@ impl<'f> Compiler<'f> {
                 let next_inst = insts[i + 1];
                 self.compare_and_branch(inst, next_inst, next)?;
             } else if self.inst(inst, next).is_none() {
-                if std::env::var_os("POPEK_JIT_BASELINE_WHY").is_some() {
+                if explain_refusals() {
                     eprintln!("baseline: failed at {}", self.func.dfg.display_inst(inst));
                 }
                 return None;
@@ -494,11 +498,6 @@ impl<'f> Compiler<'f> {
             self.pinned = 0;
         }
         Some(())
-    }
-
-    /// The frame value (the entry block's parameter) lives in RBX.
-    fn is_frame(&self, v: Value) -> bool {
-        self.func.layout.entry_block().is_some_and(|b| self.func.dfg.block_params(b).first() == Some(&v))
     }
 
     /// The register holding `v`, if one does.
@@ -510,7 +509,7 @@ impl<'f> Compiler<'f> {
         if let Some(c) = self.constant.get(v.index()).copied().flatten() {
             return Loc::Const(c);
         }
-        if self.is_frame(v) {
+        if v == self.frame {
             return Loc::Reg(reg::RBX);
         }
         match self.reg_of(v) {
@@ -597,7 +596,7 @@ impl<'f> Compiler<'f> {
     }
 
     /// Loads `v` into the scratch register `r`.
-    fn into_scratch(&mut self, v: Value, r: u8) -> Option<()> {
+    fn load_scratch(&mut self, v: Value, r: u8) -> Option<()> {
         match self.loc(v) {
             Loc::Reg(src) => self.asm.mov_rr(8, r, src),
             Loc::Const(c) => self.asm.mov_ri(r, c as u64),
@@ -609,8 +608,7 @@ impl<'f> Compiler<'f> {
         Some(())
     }
 
-    /// Binds the result `v` to register `r`, writing it to its slot if it
-    /// has one.
+    /// Binds the result `v` to register `r` (dirty when it has a slot).
     fn define(&mut self, v: Value, r: u8) {
         self.holds[r as usize] = None;
         self.dirty &= !(1 << r);
@@ -646,7 +644,7 @@ impl<'f> Compiler<'f> {
             }
         }
         let dst = self.alloc()?;
-        self.into_scratch(a, dst)?;
+        self.load_scratch(a, dst)?;
         self.used(a);
         Some(dst)
     }
@@ -655,7 +653,17 @@ impl<'f> Compiler<'f> {
         self.func.dfg.value_type(v)
     }
 
-    /// Re-establishes the zero-extended form of a narrow result.
+    /// Zero-extends a 64-bit register to the width of `ty` (after a
+    /// sign-extending load or a call, whose upper bits are not zero).
+    fn narrow_to(&mut self, ty: Type, r: u8) -> Option<()> {
+        if ty != types::I64 {
+            self.asm.zext(size_of(ty)?, r, r);
+        }
+        Some(())
+    }
+
+    /// Re-establishes the zero-extended form of a narrow result of a
+    /// 32-bit operation.
     fn canonical(&mut self, ty: Type, r: u8) {
         match ty {
             types::I8 => self.asm.zext(1, r, r),
@@ -689,7 +697,7 @@ impl<'f> Compiler<'f> {
             }
             Loc::Reg(rb) => self.asm.alu_rr(Alu::Cmp, size, ra, rb),
             _ => {
-                self.into_scratch(b, reg::RAX)?;
+                self.load_scratch(b, reg::RAX)?;
                 self.asm.alu_rr(Alu::Cmp, size, ra, reg::RAX);
             }
         }
@@ -826,12 +834,12 @@ impl<'f> Compiler<'f> {
             // register is read before it is overwritten.
             const TEMPS: [u8; 2] = [reg::RAX, reg::RCX];
             if let [a] = args {
-                self.into_scratch(*a, PARAM_REGS[0])?;
+                self.load_scratch(*a, PARAM_REGS[0])?;
                 self.used(*a);
                 return Some(());
             }
             for (&a, &t) in args.iter().zip(&TEMPS) {
-                self.into_scratch(a, t)?;
+                self.load_scratch(a, t)?;
             }
             for ((_, &t), &r) in args.iter().zip(&TEMPS).zip(&PARAM_REGS) {
                 self.asm.mov_rr(8, r, t);
@@ -839,7 +847,7 @@ impl<'f> Compiler<'f> {
         } else if args.iter().any(|a| params.contains(a)) {
             // Through the stack: push every argument, pop into the slots.
             for &a in args {
-                self.into_scratch(a, reg::RAX)?;
+                self.load_scratch(a, reg::RAX)?;
                 self.asm.push(reg::RAX);
             }
             for &p in params.iter().rev() {
@@ -854,7 +862,7 @@ impl<'f> Compiler<'f> {
                     Loc::Const(c) if i32::try_from(c).is_ok() => self.asm.store_imm(8, reg::RBP, at, c as i32),
                     Loc::Reg(r) => self.asm.store(8, r, reg::RBP, at),
                     _ => {
-                        self.into_scratch(a, reg::RAX)?;
+                        self.load_scratch(a, reg::RAX)?;
                         self.asm.store(8, reg::RAX, reg::RBP, at);
                     }
                 }
@@ -908,10 +916,7 @@ impl<'f> Compiler<'f> {
                 let dst = self.alloc()?;
                 self.asm.load(size, signed, dst, base, i32::from(offset));
                 if signed {
-                    self.canonical(self.ty(r), dst);
-                    if self.ty(r) == types::I32 {
-                        self.asm.mov_rr(4, dst, dst);
-                    }
+                    self.narrow_to(self.ty(r), dst)?;
                 }
                 self.define(r, dst);
             }
@@ -929,7 +934,7 @@ impl<'f> Compiler<'f> {
                     Loc::Const(c) if size < 8 || i32::try_from(c).is_ok() => self.asm.store_imm(size, base, i32::from(offset), c as i32),
                     _ => {
                         let src = if base == reg::RAX {
-                            self.into_scratch(v, reg::RDX)?;
+                            self.load_scratch(v, reg::RDX)?;
                             reg::RDX
                         } else {
                             self.in_register(v)?
@@ -957,7 +962,7 @@ impl<'f> Compiler<'f> {
                     Loc::Const(c) if i32::try_from(c).is_ok() && (size == 8 || c >= 0 || op != Alu::And) => self.asm.alu_ri(op, size, dst, c as i32),
                     Loc::Reg(rb) => self.asm.alu_rr(op, size, dst, rb),
                     _ => {
-                        self.into_scratch(b, reg::RAX)?;
+                        self.load_scratch(b, reg::RAX)?;
                         self.asm.alu_rr(op, size, dst, reg::RAX);
                     }
                 }
@@ -970,7 +975,7 @@ impl<'f> Compiler<'f> {
                 let ty = self.ty(r);
                 let (a, b) = (args[0], args[1]);
                 let dst = self.result_from(a, &[b])?;
-                self.into_scratch(b, reg::RAX)?;
+                self.load_scratch(b, reg::RAX)?;
                 self.asm.imul_rr(op_size(ty), dst, reg::RAX);
                 self.used(b);
                 self.canonical(ty, dst);
@@ -981,8 +986,8 @@ impl<'f> Compiler<'f> {
                 if self.ty(r) != types::I64 {
                     return None;
                 }
-                self.into_scratch(args[0], reg::RAX)?;
-                self.into_scratch(args[1], reg::RCX)?;
+                self.load_scratch(args[0], reg::RAX)?;
+                self.load_scratch(args[1], reg::RCX)?;
                 self.asm.mul_wide(opcode == Opcode::Smulhi, 8, reg::RCX);
                 self.used(args[0]);
                 self.used(args[1]);
@@ -1003,7 +1008,7 @@ impl<'f> Compiler<'f> {
                 let r = result?;
                 let (c, a, b) = (args[0], args[1], args[2]);
                 let rc = self.in_register(c)?;
-                self.into_scratch(a, reg::RAX)?;
+                self.load_scratch(a, reg::RAX)?;
                 let dst = self.result_from(b, &[a, c])?;
                 self.asm.test_rr(8, rc, rc);
                 self.asm.cmov(Cond::Ne, dst, reg::RAX);
@@ -1021,15 +1026,13 @@ impl<'f> Compiler<'f> {
                 let from = size_of(self.ty(args[0]))?;
                 let dst = self.result_from(args[0], &[])?;
                 self.asm.sext(from, dst, dst);
-                if self.ty(r) != types::I64 {
-                    self.asm.zext(size_of(self.ty(r))?, dst, dst);
-                }
+                self.narrow_to(self.ty(r), dst)?;
                 self.define(r, dst);
             }
             Opcode::Ireduce => {
                 let r = result?;
                 let dst = self.result_from(args[0], &[])?;
-                self.asm.zext(size_of(self.ty(r))?, dst, dst);
+                self.narrow_to(self.ty(r), dst)?;
                 self.define(r, dst);
             }
             Opcode::Bnot | Opcode::Ineg => {
@@ -1068,8 +1071,8 @@ impl<'f> Compiler<'f> {
                 // The lowering leaves a zero divisor to the interpreter.
                 let r = result?;
                 let size = op_size(self.ty(r));
-                self.into_scratch(args[0], reg::RAX)?;
-                self.into_scratch(args[1], reg::RCX)?;
+                self.load_scratch(args[0], reg::RAX)?;
+                self.load_scratch(args[1], reg::RCX)?;
                 self.asm.alu_rr(Alu::Xor, 4, reg::RDX, reg::RDX);
                 self.asm.div(size, reg::RCX);
                 self.used(args[0]);
@@ -1115,7 +1118,7 @@ impl<'f> Compiler<'f> {
                 let jt = &dfg.jump_tables[table];
                 let entries: Vec<(Block, Vec<Value>)> = jt.as_slice().iter().map(|b| (b.block(&dfg.value_lists), self.call_args(b))).collect();
                 let default = (jt.default_block().block(&dfg.value_lists), self.call_args(&jt.default_block()));
-                self.into_scratch(args[0], reg::RDX)?;
+                self.load_scratch(args[0], reg::RDX)?;
                 self.used(args[0]);
                 let snapshot = self.snapshot();
                 for (i, (target, call_args)) in entries.into_iter().enumerate() {
@@ -1134,14 +1137,14 @@ impl<'f> Compiler<'f> {
             }
             Opcode::Return => {
                 if let Some(&v) = args.first() {
-                    self.into_scratch(v, reg::RAX)?;
+                    self.load_scratch(v, reg::RAX)?;
                     self.used(v);
                 }
                 self.epilogue();
             }
             Opcode::CallIndirect => self.call(inst, &args, result)?,
             _ => {
-                if std::env::var_os("POPEK_JIT_BASELINE_WHY").is_some() {
+                if explain_refusals() {
                     eprintln!("baseline: no {opcode} ({})", dfg.display_inst(inst));
                 }
                 return None;
@@ -1183,7 +1186,7 @@ impl<'f> Compiler<'f> {
             _ => None,
         };
         if constant.is_none() {
-            self.into_scratch(amount, reg::RCX)?;
+            self.load_scratch(amount, reg::RCX)?;
             if bits < 32 {
                 self.asm.alu_ri(Alu::And, 4, reg::RCX, (bits - 1) as i32);
             }
@@ -1198,9 +1201,6 @@ impl<'f> Compiler<'f> {
             None => self.asm.shift_cl(op, size, dst),
         }
         self.canonical(ty, dst);
-        if op == Shift::Sar && ty == types::I32 {
-            self.asm.mov_rr(4, dst, dst);
-        }
         self.define(r, dst);
         Some(())
     }
@@ -1224,9 +1224,9 @@ impl<'f> Compiler<'f> {
             self.evict(r);
         }
         for (&a, &r) in call_args.iter().zip(&ARGS) {
-            self.into_scratch(a, r)?;
+            self.load_scratch(a, r)?;
         }
-        self.into_scratch(callee, reg::RAX)?;
+        self.load_scratch(callee, reg::RAX)?;
         self.asm.call_r(reg::RAX);
         self.used(callee);
         for &a in call_args {
@@ -1235,10 +1235,7 @@ impl<'f> Compiler<'f> {
         if let Some(r) = result {
             let dst = self.alloc()?;
             self.asm.mov_rr(8, dst, reg::RAX);
-            self.canonical(self.ty(r), dst);
-            if self.ty(r) == types::I32 {
-                self.asm.mov_rr(4, dst, dst);
-            }
+            self.narrow_to(self.ty(r), dst)?;
             self.define(r, dst);
         }
         Some(())

@@ -365,20 +365,27 @@ impl Translator {
         // repay it, while the decompressor's are 0.5 s slower without it.
         // With the second tier the kernel phase, which waits on the
         // compiler, was 0.27 s shorter and the decompressor 0.05 s longer.
-        let baseline_start = std::time::Instant::now();
-        let baseline = if optimized || !self.baseline { None } else { baseline::compile(&self.ctx.func) };
-        self.baseline_ns += baseline_start.elapsed().as_nanos() as u64;
-        if !optimized && self.baseline && baseline.is_none() && std::env::var_os("POPEK_JIT_BASELINE_WHY").is_some() {
-            eprintln!("baseline: refused {name}");
-        }
+        // First-tier code goes to the baseline backend first; what it
+        // refuses, to Cranelift's quick ISA.
+        let baseline = if optimized || !self.baseline {
+            None
+        } else {
+            let start = Instant::now();
+            let code = baseline::compile(&self.ctx.func);
+            self.baseline_ns += start.elapsed().as_nanos() as u64;
+            if code.is_none() && baseline::explain_refusals() {
+                eprintln!("baseline: refused {name}");
+            }
+            code
+        };
         let bytes = if let Some(code) = baseline {
             self.baseline_compiled += 1;
             self.module.define_function_bytes(id, 16, &code, &[]).ok()?;
             code.len()
         } else if optimized {
-            let optimize_start = std::time::Instant::now();
+            let start = Instant::now();
             let defined = self.module.define_function(id, &mut self.ctx);
-            self.optimize_ns += optimize_start.elapsed().as_nanos() as u64;
+            self.optimize_ns += start.elapsed().as_nanos() as u64;
             defined.ok()?;
             self.ctx.compiled_code().map_or(0, |c| c.code_buffer().len())
         } else {
@@ -393,7 +400,8 @@ impl Translator {
             bytes.len()
         };
         let ir = match (ir, asm) {
-            (Some(_), true) => self.ctx.compiled_code().and_then(|c| c.vcode.clone()),
+            // Baseline code has no VCode to show: its IR instead.
+            (Some(_), true) => Some(self.ctx.compiled_code().and_then(|c| c.vcode.clone()).unwrap_or_else(|| self.ctx.func.display().to_string())),
             (ir, _) => ir,
         };
         self.code_bytes += bytes;

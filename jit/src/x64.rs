@@ -265,14 +265,14 @@ impl Asm {
     /// 4).
     pub(crate) fn zext(&mut self, size: u8, dst: u8, src: u8) {
         match size {
-            1 => self.from_byte_register(false, 0xb6, dst, src),
+            1 => self.extend_byte_register(false, 0xb6, dst, src),
             2 => self.rr(4, &[0x0f, 0xb7], dst, src),
             _ => self.mov_rr(4, dst, src),
         }
     }
 
     /// MOVZX/MOVSX `dst`, `src`'s low byte (`0F opcode /r`).
-    fn from_byte_register(&mut self, w: bool, opcode: u8, dst: u8, src: u8) {
+    fn extend_byte_register(&mut self, w: bool, opcode: u8, dst: u8, src: u8) {
         self.rex(w, dst, 0, src, &[src]);
         self.bytes(&[0x0f, opcode]);
         self.modrm_rr(dst, src);
@@ -281,7 +281,7 @@ impl Asm {
     /// Sign-extends the low `size` bytes of `src` to 64 bits in `dst`.
     pub(crate) fn sext(&mut self, size: u8, dst: u8, src: u8) {
         match size {
-            1 => self.from_byte_register(true, 0xbe, dst, src),
+            1 => self.extend_byte_register(true, 0xbe, dst, src),
             2 => self.rr(8, &[0x0f, 0xbf], dst, src),
             4 => self.rr(8, &[0x63], dst, src),
             _ => self.mov_rr(8, dst, src),

@@ -202,32 +202,25 @@ impl Interpreter {
         if self.s.rflags & flags::AC != 0 {
             self.check_alignment(lin, size)?;
         }
-        let user = self.user_access();
-        let last = lin.wrapping_add(size as u64 - 1);
-        let mut ram = true;
-        for page in [lin, last] {
-            if self.tlb.lookup(page, Access::Write, user).is_none() {
-                ram &= self.translate(page, Access::Write, false)?.1.is_some();
-            }
-            if last >> 12 == lin >> 12 {
-                break;
-            }
-        }
-        Ok(ram)
+        self.probe_write(lin, size)
     }
 
     /// Checks that a write of `size` bytes at `linear` would succeed,
-    /// without writing (for instructions that must not fault half-way).
-    pub(crate) fn probe_write(&mut self, linear: u64, size: usize) -> R<()> {
+    /// without writing (for instructions that must not fault half-way),
+    /// filling the TLB and dropping cached code on the pages as the write
+    /// would; whether every byte is RAM (not MMIO or ROM). A TLB hit for
+    /// writing is RAM without cached code.
+    pub(crate) fn probe_write(&mut self, linear: u64, size: usize) -> R<bool> {
         let user = self.user_access();
+        let mut ram = true;
         if self.tlb.lookup(linear, Access::Write, user).is_none() {
-            self.translate(linear, Access::Write, false)?;
+            ram &= self.translate(linear, Access::Write, false)?.1.is_some();
         }
         let last = linear.wrapping_add(size as u64 - 1);
         if last >> 12 != linear >> 12 && self.tlb.lookup(last, Access::Write, user).is_none() {
-            self.translate(second_page(linear, size), Access::Write, false)?;
+            ram &= self.translate(second_page(linear, size), Access::Write, false)?.1.is_some();
         }
-        Ok(())
+        Ok(ram)
     }
 
     fn read_mmio(&self, phys: u64, size: usize) -> u64 {
