@@ -229,6 +229,7 @@ impl BlockTranslator for Background {
             optimized_slot: req.optimized_slot,
             optimize: req.optimize,
             identity_pages: req.identity_pages,
+            misses_to_interpreter: req.misses_to_interpreter,
         };
         if !self.send(Msg::Job(job)) {
             return None;

@@ -337,6 +337,7 @@ impl Translator {
             l.page = req.rip & !0xfff;
             l.registers_in_memory = in_memory;
             l.identity_pages = req.identity_pages;
+            l.misses_to_interpreter = req.misses_to_interpreter && optimized && !req.journal_writes;
             l.start_region(plan, if quick_first { req.optimized_slot as u64 } else { 0 });
             for i in order {
                 let Some(block) = blocks.get(i) else { continue };

@@ -145,3 +145,44 @@ fn a_page_remapped_and_invalidated_reads_its_new_frame() {
     assert_eq!(state.rip, HANDLERS + 16 * 14 + 1);
     assert_eq!(state.cr2, 5 * PAGE + 0x100);
 }
+
+#[test]
+fn an_optimised_loop_leaves_loads_missing_the_identity_pages_to_the_interpreter() {
+    use emu_core::interp::HOT_LOOP_BACK_EDGES;
+    // Reads pages 2 to 5 in turn, dropping the page from the TLB (and the
+    // identity pages) every 4,096 iterations: the optimised code's next
+    // load there misses, leaves it to the interpreter, which holds the
+    // page again, and the code runs on.
+    let code = program(|a| {
+        let mut top = a.create_label();
+        let mut skip = a.create_label();
+        a.mov(ecx, 3 * HOT_LOOP_BACK_EDGES)?;
+        a.set_label(&mut top)?;
+        a.mov(esi, ecx)?;
+        a.shr(esi, 12)?;
+        a.and(esi, 3)?;
+        a.shl(esi, 21)?;
+        a.add(rsi, 2 * PAGE as i32)?;
+        a.test(ecx, 0xfff)?;
+        a.jne(skip)?;
+        a.invlpg(byte_ptr(rsi))?;
+        a.set_label(&mut skip)?;
+        a.add(rax, qword_ptr(rsi + 0x100))?;
+        a.xor(rax, qword_ptr(rsi + 0x1f_fff8))?;
+        a.dec(ecx)?;
+        a.jne(top)?;
+        Ok(())
+    });
+    let mut interp = machine(&code);
+    super::tests_chain::to_hlt(&mut interp);
+    let mut cpu = machine(&code);
+    cpu.set_translator(Box::new(Translator::new().unwrap()));
+    cpu.set_jit_threshold(20);
+    super::tests_chain::to_hlt(&mut cpu);
+    assert_eq!(Vcpu::state(&mut interp).unwrap().gpr, Vcpu::state(&mut cpu).unwrap().gpr, "registers differ (interp, jit)");
+    let stat = |name| super::tests_chain::stat(&cpu, name);
+    assert_eq!(stat("jit: loops optimized"), 1);
+    let misses = stat("jit: TLB misses left to the interpreter");
+    assert!((16..=256).contains(&misses), "{misses} misses left to the interpreter");
+    assert_eq!(stat("jit: loops compiled again for their misses"), 0);
+}

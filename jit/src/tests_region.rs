@@ -211,3 +211,55 @@ fn a_hot_loop_gets_its_optimised_translation_and_a_short_one_does_not() {
     let cpu = same(&code);
     assert_eq!(stat(&cpu, "jit: loops optimized"), 0);
 }
+
+/// A loop of `iterations` that reads and writes a qword in page
+/// `0x10_0000 + (iteration >> page_shift & 0x7f) * 4 KiB`, first dropping
+/// that page from the TLB when `invlpg`.
+fn page_walk(iterations: u32, page_shift: u32, invlpg: bool) -> Vec<u8> {
+    assemble(|a| {
+        let mut top = a.create_label();
+        a.mov(ecx, iterations)?;
+        a.xor(eax, eax)?;
+        a.set_label(&mut top)?;
+        a.mov(esi, ecx)?;
+        a.shr(esi, page_shift)?;
+        a.and(esi, 0x7f)?;
+        a.shl(esi, 12)?;
+        a.add(esi, 0x10_0000)?;
+        if invlpg {
+            a.invlpg(byte_ptr(rsi))?;
+        }
+        a.add(rax, qword_ptr(rsi + 8))?;
+        a.mov(qword_ptr(rsi + 8), rcx)?;
+        a.dec(ecx)?;
+        a.jne(top)?;
+        Ok(())
+    })
+}
+
+#[test]
+fn an_optimised_loop_leaves_its_tlb_misses_to_the_interpreter() {
+    use emu_core::interp::HOT_LOOP_BACK_EDGES;
+    // A new page every 1,024 iterations: the optimised code finds each
+    // one missing from the TLB once, leaves that access to the
+    // interpreter and runs on once it is filled.
+    let cpu = same(&page_walk(2 * HOT_LOOP_BACK_EDGES, 10, false));
+    assert_eq!(stat(&cpu, "jit: loops optimized"), 1);
+    let misses = stat(&cpu, "jit: TLB misses left to the interpreter");
+    assert!((1..=128).contains(&misses), "{misses} misses left to the interpreter");
+    assert_eq!(stat(&cpu, "jit: loops compiled again for their misses"), 0);
+    assert!(native_share(&cpu) > 95, "{}% native", native_share(&cpu));
+}
+
+#[test]
+fn a_loop_that_keeps_missing_is_compiled_again_with_helpers() {
+    use emu_core::interp::{HOT_LOOP_BACK_EDGES, MISS_EXITS_BEFORE_HELPERS};
+    // INVLPG before every access: each run of the optimised code would
+    // leave at its first access. After the limit the loop is compiled
+    // again, with helper calls for misses, and stays native.
+    let cpu = same(&page_walk(3 * HOT_LOOP_BACK_EDGES, 4, true));
+    assert_eq!(stat(&cpu, "jit: TLB misses left to the interpreter"), u64::from(MISS_EXITS_BEFORE_HELPERS));
+    assert_eq!(stat(&cpu, "jit: loops compiled again for their misses"), 1);
+    assert_eq!(stat(&cpu, "jit: loops optimized"), 2);
+    assert!(native_share(&cpu) > 90, "{}% native", native_share(&cpu));
+}

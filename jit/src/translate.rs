@@ -110,6 +110,10 @@ pub(crate) struct Lower<'a, 'b> {
     /// Loads look in the supervisor TLB's identity pages before the TLB
     /// (`TranslationRequest::identity_pages`).
     pub(crate) identity_pages: bool,
+    /// A memory access that misses leaves with the state before its
+    /// instruction (`exit::MISS`) instead of calling a helper
+    /// (`TranslationRequest::misses_to_interpreter`).
+    pub(crate) misses_to_interpreter: bool,
     /// With `registers_in_memory`: the value each register last had, and
     /// the Cranelift block it is valid in.
     local: [Option<(cranelift_codegen::ir::Block, Value)>; 16],
@@ -255,6 +259,7 @@ impl<'a, 'b> Lower<'a, 'b> {
             optimized_slot: 0,
             registers_in_memory: false,
             identity_pages: false,
+            misses_to_interpreter: false,
             local: [None; 16],
         }
     }
@@ -726,6 +731,13 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// The exit for a fault in the current instruction: state before it.
     pub(crate) fn fault_exit_here(&mut self, ins: &Instruction) {
         let (tail, args) = self.tail_for(ins.ip(), self.index as u64, exit::FAULT);
+        self.b.ins().jump(tail, &args);
+    }
+
+    /// The exit for an access of `ins` that missed: state before it, for
+    /// the interpreter to run.
+    pub(crate) fn miss_exit_here(&mut self, ins: &Instruction) {
+        let (tail, args) = self.tail_for(ins.ip(), self.index as u64, exit::MISS);
         self.b.ins().jump(tail, &args);
     }
 

@@ -13,7 +13,7 @@
 //! the compile time goes to code that runs.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 use iced_x86::{FlowControl, Instruction, Mnemonic as M, OpKind};
@@ -51,6 +51,9 @@ pub(crate) struct Region {
     pub(crate) optimized: Box<TierSlot>,
     /// Set once the optimised translation was asked for.
     pub(crate) optimizing: AtomicBool,
+    /// Miss exits its optimised code took (see
+    /// [`super::tier::MISS_EXITS_BEFORE_HELPERS`]).
+    miss_exits: AtomicU32,
 }
 
 impl Region {
@@ -64,7 +67,20 @@ impl Region {
             installed: OnceLock::new(),
             optimized: Box::default(),
             optimizing: AtomicBool::new(false),
+            miss_exits: AtomicU32::new(0),
         }
+    }
+
+    /// Counts a miss exit of the optimised code; at the limit, drops that
+    /// code (the first tier runs again, and asks anew once the loop is
+    /// hot, for code that calls helpers on misses) and says so.
+    pub(crate) fn note_miss_exit(&self) -> bool {
+        if self.miss_exits.fetch_add(1, Ordering::Relaxed) + 1 != super::tier::MISS_EXITS_BEFORE_HELPERS {
+            return false;
+        }
+        self.optimized.entry.store(0, Ordering::Release);
+        self.optimizing.store(false, Ordering::Relaxed);
+        true
     }
 
     /// The job that translates this region, `ticket` naming it, entered
@@ -85,6 +101,7 @@ impl Region {
             optimized_slot: if optimize { 0 } else { std::ptr::from_ref::<TierSlot>(&self.optimized) as usize },
             optimize,
             identity_pages,
+            misses_to_interpreter: optimize && self.miss_exits.load(Ordering::Relaxed) < super::tier::MISS_EXITS_BEFORE_HELPERS,
         }
     }
 

@@ -95,7 +95,19 @@ pub mod exit {
     /// before it, RIP at it, and the dispatcher interprets it before any
     /// native code runs again.
     pub const INTERPRET: u32 = 5;
+    /// A memory access missed the TLB in code that leaves misses to the
+    /// interpreter ([`super::TranslationRequest::misses_to_interpreter`]):
+    /// as `INTERPRET`, the state before the instruction, which the
+    /// dispatcher interprets (filling the TLB) before native code runs
+    /// again.
+    pub const MISS: u32 = 6;
 }
+
+/// Miss exits (`exit::MISS`) a region's optimised code may take before it
+/// is compiled again with helper calls for misses: a loop whose accesses
+/// keep missing (a device's registers, two pages that evict each other
+/// from the TLB) would otherwise leave its code on every run.
+pub const MISS_EXITS_BEFORE_HELPERS: u32 = 256;
 
 /// Blocks one dispatcher entry may chain through before it returns (stop
 /// requests and interrupts are checked between every two blocks).
@@ -430,6 +442,12 @@ pub struct TranslationRequest<'a> {
     /// the code was asked for (`mmu::IdentityPages::worth_a_look`): loads
     /// may look there before the TLB.
     pub identity_pages: bool,
+    /// A memory access that misses (the TLB, or the identity pages where
+    /// loads look there) may leave the code with [`exit::MISS`] rather
+    /// than call a helper and rejoin: the fast paths then run straight
+    /// on, with nothing merging into them. Asked for the second tier until
+    /// the region took [`MISS_EXITS_BEFORE_HELPERS`] miss exits.
+    pub misses_to_interpreter: bool,
 }
 
 /// One block of a region: where its instructions are in the request.
@@ -483,6 +501,8 @@ pub struct TranslationJob {
     pub optimize: bool,
     /// See [`TranslationRequest`].
     pub identity_pages: bool,
+    /// See [`TranslationRequest`].
+    pub misses_to_interpreter: bool,
 }
 
 impl TranslationJob {
@@ -500,6 +520,7 @@ impl TranslationJob {
             optimized_slot: self.optimized_slot,
             optimize: self.optimize,
             identity_pages: self.identity_pages,
+            misses_to_interpreter: self.misses_to_interpreter,
         }
     }
 }
@@ -584,6 +605,10 @@ pub(crate) struct Tier {
     /// Native runs that left a write to the interpreter
     /// (`exit::INTERPRET`).
     pub(crate) writes_interpreted: u64,
+    /// Native runs that left a TLB miss to the interpreter (`exit::MISS`),
+    /// and regions whose optimised code was dropped for taking too many.
+    pub(crate) misses_interpreted: u64,
+    pub(crate) miss_helpers_again: u64,
     /// Native entries by RIP, for control transfers whose target is only
     /// known at run time.
     hops: Box<[Hop]>,
@@ -677,6 +702,8 @@ impl Tier {
             fallback_by_mnemonic: vec![0; Mnemonic::values().len()],
             dispatched: 0,
             writes_interpreted: 0,
+            misses_interpreted: 0,
+            miss_helpers_again: 0,
             chained: 0,
             hopped: 0,
             linked: 0,
@@ -1141,6 +1168,17 @@ impl Interpreter {
                 tier.writes_interpreted += 1;
             }
         }
+        if code == exit::MISS {
+            self.interpret_next = true;
+            // SAFETY: the block that last ran is alive (see above).
+            let block = unsafe { &*(*frame).block.cast::<Block>() };
+            if let Some(tier) = &mut self.tier {
+                tier.misses_interpreted += 1;
+                if block.region.get().is_some_and(|r| r.note_miss_exit()) {
+                    tier.miss_helpers_again += 1;
+                }
+            }
+        }
         if code == exit::FAULT {
             return Err(self.jit_fault.take().unwrap_or_else(|| Fault::stop(crate::control::StopReason::Error("jit: a fault without its exception".into()))));
         }
@@ -1194,6 +1232,8 @@ impl Interpreter {
             ("jit: native block runs".into(), tier.native_runs),
             ("jit: dispatcher entries".into(), tier.dispatched),
             ("jit: writes left to the interpreter".into(), tier.writes_interpreted),
+            ("jit: TLB misses left to the interpreter".into(), tier.misses_interpreted),
+            ("jit: loops compiled again for their misses".into(), tier.miss_helpers_again),
             ("jit: chained runs".into(), tier.chained),
             ("jit: hop-table runs".into(), tier.hopped),
             ("jit: links made".into(), tier.linked),
