@@ -13,7 +13,7 @@
 //! the compile time goes to code that runs.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use iced_x86::{FlowControl, Instruction, Mnemonic as M, OpKind};
@@ -51,10 +51,19 @@ pub(crate) struct Region {
     pub(crate) optimized: Box<TierSlot>,
     /// Set once the optimised translation was asked for.
     pub(crate) optimizing: AtomicBool,
-    /// Miss exits its optimised code took (see
-    /// [`super::tier::MISS_EXITS_BEFORE_HELPERS`]).
-    miss_exits: AtomicU32,
+    /// Miss exits its optimised code may still take (see
+    /// [`super::tier::MISS_EXITS_BEFORE_HELPERS`]), and the instructions
+    /// retired at the last one; negative once the code was dropped for
+    /// taking too many.
+    miss_credit: AtomicI64,
+    miss_clock: AtomicU64,
 }
+
+/// Instructions retired that earn a region's optimised code one more miss
+/// exit (see [`Region::note_miss_exit`]): an exit, the instruction
+/// interpreted and the way back into native code take a few
+/// microseconds, 64 Ki instructions natively some tens.
+const INSTRUCTIONS_PER_MISS: u64 = 1 << 16;
 
 impl Region {
     fn new(entries: Vec<(Handler, Instruction)>, blocks: Vec<RegionBlock>, host_page: u64) -> Self {
@@ -67,20 +76,45 @@ impl Region {
             installed: OnceLock::new(),
             optimized: Box::default(),
             optimizing: AtomicBool::new(false),
-            miss_exits: AtomicU32::new(0),
+            miss_credit: AtomicI64::new(i64::from(super::tier::MISS_EXITS_BEFORE_HELPERS)),
+            miss_clock: AtomicU64::new(0),
         }
     }
 
-    /// Counts a miss exit of the optimised code; at the limit, drops that
-    /// code (the first tier runs again, and asks anew once the loop is
-    /// hot, for code that calls helpers on misses) and says so.
-    pub(crate) fn note_miss_exit(&self) -> bool {
-        if self.miss_exits.fetch_add(1, Ordering::Relaxed) + 1 != super::tier::MISS_EXITS_BEFORE_HELPERS {
+    /// Counts a miss exit of the optimised code, `retired` instructions
+    /// into the run: the region may take `MISS_EXITS_BEFORE_HELPERS` in a
+    /// row, and one more for every `INSTRUCTIONS_PER_MISS` retired since
+    /// (by anything: a loop missing that seldom loses little to the
+    /// exits; the decompressor's output loop misses once per 4 KiB page
+    /// it writes). Past that, drops the code (the first tier runs again,
+    /// and asks anew once the loop is hot, for code that calls helpers on
+    /// misses) and says so.
+    pub(crate) fn note_miss_exit(&self, retired: u64) -> bool {
+        let credit = self.miss_credit.load(Ordering::Relaxed);
+        if credit < 0 {
             return false;
         }
+        // The first miss starts the clock.
+        let since = match self.miss_clock.swap(retired, Ordering::Relaxed) {
+            0 => 0,
+            last => retired.saturating_sub(last),
+        };
+        let earned = i64::try_from(since / INSTRUCTIONS_PER_MISS).unwrap_or(i64::MAX);
+        let credit = credit.saturating_add(earned).min(i64::from(super::tier::MISS_EXITS_BEFORE_HELPERS)) - 1;
+        if credit > 0 {
+            self.miss_credit.store(credit, Ordering::Relaxed);
+            return false;
+        }
+        self.miss_credit.store(-1, Ordering::Relaxed);
         self.optimized.entry.store(0, Ordering::Release);
         self.optimizing.store(false, Ordering::Relaxed);
         true
+    }
+
+    /// Whether the region's optimised code may leave misses to the
+    /// interpreter: it has not lost that for taking too many.
+    fn misses_to_interpreter(&self) -> bool {
+        self.miss_credit.load(Ordering::Relaxed) >= 0
     }
 
     /// The job that translates this region, `ticket` naming it, entered
@@ -101,7 +135,7 @@ impl Region {
             optimized_slot: if optimize { 0 } else { std::ptr::from_ref::<TierSlot>(&self.optimized) as usize },
             optimize,
             identity_pages,
-            misses_to_interpreter: optimize && self.miss_exits.load(Ordering::Relaxed) < super::tier::MISS_EXITS_BEFORE_HELPERS,
+            misses_to_interpreter: optimize && self.misses_to_interpreter(),
         }
     }
 
@@ -343,5 +377,38 @@ mod tests {
         let r = Region::new(nop.clone(), blocks, 0);
         assert!(r.installed.set(None).is_ok());
         assert!(matches!(r.holding(0x1000, &nop), Holding::No));
+    }
+
+    #[test]
+    fn miss_exits_are_allowed_in_a_burst_and_as_the_region_runs_on() {
+        use super::super::tier::MISS_EXITS_BEFORE_HELPERS as BURST;
+        let region = Region::new(Vec::new(), Vec::new(), 0);
+        region.optimized.entry.store(0x1234, Ordering::Relaxed);
+        region.optimizing.store(true, Ordering::Relaxed);
+        let mut retired = 1_000_000;
+        // A burst just short of the limit, then one miss per
+        // INSTRUCTIONS_PER_MISS for a long time: the code stays.
+        for _ in 0..BURST - 1 {
+            assert!(!region.note_miss_exit(retired));
+            retired += 10;
+        }
+        for _ in 0..10_000 {
+            retired += INSTRUCTIONS_PER_MISS;
+            assert!(!region.note_miss_exit(retired));
+        }
+        assert!(region.misses_to_interpreter());
+        assert_eq!(region.optimized.entry.load(Ordering::Relaxed), 0x1234);
+        // Misses closer together use up the credit: the code goes, the
+        // loop may be optimised again, with helpers this time.
+        let dropped = (0..BURST).position(|_| {
+            retired += 100;
+            region.note_miss_exit(retired)
+        });
+        assert!(dropped.is_some_and(|n| n < 4), "{dropped:?}");
+        assert_eq!(region.optimized.entry.load(Ordering::Relaxed), 0);
+        assert!(!region.optimizing.load(Ordering::Relaxed));
+        assert!(!region.misses_to_interpreter());
+        assert!(!region.note_miss_exit(retired + 100), "dropped once");
+        assert!(!region.job(1, 0, 64, true, false, true, false).misses_to_interpreter);
     }
 }

@@ -103,10 +103,11 @@ pub mod exit {
     pub const MISS: u32 = 6;
 }
 
-/// Miss exits (`exit::MISS`) a region's optimised code may take before it
-/// is compiled again with helper calls for misses: a loop whose accesses
-/// keep missing (a device's registers, two pages that evict each other
-/// from the TLB) would otherwise leave its code on every run.
+/// Miss exits (`exit::MISS`) a region's optimised code may take in a row
+/// before it is compiled again with helper calls for misses (it earns
+/// more as it runs: `Region::note_miss_exit`): a loop whose accesses keep
+/// missing (a device's registers, two pages that evict each other from
+/// the TLB) would otherwise leave its code on every run.
 pub const MISS_EXITS_BEFORE_HELPERS: u32 = 256;
 
 /// Blocks one dispatcher entry may chain through before it returns (stop
@@ -1174,7 +1175,7 @@ impl Interpreter {
             let block = unsafe { &*(*frame).block.cast::<Block>() };
             if let Some(tier) = &mut self.tier {
                 tier.misses_interpreted += 1;
-                if block.region.get().is_some_and(|r| r.note_miss_exit()) {
+                if block.region.get().is_some_and(|r| r.note_miss_exit(self.retired)) {
                     tier.miss_helpers_again += 1;
                 }
             }
