@@ -100,6 +100,41 @@ enum Loc {
     Const(i64),
 }
 
+/// A bit set of `words` words per block, by block index, in one vector:
+/// the liveness sets, which were a hash map of vectors, one allocated per
+/// block and per pass.
+#[derive(Clone, Default)]
+struct BlockSets {
+    words: usize,
+    bits: Vec<u64>,
+}
+
+impl BlockSets {
+    fn new(blocks: usize, words: usize) -> Self {
+        Self { words, bits: vec![0; blocks * words] }
+    }
+
+    fn get(&self, block: Block) -> &[u64] {
+        let at = block.index() * self.words;
+        self.bits.get(at..at + self.words).unwrap_or(&[])
+    }
+
+    fn get_mut(&mut self, block: Block) -> &mut [u64] {
+        let at = block.index() * self.words;
+        self.bits.get_mut(at..at + self.words).unwrap_or(&mut [])
+    }
+
+    fn has(&self, block: Block, i: usize) -> bool {
+        self.get(block).get(i / 64).is_some_and(|w| w & 1 << (i % 64) != 0)
+    }
+
+    fn set(&mut self, block: Block, i: usize) {
+        if let Some(w) = self.get_mut(block).get_mut(i / 64) {
+            *w |= 1 << (i % 64);
+        }
+    }
+}
+
 struct Compiler<'f> {
     func: &'f Function,
     asm: Asm,
@@ -127,8 +162,8 @@ struct Compiler<'f> {
     param_regs: HashMap<Block, bool>,
     /// Slotted values by index, and per block the ones live at its entry.
     global_index: Vec<u32>,
-    live_in: HashMap<Block, Vec<u64>>,
-    live_out: HashMap<Block, Vec<u64>>,
+    live_in: BlockSets,
+    live_out: BlockSets,
     /// The block being emitted.
     current: Option<Block>,
     /// The entry block's parameter: the frame, in RBX throughout.
@@ -193,8 +228,8 @@ impl<'f> Compiler<'f> {
             inherited: HashMap::default(),
             param_regs: HashMap::default(),
             global_index: Vec::new(),
-            live_in: HashMap::default(),
-            live_out: HashMap::default(),
+            live_in: BlockSets::default(),
+            live_out: BlockSets::default(),
             current: None,
             frame: dfg.block_params(func.layout.entry_block()?).first().copied()?,
             succs: vec![Vec::new(); dfg.num_blocks()],
@@ -273,71 +308,63 @@ impl<'f> Compiler<'f> {
         let words = globals.div_ceil(64);
         let blocks: Vec<Block> = func.layout.blocks().collect();
         let mut operands = Vec::new();
-        let mut gen: HashMap<Block, Vec<u64>> = HashMap::default();
-        let mut kill: HashMap<Block, Vec<u64>> = HashMap::default();
+        let count = dfg.num_blocks();
+        let (mut gen, mut kill) = (BlockSets::new(count, words), BlockSets::new(count, words));
         for &block in &blocks {
-            let (mut g, mut k) = (vec![0u64; words], vec![0u64; words]);
             for p in dfg.block_params(block) {
                 if let Some(i) = self.global(*p) {
-                    k[i / 64] |= 1 << (i % 64);
+                    kill.set(block, i);
                 }
             }
             for inst in func.layout.block_insts(block) {
                 self.operands(inst, &mut operands);
                 for v in &operands {
                     if let Some(i) = self.global(*v) {
-                        if k[i / 64] & 1 << (i % 64) == 0 {
-                            g[i / 64] |= 1 << (i % 64);
+                        if !kill.has(block, i) {
+                            gen.set(block, i);
                         }
                     }
                 }
                 for r in dfg.inst_results(inst) {
                     if let Some(i) = self.global(*r) {
-                        k[i / 64] |= 1 << (i % 64);
+                        kill.set(block, i);
                     }
                 }
             }
-            gen.insert(block, g.clone());
-            kill.insert(block, k);
-            self.live_in.insert(block, g);
         }
+        self.live_in = gen.clone();
+        self.live_out = BlockSets::new(count, words);
+        let mut live = vec![0u64; words];
         let mut changed = true;
         while changed {
             changed = false;
             for &block in blocks.iter().rev() {
-                let mut live = vec![0u64; words];
+                live.fill(0);
                 for s in &self.succs[block.index()] {
-                    for (w, x) in live.iter_mut().zip(&self.live_in[s]) {
+                    for (w, x) in live.iter_mut().zip(self.live_in.get(*s)) {
                         *w |= x;
                     }
                 }
-                self.live_out.insert(block, live.clone());
-                let (g, k) = (&gen[&block], &kill[&block]);
+                self.live_out.get_mut(block).copy_from_slice(&live);
+                let (g, k, old) = (gen.get(block), kill.get(block), self.live_in.get_mut(block));
                 for w in 0..words {
-                    live[w] = g[w] | (live[w] & !k[w]);
-                }
-                if live != self.live_in[&block] {
-                    self.live_in.insert(block, live);
-                    changed = true;
+                    let new = g[w] | (live[w] & !k[w]);
+                    if new != old[w] {
+                        old[w] = new;
+                        changed = true;
+                    }
                 }
             }
         }
     }
 
     fn live_at(&self, block: Block, v: Value) -> bool {
-        self.member(self.live_in.get(&block), v)
+        self.global(v).is_some_and(|i| self.live_in.has(block, i))
     }
 
     /// Whether `v` is live past the end of the block being emitted.
     fn live_after(&self, v: Value) -> bool {
-        self.current.is_some_and(|b| self.member(self.live_out.get(&b), v))
-    }
-
-    fn member(&self, set: Option<&Vec<u64>>, v: Value) -> bool {
-        match (self.global(v), set) {
-            (Some(i), Some(live)) => live[i / 64] & 1 << (i % 64) != 0,
-            _ => false,
-        }
+        self.current.is_some_and(|b| self.global(v).is_some_and(|i| self.live_out.has(b, i)))
     }
 
     /// `v`'s index among the slotted values (the liveness sets' bits).
