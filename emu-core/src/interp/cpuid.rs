@@ -63,7 +63,9 @@ const EXT1_EDX: u32 = 1 << 11 | 1 << 20 | 1 << 26 | 1 << 27 | 1 << 29;
 /// Extended leaf 1 ECX: LAHF/SAHF in 64-bit mode, LZCNT (ABM).
 const EXT1_ECX: u32 = 1 << 0 | 1 << 5;
 
-const BRAND: &[u8; 48] = b"popek virtual CPU (interpreter)\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+/// The brand string (leaves 0x8000_0002..4): the same CPU model under the
+/// interpreter and the JIT, which share this CPUID.
+const BRAND: &[u8; 48] = b"popek virtual CPU (software)\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
 
 /// What the machine around the CPU provides.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
