@@ -263,3 +263,31 @@ fn a_loop_that_keeps_missing_is_compiled_again_with_helpers() {
     assert_eq!(stat(&cpu, "jit: loops optimized"), 2);
     assert!(native_share(&cpu) > 90, "{}% native", native_share(&cpu));
 }
+
+#[test]
+fn a_loop_writing_data_beside_its_code_keeps_its_code() {
+    // The loop stores to a quadword in its own page, before its code: the
+    // write drops no block (it overwrites none), so the loop stays native.
+    let code = assemble(|a| {
+        let mut start = a.create_label();
+        let mut data = a.create_label();
+        let mut top = a.create_label();
+        a.jmp(start)?;
+        a.set_label(&mut data)?;
+        a.db(&[0; 8])?;
+        a.set_label(&mut start)?;
+        a.mov(ecx, 20_000)?;
+        a.xor(eax, eax)?;
+        a.lea(rdx, qword_ptr(data))?;
+        a.set_label(&mut top)?;
+        a.mov(qword_ptr(rdx), rcx)?;
+        a.add(rax, qword_ptr(rdx))?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        Ok(())
+    });
+    let cpu = same(&code);
+    assert!(native_share(&cpu) > 95, "{}% native", native_share(&cpu));
+    let dropped = stat(&cpu, "blocks dropped by writes");
+    assert!(dropped < 5, "{dropped} blocks dropped by writes");
+}

@@ -102,11 +102,10 @@ impl Interpreter {
         let phys_page = t.phys & !(PAGE - 1);
         let host = self.mem.host_range(phys_page, PAGE);
         let rom = host.is_some() && !self.mem.ram_regions().iter().any(|r| phys_page >= r.guest_start && phys_page < r.guest_end());
-        let mut code_page = self.code.is_code_page(phys_page >> 12);
-        if access == Access::Write && code_page {
-            self.code.invalidate_page(phys_page >> 12);
-            code_page = false;
-        }
+        // A page holding cached code gets no write tag: its writes come
+        // back here and through `code_write`, which drops the code they
+        // overwrite.
+        let code_page = self.code.is_code_page(phys_page >> 12);
         if self.tlb_usable(implicit) {
             self.tlb.fill(linear, host.unwrap_or(std::ptr::null_mut()), phys_page >> 12, &t, user, rom, code_page);
         }
@@ -178,6 +177,7 @@ impl Interpreter {
             let (phys, host) = self.translate(linear, Access::Write, implicit)?;
             match host {
                 Some(p) => {
+                    self.code_write(phys, p, size);
                     self.journal_write(linear, p, size);
                     write_host(p, size, value);
                 }
@@ -193,9 +193,20 @@ impl Interpreter {
         Ok(())
     }
 
+    /// Drops the cached code that a write of `size` bytes at guest-physical
+    /// `phys` (host address `host`, within one page) overwrites; the
+    /// generation moves when any goes.
+    fn code_write(&mut self, phys: u64, host: *mut u8, size: usize) {
+        let page = phys >> 12;
+        if self.code.is_code_page(page) {
+            let host = host as u64;
+            self.code.invalidate_range(page, host & !(PAGE - 1), host & (PAGE - 1), size as u64);
+        }
+    }
+
     /// Everything `write_mem` does before it writes: the segment, alignment
-    /// and page checks, with the TLB filled and cached code on the pages
-    /// dropped, as the write would drop it. Whether the bytes are all RAM
+    /// and page checks, with the TLB filled and the cached code the write
+    /// overwrites dropped, as the write would drop it. Whether the bytes are all RAM
     /// (false for MMIO and ROM, which only `write_mem` may write).
     pub(crate) fn prepare_write(&mut self, sreg: usize, offset: u64, size: usize) -> R<bool> {
         let lin = self.linear(sreg, offset, size as u64, Access::Write)?;
@@ -207,18 +218,27 @@ impl Interpreter {
 
     /// Checks that a write of `size` bytes at `linear` would succeed,
     /// without writing (for instructions that must not fault half-way),
-    /// filling the TLB and dropping cached code on the pages as the write
-    /// would; whether every byte is RAM (not MMIO or ROM). A TLB hit for
-    /// writing is RAM without cached code.
+    /// filling the TLB and dropping the cached code it overwrites as the
+    /// write would; whether every byte is RAM (not MMIO or ROM). A TLB hit
+    /// for writing is RAM without cached code.
     pub(crate) fn probe_write(&mut self, linear: u64, size: usize) -> R<bool> {
         let user = self.user_access();
         let mut ram = true;
-        if self.tlb.lookup(linear, Access::Write, user).is_none() {
-            ram &= self.translate(linear, Access::Write, false)?.1.is_some();
-        }
         let last = linear.wrapping_add(size as u64 - 1);
+        let in_first = if last >> 12 == linear >> 12 { size } else { (PAGE - (linear & (PAGE - 1))) as usize };
+        if self.tlb.lookup(linear, Access::Write, user).is_none() {
+            let (phys, host) = self.translate(linear, Access::Write, false)?;
+            if let Some(p) = host {
+                self.code_write(phys, p, in_first);
+            }
+            ram &= host.is_some();
+        }
         if last >> 12 != linear >> 12 && self.tlb.lookup(last, Access::Write, user).is_none() {
-            ram &= self.translate(second_page(linear, size), Access::Write, false)?.1.is_some();
+            let (phys, host) = self.translate(second_page(linear, size), Access::Write, false)?;
+            if let Some(p) = host {
+                self.code_write(phys, p, size - in_first);
+            }
+            ram &= host.is_some();
         }
         Ok(ram)
     }

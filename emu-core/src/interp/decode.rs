@@ -38,6 +38,11 @@ const SET_BITS: u32 = 14;
 const WAYS: usize = 4;
 const SLOTS: usize = WAYS << SET_BITS;
 const PAGE: u64 = 4096;
+/// Writes to a code page that hit no cached code before the page's
+/// interpreted blocks are dropped all the same, so a page that held code
+/// and now holds data (freed init memory) takes fast writes again rather
+/// than every write through the slow path.
+const QUIET_WRITES: u32 = 64;
 /// The longest block decoded at once.
 const MAX_BLOCK: usize = 64;
 /// The bytes copied to decode a block, unless it turns out longer.
@@ -182,14 +187,17 @@ pub(crate) struct CodeCache {
     // Looked up on every TLB fill: a fast hash for page numbers.
     pages: FxHashMap<u64, Vec<u32>>,
     code_pages: FxHashSet<u64>,
+    /// Writes to each code page that dropped nothing (see
+    /// [`CodeCache::invalidate_range`]).
+    quiet_writes: FxHashMap<u64, u32>,
     /// Bumped whenever cached code is dropped.
     pub(crate) generation: u64,
     /// Blocks dropped from the cache, kept alive until the next block
     /// boundary: chained native code may be running one of them (its
     /// fallback borrows its instructions) when a write invalidates it.
     graveyard: Vec<Arc<Block>>,
-    /// For `--stats`: blocks pushed out of their slot by another, code
-    /// pages dropped because the guest wrote them, blocks those held.
+    /// For `--stats`: blocks pushed out of their slot by another, guest
+    /// writes that dropped code, the blocks they dropped.
     pub(crate) evictions: u64,
     pub(crate) pages_written: u64,
     pub(crate) blocks_written: u64,
@@ -204,6 +212,7 @@ impl Default for CodeCache {
             slots: vec![Slot::default(); SLOTS],
             pages: FxHashMap::default(),
             code_pages: FxHashSet::default(),
+            quiet_writes: FxHashMap::default(),
             generation: 0,
             graveyard: Vec::new(),
             evictions: 0,
@@ -261,17 +270,81 @@ impl CodeCache {
         }
     }
 
-    /// Drops every cached block of a guest-physical page.
-    pub(crate) fn invalidate_page(&mut self, phys_page: u64) {
-        if let Some(slots) = self.pages.remove(&phys_page) {
-            self.pages_written += 1;
-            for s in slots {
-                self.blocks_written += u64::from(self.slots.get(s as usize).is_some_and(|slot| slot.block.is_some()));
-                self.retire(s as usize);
+    /// A guest write of `len` bytes at `offset` in guest-physical page
+    /// `phys_page` (at host address `host_page`): drops the cached blocks
+    /// that hold any of those bytes, and every block of a region whose
+    /// code covers them (its code runs them all; a block of it no longer
+    /// cached still counts, through the region's own instructions).
+    /// Whether any went. The page stays a code page, its writes slow,
+    /// while it holds blocks; after `QUIET_WRITES` writes that hit none
+    /// (a page turned to data), those without native code go.
+    pub(crate) fn invalidate_range(&mut self, phys_page: u64, host_page: u64, offset: u64, len: u64) -> bool {
+        let Some(slots) = self.pages.get(&phys_page) else { return false };
+        let (lo, hi) = (offset, offset.saturating_add(len));
+        let mut here: Vec<u32> = Vec::with_capacity(slots.len());
+        let mut dropped: Vec<u32> = Vec::new();
+        let mut regions: Vec<*const super::region::Region> = Vec::new();
+        for &s in slots {
+            let Some(b) = self.slots.get(s as usize).and_then(|slot| slot.block.as_ref().map(|b| (slot.key >> 2, b))) else { continue };
+            let (start, block) = b;
+            let size = block.end.wrapping_sub(block.rip);
+            let (from, to) = if start & !(PAGE - 1) == host_page {
+                (start & (PAGE - 1), (start & (PAGE - 1)) + size)
+            } else if block.next_page == host_page {
+                // The tail of an instruction that crosses into this page.
+                (0, ((start & (PAGE - 1)) + size).saturating_sub(PAGE))
+            } else {
+                // The slot went to a block of another page.
+                continue;
+            };
+            here.push(s);
+            let region = block.region.get();
+            if (from < hi && lo < to) || region.is_some_and(|r| r.covers(lo, hi)) {
+                dropped.push(s);
+                regions.extend(region.map(Arc::as_ptr));
             }
         }
-        self.code_pages.remove(&phys_page);
+        if !regions.is_empty() {
+            for &s in &here {
+                let in_region = self.slots[s as usize].block.as_ref().and_then(|b| b.region.get()).is_some_and(|r| regions.contains(&Arc::as_ptr(r)));
+                if in_region && !dropped.contains(&s) {
+                    dropped.push(s);
+                }
+            }
+        }
+        if dropped.is_empty() {
+            let quiet = self.quiet_writes.entry(phys_page).or_default();
+            *quiet += 1;
+            if *quiet >= QUIET_WRITES {
+                // The blocks without native code go (the interpreter
+                // decodes them again cheaply if they run); translated
+                // ones stay, so a hot loop beside the data it writes
+                // keeps its code.
+                *quiet = 0;
+                dropped = here.iter().copied().filter(|&s| self.slots[s as usize].block.as_ref().is_some_and(|b| b.region.get().is_none() && !b.native.get().is_some_and(Option::is_some))).collect();
+            }
+            if dropped.is_empty() {
+                if let Some(list) = self.pages.get_mut(&phys_page) {
+                    *list = here;
+                }
+                return false;
+            }
+        }
+        self.pages_written += 1;
+        self.blocks_written += dropped.len() as u64;
+        for &s in &dropped {
+            self.retire(s as usize);
+        }
+        here.retain(|s| !dropped.contains(s));
+        if here.is_empty() {
+            self.pages.remove(&phys_page);
+            self.code_pages.remove(&phys_page);
+            self.quiet_writes.remove(&phys_page);
+        } else if let Some(list) = self.pages.get_mut(&phys_page) {
+            *list = here;
+        }
         self.generation += 1;
+        true
     }
 
     /// Drops everything (a state replacement).
@@ -281,6 +354,7 @@ impl CodeCache {
         }
         self.pages.clear();
         self.code_pages.clear();
+        self.quiet_writes.clear();
         self.generation += 1;
     }
 
@@ -688,9 +762,41 @@ mod tests {
         let (_, found) = cache.find(0x9000, 64, rip).expect("cached");
         cache.remember(rip, 0, MODE, 0, found);
         assert_eq!(cache.find_by_rip(rip, 0, MODE, 0), Some(found));
-        cache.invalidate_page(5);
+        assert!(cache.invalidate_range(5, 0x9000, 0, PAGE));
         assert_eq!(cache.find_by_rip(rip, 0, MODE, 0), None);
         assert!(cache.find(0x9000, 64, rip).is_none());
+        cache.bury();
+    }
+
+    #[test]
+    fn a_write_drops_the_blocks_it_overwrites_and_keeps_the_rest_of_its_page() {
+        // One-byte blocks at offsets 0x10, 0x20 and 0x30 of guest-physical
+        // page 5, at host 0x9000.
+        let mut cache = CodeCache::default();
+        for off in [0x10, 0x20, 0x30] {
+            cache.insert(0x9000 + off, 5, 64, nop_block(0x40_2000 + off));
+        }
+        let cached = |cache: &CodeCache, off: u64| cache.find(0x9000 + off, 64, 0x40_2000 + off).is_some();
+        let generation = cache.generation;
+        assert!(!cache.invalidate_range(5, 0x9000, 0x11, 15), "bytes 0x11..0x20 hold no block");
+        assert!(!cache.invalidate_range(6, 0x9000, 0x10, 1), "another page");
+        assert_eq!(cache.generation, generation, "the running block goes on");
+        assert!([0x10, 0x20, 0x30].iter().all(|&off| cached(&cache, off)));
+        assert!(cache.invalidate_range(5, 0x9000, 0x1f, 2), "bytes 0x1f..0x21 hold the second");
+        assert!(cached(&cache, 0x10) && !cached(&cache, 0x20) && cached(&cache, 0x30));
+        assert!(cache.generation > generation);
+        assert!(cache.is_code_page(5), "it still holds code");
+        assert_eq!((cache.pages_written, cache.blocks_written), (1, 1));
+        // Writes beside the code: after QUIET_WRITES of them (the first
+        // above counted) the page's interpreted blocks go too, and the
+        // page is data again.
+        for _ in 0..QUIET_WRITES - 2 {
+            assert!(!cache.invalidate_range(5, 0x9000, 0x800, 8));
+        }
+        assert!(cached(&cache, 0x10));
+        assert!(cache.invalidate_range(5, 0x9000, 0x800, 8));
+        assert!(!cached(&cache, 0x10) && !cached(&cache, 0x30));
+        assert!(!cache.is_code_page(5));
         cache.bury();
     }
 

@@ -441,7 +441,7 @@ impl Vcpu for Interpreter {
                 ("blocks from the code cache", c.code_cache_hits.get()),
                 ("blocks decoded", c.blocks_decoded.get()),
                 ("blocks evicted", self.code.evictions),
-                ("code pages written", self.code.pages_written),
+                ("writes that dropped code", self.code.pages_written),
                 ("blocks dropped by writes", self.code.blocks_written),
             ]
             .into_iter()

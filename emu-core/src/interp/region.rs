@@ -117,6 +117,17 @@ impl Region {
         self.miss_credit.load(Ordering::Relaxed) >= 0
     }
 
+    /// Whether the region's instructions hold any byte of `lo..hi`, offsets
+    /// in its page: its code must go when the guest writes them.
+    pub(crate) fn covers(&self, lo: u64, hi: u64) -> bool {
+        self.blocks.iter().any(|b| {
+            let Some(last) = self.entries.get(b.start + b.len.max(1) - 1) else { return true };
+            let from = b.rip & 0xfff;
+            let to = from + last.1.next_ip().wrapping_sub(b.rip);
+            from < hi && lo < to
+        })
+    }
+
     /// The job that translates this region, `ticket` naming it, entered
     /// at `rip`: a first translation (which may leave its loops to a
     /// second tier through `optimized`) or, with `optimize`, the second.
