@@ -201,6 +201,8 @@ pub(crate) struct CodeCache {
     pub(crate) evictions: u64,
     pub(crate) pages_written: u64,
     pub(crate) blocks_written: u64,
+    /// Writes to code pages that dropped nothing.
+    pub(crate) writes_beside_code: u64,
     /// Round-robin victim choice within a set.
     victim: usize,
 }
@@ -218,6 +220,7 @@ impl Default for CodeCache {
             evictions: 0,
             pages_written: 0,
             blocks_written: 0,
+            writes_beside_code: 0,
             victim: 0,
         }
     }
@@ -315,6 +318,7 @@ impl CodeCache {
         if dropped.is_empty() {
             let quiet = self.quiet_writes.entry(phys_page).or_default();
             *quiet += 1;
+            self.writes_beside_code += 1;
             if *quiet >= QUIET_WRITES {
                 // The blocks without native code go (the interpreter
                 // decodes them again cheaply if they run); translated

@@ -442,6 +442,7 @@ impl Vcpu for Interpreter {
                 ("blocks decoded", c.blocks_decoded.get()),
                 ("blocks evicted", self.code.evictions),
                 ("writes that dropped code", self.code.pages_written),
+                ("writes beside code", self.code.writes_beside_code),
                 ("blocks dropped by writes", self.code.blocks_written),
             ]
             .into_iter()
