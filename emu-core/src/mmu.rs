@@ -438,14 +438,25 @@ impl IdentityPages {
     }
 }
 
+/// The index of [`Tlb::epochs`] that every flush moves.
+pub const EVERY_FLUSH: usize = 0;
+/// The index of [`Tlb::epochs`] that only flushes of global entries move.
+pub const GLOBAL_FLUSH: usize = 1;
+
 /// The soft TLB: one array for supervisor and one for user accesses.
 #[derive(Debug)]
 pub struct Tlb {
     /// `[supervisor, user]`.
     pub sets: [Box<[TlbEntry]>; 2],
-    /// Bumped by every flush, so caches derived from translations (the
-    /// interpreter's jump cache) know when to drop theirs.
-    pub epoch: u64,
+    /// Epochs for caches derived from translations (the interpreter's
+    /// jump cache, the JIT's hop table), so they know when to drop
+    /// theirs: `[EVERY_FLUSH]` moves with every flush, `[GLOBAL_FLUSH]`
+    /// only with those that drop global entries too. An entry derived
+    /// from a global translation goes by the second: a CR3 write with
+    /// CR4.PGE keeps it, as it keeps the TLB's global entries (the kernel
+    /// switched address spaces 17 k times a boot, each time emptying the
+    /// caches of kernel code).
+    pub epochs: [u64; 2],
     /// Lookups that hit and missed, for `--stats` (`Cell`s: lookups take
     /// `&self`).
     pub hits: std::cell::Cell<u64>,
@@ -554,7 +565,7 @@ impl Tlb {
         let empty = || vec![TlbEntry::default(); TLB_ENTRIES].into_boxed_slice();
         Self {
             sets: [empty(), empty()],
-            epoch: 0,
+            epochs: [0; 2],
             hits: Default::default(),
             misses: Default::default(),
             flushes: 0,
@@ -635,7 +646,13 @@ impl Tlb {
     /// Drops everything (CR0/CR4/EFER changes), or everything but global
     /// entries (a CR3 write with CR4.PGE).
     pub fn flush(&mut self, keep_global: bool) {
-        self.bump_epoch();
+        if keep_global {
+            // Entries derived from global translations stay valid, and
+            // their pages stay noted for INVLPG.
+            self.epochs[EVERY_FLUSH] += 1;
+        } else {
+            self.bump_epoch();
+        }
         if keep_global {
             self.identity.keep_global();
         } else {
@@ -661,10 +678,29 @@ impl Tlb {
         }
     }
 
-    /// Moves `epoch`: every cache validated by it is stale now.
+    /// Moves both epochs: every cache validated by them is stale now.
     fn bump_epoch(&mut self) {
-        self.epoch += 1;
+        self.epochs[EVERY_FLUSH] += 1;
+        self.epochs[GLOBAL_FLUSH] += 1;
         self.derived = [0; DERIVED_WORDS];
+    }
+
+    /// The epoch that moves with every flush.
+    pub fn epoch(&self) -> u64 {
+        self.epochs[EVERY_FLUSH]
+    }
+
+    /// Which of [`Tlb::epochs`] a cache entry for code fetched at `linear`
+    /// goes by: [`GLOBAL_FLUSH`] when the TLB holds it for fetching from a
+    /// global mapping.
+    pub fn code_epoch(&self, linear: u64, user: bool) -> usize {
+        let vpn = linear >> 12;
+        let e = &self.sets[usize::from(user)][Self::index(vpn)];
+        if e.exec_tag == vpn && e.global {
+            GLOBAL_FLUSH
+        } else {
+            EVERY_FLUSH
+        }
     }
 
     fn derived_bit(linear: u64) -> (usize, u64) {
@@ -955,28 +991,32 @@ mod tests {
     fn invlpg_moves_the_epoch_only_for_pages_with_derived_entries() {
         let mut tlb = Tlb::new();
         fill_pages(&mut tlb, 0x100_0000, 4, false);
-        let epoch = tlb.epoch;
+        let epoch = tlb.epoch();
         // A data page (text_poke's poking page, say): the caches derived
         // from translations hold nothing for it.
         tlb.flush_page(0x100_2000);
-        assert_eq!(tlb.epoch, epoch);
+        assert_eq!(tlb.epoch(), epoch);
         assert!(tlb.lookup(0x100_2000, Access::Read, false).is_none(), "the entry itself goes");
         tlb.note_derived(0x100_0123);
         tlb.flush_page(0x100_1000);
-        assert_eq!(tlb.epoch, epoch, "another page");
+        assert_eq!(tlb.epoch(), epoch, "another page");
         tlb.flush_page(0x100_0fff);
-        assert_eq!(tlb.epoch, epoch + 1, "the code page");
+        assert_eq!(tlb.epoch(), epoch + 1, "the code page");
         // The epoch moved: every derived entry is stale, none is noted.
         tlb.flush_page(0x100_0000);
-        assert_eq!(tlb.epoch, epoch + 1);
+        assert_eq!(tlb.epoch(), epoch + 1);
         // Any page of a large page cached since the last flush moves it:
         // the whole large page goes, with code cached from its other pieces.
         let big = Translation { phys: 0x20_0000, writable: true, executable: true, global: false, page_size: 2 << 20 };
         tlb.fill(0x20_0000, 0x7000_0000usize as *mut u8, 0x200, &big, false, false, false);
         tlb.flush_page(0x3f_f000);
-        assert_eq!(tlb.epoch, epoch + 2);
+        assert_eq!(tlb.epoch(), epoch + 2);
         tlb.flush(true);
-        assert_eq!(tlb.epoch, epoch + 3, "full flushes always move it");
+        assert_eq!(tlb.epoch(), epoch + 3, "full flushes always move it");
+        let global = tlb.epochs[GLOBAL_FLUSH];
+        assert_eq!(global, epoch + 2, "but one that keeps global entries not the global epoch");
+        tlb.flush(false);
+        assert_eq!(tlb.epochs, [epoch + 4, global + 1]);
     }
 
     #[test]

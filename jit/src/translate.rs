@@ -665,7 +665,10 @@ impl<'a, 'b> Lower<'a, 'b> {
         let h = self.b.ins().iadd(hops, off);
         let h_rip = self.b.ins().load(types::I64, mem(), h, offsets::HOP_RIP);
         let h_epoch = self.b.ins().load(types::I64, mem(), h, offsets::HOP_EPOCH);
-        let epoch_ptr = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_EPOCH);
+        // The epoch the entry goes by (see `Tlb::epochs`).
+        let epochs = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_EPOCH);
+        let which = self.b.ins().uload32(mem(), h, offsets::HOP_EPOCH_OFFSET);
+        let epoch_ptr = self.b.ins().iadd(epochs, which);
         let epoch = self.b.ins().load(types::I64, mem(), epoch_ptr, 0);
         let h_cpl = self.b.ins().uload8(types::I32, mem(), h, offsets::HOP_CPL);
         let cpl = self.b.ins().load(types::I32, mem(), self.frame, offsets::FRAME_CPL);

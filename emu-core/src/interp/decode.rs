@@ -138,7 +138,10 @@ struct Jump {
     /// The linear address (CS base + RIP, not truncated): with the
     /// block's own RIP it pins both.
     linear: u64,
+    /// The value of `Tlb::epochs[epoch]` when the entry was made: the
+    /// entry holds while it stays.
     tlb_epoch: u64,
+    epoch: u8,
     /// `Arc::as_ptr` of the cached block.
     block: usize,
     /// Bitness and CPL; `u32::MAX` when empty.
@@ -159,7 +162,7 @@ struct Successor {
 
 impl Default for Jump {
     fn default() -> Self {
-        Self { linear: 0, tlb_epoch: 0, block: 0, mode: u32::MAX, after: Successor::default() }
+        Self { linear: 0, tlb_epoch: 0, epoch: 0, block: 0, mode: u32::MAX, after: Successor::default() }
     }
 }
 
@@ -412,9 +415,9 @@ impl CodeCache {
 
     /// The block recorded for `rip` in the jump cache, if still valid; the
     /// pointer is valid until the next [`CodeCache::bury`].
-    fn find_by_rip(&self, rip: u64, cs_base: u64, mode: u32, tlb_epoch: u64) -> Option<*const Block> {
+    fn find_by_rip(&self, rip: u64, cs_base: u64, mode: u32, epochs: [u64; 2]) -> Option<*const Block> {
         let j = self.jumps[Self::jump_index(rip)];
-        if j.mode != mode || j.linear != cs_base.wrapping_add(rip) || j.tlb_epoch != tlb_epoch {
+        if j.mode != mode || j.linear != cs_base.wrapping_add(rip) || epochs.get(usize::from(j.epoch)) != Some(&j.tlb_epoch) {
             return None;
         }
         let block = j.block as *const Block;
@@ -423,8 +426,11 @@ impl CodeCache {
         (unsafe { &*block }.rip == rip).then_some(block)
     }
 
-    fn remember(&mut self, rip: u64, cs_base: u64, mode: u32, tlb_epoch: u64, block: *const Block) {
-        self.jumps[Self::jump_index(rip)] = Jump { linear: cs_base.wrapping_add(rip), tlb_epoch, block: block as usize, mode, after: Successor::default() };
+    /// Records `block` for `rip` under `tlb_epoch`, the value of
+    /// `Tlb::epochs[epoch]`.
+    fn remember(&mut self, rip: u64, cs_base: u64, mode: u32, (epoch, tlb_epoch): (usize, u64), block: *const Block) {
+        let epoch = epoch as u8;
+        self.jumps[Self::jump_index(rip)] = Jump { linear: cs_base.wrapping_add(rip), tlb_epoch, epoch, block: block as usize, mode, after: Successor::default() };
     }
 
     /// Caches `block`, a page-crossing one under its second page too;
@@ -500,7 +506,7 @@ impl Interpreter {
         let cpl = self.s.cpl();
         let cs_base = self.s.segs[seg::CS].base;
         let mode = bitness | u32::from(cpl) << 8;
-        if let Some(block) = self.code.find_by_rip(rip, cs_base, mode, self.tlb.epoch) {
+        if let Some(block) = self.code.find_by_rip(rip, cs_base, mode, self.tlb.epochs) {
             // SAFETY: cached, so alive until the next bury (`find_by_rip`).
             let end = unsafe { &*block }.end;
             if self.in_64bit_mode() || self.check_code_limit(rip, end.wrapping_sub(rip)).is_ok() {
@@ -527,7 +533,8 @@ impl Interpreter {
                     // across pages stay out, since the TLB epoch it goes by
                     // need not move when their second page is remapped).
                     self.tlb.note_derived(lin);
-                    self.code.remember(rip, cs_base, mode, self.tlb.epoch, block);
+                    let epoch = self.tlb.code_epoch(lin, user);
+                    self.code.remember(rip, cs_base, mode, (epoch, self.tlb.epochs[epoch]), block);
                 } else if self.tlb.lookup(next_page_of(lin, bitness), Access::Execute, user) != Some(next_page as *mut u8) {
                     // Its second page maps elsewhere (or is not in the TLB):
                     // decode it again.
@@ -735,13 +742,19 @@ mod tests {
         cache.insert(hosts[0], 1, 64, Arc::clone(&first));
         let (_, found) = cache.find(hosts[0], 64, rip).expect("cached");
         assert_eq!(found, Arc::as_ptr(&first));
-        cache.remember(rip, 0, MODE, 7, found);
-        assert_eq!(cache.find_by_rip(rip, 0, MODE, 7), Some(found));
+        cache.remember(rip, 0, MODE, (0, 7), found);
+        assert_eq!(cache.find_by_rip(rip, 0, MODE, [7, 0]), Some(found));
         // Another mode, CS base, RIP or TLB epoch does not match.
-        assert_eq!(cache.find_by_rip(rip, 0, MODE | 3 << 8, 7), None);
-        assert_eq!(cache.find_by_rip(rip, 0x10, MODE, 7), None);
-        assert_eq!(cache.find_by_rip(rip + 1, 0, MODE, 7), None);
-        assert_eq!(cache.find_by_rip(rip, 0, MODE, 8), None);
+        assert_eq!(cache.find_by_rip(rip, 0, MODE | 3 << 8, [7, 0]), None);
+        assert_eq!(cache.find_by_rip(rip, 0x10, MODE, [7, 0]), None);
+        assert_eq!(cache.find_by_rip(rip + 1, 0, MODE, [7, 0]), None);
+        assert_eq!(cache.find_by_rip(rip, 0, MODE, [8, 0]), None);
+        // Code from a global mapping goes by the global epoch alone: a
+        // flush that keeps global entries leaves the entry valid.
+        cache.remember(rip, 0, MODE, (1, 5), found);
+        assert_eq!(cache.find_by_rip(rip, 0, MODE, [9, 5]), Some(found));
+        assert_eq!(cache.find_by_rip(rip, 0, MODE, [9, 6]), None);
+        cache.remember(rip, 0, MODE, (0, 7), found);
         drop(first);
 
         // Filling the set evicts the block (its memory goes at the next
@@ -751,10 +764,10 @@ mod tests {
             if cache.find(hosts[0], 64, rip).is_none() {
                 break;
             }
-            assert_eq!(cache.find_by_rip(rip, 0, MODE, 7), Some(found), "valid while cached");
+            assert_eq!(cache.find_by_rip(rip, 0, MODE, [7, 0]), Some(found), "valid while cached");
         }
         assert!(cache.find(hosts[0], 64, rip).is_none(), "evicted");
-        assert_eq!(cache.find_by_rip(rip, 0, MODE, 7), None);
+        assert_eq!(cache.find_by_rip(rip, 0, MODE, [7, 0]), None);
         cache.bury();
     }
 
@@ -764,10 +777,10 @@ mod tests {
         let mut cache = CodeCache::default();
         cache.insert(0x9000, 5, 64, nop_block(rip));
         let (_, found) = cache.find(0x9000, 64, rip).expect("cached");
-        cache.remember(rip, 0, MODE, 0, found);
-        assert_eq!(cache.find_by_rip(rip, 0, MODE, 0), Some(found));
+        cache.remember(rip, 0, MODE, (0, 0), found);
+        assert_eq!(cache.find_by_rip(rip, 0, MODE, [0, 0]), Some(found));
         assert!(cache.invalidate_range(5, 0x9000, 0, PAGE));
-        assert_eq!(cache.find_by_rip(rip, 0, MODE, 0), None);
+        assert_eq!(cache.find_by_rip(rip, 0, MODE, [0, 0]), None);
         assert!(cache.find(0x9000, 64, rip).is_none());
         cache.bury();
     }
@@ -868,6 +881,6 @@ mod tests {
     #[test]
     fn an_empty_jump_cache_finds_nothing() {
         let cache = CodeCache::default();
-        assert_eq!(cache.find_by_rip(0, 0, MODE, 0), None);
+        assert_eq!(cache.find_by_rip(0, 0, MODE, [0, 0]), None);
     }
 }

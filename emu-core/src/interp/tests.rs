@@ -304,11 +304,11 @@ fn invlpg_of_a_remapped_code_page_is_seen_and_of_a_data_page_costs_nothing() {
     // page-table write.
     run(&mut cpu, 9);
     assert_eq!(cpu.s.gpr[reg::RBX], 1);
-    let epoch = cpu.tlb.epoch;
+    let epoch = cpu.tlb.epoch();
     run(&mut cpu, 1);
-    assert_eq!(cpu.tlb.epoch, epoch, "no code cached from that page");
+    assert_eq!(cpu.tlb.epoch(), epoch, "no code cached from that page");
     run(&mut cpu, 1);
-    assert_eq!(cpu.tlb.epoch, epoch + 1, "the jump cache holds code from this one");
+    assert_eq!(cpu.tlb.epoch(), epoch + 1, "the jump cache holds code from this one");
     run(&mut cpu, 3);
     assert_eq!(cpu.s.gpr[reg::RBX], 2, "the page's new contents ran");
 }

@@ -202,8 +202,8 @@ pub struct JitFrame {
     /// The tier's hop table (`HOPS` entries of `HOP_SIZE` bytes), probed
     /// by native code at indirect exits.
     pub hops: *const Hop,
-    /// The TLB epoch, read through a pointer: helpers called by the chain
-    /// may change it.
+    /// The TLB's epochs (`Tlb::epochs`, two words), read through a
+    /// pointer: helpers called by the chain may change them.
     pub epoch: *const u64,
     /// The CPL the chain runs at (its TLB set was chosen by it).
     pub cpl: u32,
@@ -312,6 +312,8 @@ pub mod offsets {
     pub const HOP_RIP: i32 = offset_of!(Hop, rip) as i32;
     /// `Hop::epoch`.
     pub const HOP_EPOCH: i32 = offset_of!(Hop, epoch) as i32;
+    /// See `HOP_RIP`.
+    pub const HOP_EPOCH_OFFSET: i32 = offset_of!(Hop, epoch_offset) as i32;
     /// `Hop::cpl` (a byte).
     pub const HOP_CPL: i32 = offset_of!(Hop, cpl) as i32;
     /// `Hop::live_ptr`.
@@ -654,7 +656,10 @@ pub(crate) struct Tier {
 #[derive(Clone)]
 pub struct Hop {
     rip: u64,
+    /// The value of `Tlb::epochs` at `epoch_offset` (bytes: 0 or 8) when
+    /// the entry was made; it holds while that stays.
     epoch: u64,
+    epoch_offset: u32,
     cpl: u8,
     /// The address of the block's `live` flag (an `AtomicBool`, one byte),
     /// kept allocated by `live`; [`DEAD`] for an empty entry, so native code
@@ -673,7 +678,7 @@ static DEAD: AtomicBool = AtomicBool::new(false);
 
 impl Default for Hop {
     fn default() -> Self {
-        Self { rip: 0, epoch: 0, cpl: 0, live_ptr: std::ptr::from_ref(&DEAD) as usize, block: 0, entry: 0, index: 0, live: None }
+        Self { rip: 0, epoch: 0, epoch_offset: 0, cpl: 0, live_ptr: std::ptr::from_ref(&DEAD) as usize, block: 0, entry: 0, index: 0, live: None }
     }
 }
 
@@ -1004,17 +1009,19 @@ impl Interpreter {
     /// Records `block` (cached, native, found at the current RIP under the
     /// current TLB epoch and CPL) in the hop table.
     fn hop_insert(&mut self, block: &Block, entry: usize, index: u32) {
-        let (rip, epoch, cpl) = (self.s.rip, self.tlb.epoch, self.s.cpl());
+        let (rip, cpl) = (self.s.rip, self.s.cpl());
+        let which = self.tlb.code_epoch(rip, cpl == 3);
+        let (epoch, epoch_offset) = (self.tlb.epochs[which], 8 * which as u32);
         let Some(tier) = &mut self.tier else { return };
         let h = &mut tier.hops[hop_index(rip)];
         let addr = std::ptr::from_ref(block) as usize;
-        if h.rip == rip && h.epoch == epoch && h.cpl == cpl && h.block == addr && h.live.is_some() {
+        if h.rip == rip && h.epoch == epoch && h.epoch_offset == epoch_offset && h.cpl == cpl && h.block == addr && h.live.is_some() {
             return;
         }
         // The pointer is taken from the Arc stored beside it, which keeps
         // it valid for as long as the entry holds it.
         let live = Arc::clone(&block.live);
-        *h = Hop { rip, epoch, cpl, live_ptr: Arc::as_ptr(&live) as usize, block: addr, entry, index, live: Some(live) };
+        *h = Hop { rip, epoch, epoch_offset, cpl, live_ptr: Arc::as_ptr(&live) as usize, block: addr, entry, index, live: Some(live) };
         // Native code runs only in 64-bit mode (CS base 0), and a cached
         // block lies within one page.
         self.tlb.note_derived(rip);
@@ -1025,7 +1032,8 @@ impl Interpreter {
     fn hop_lookup(&self, cpl: u8) -> Option<(*const Block, usize, u32)> {
         let rip = self.s.rip;
         let h = &self.tier.as_ref()?.hops[hop_index(rip)];
-        if h.rip != rip || h.epoch != self.tlb.epoch || h.cpl != cpl || !h.live.as_ref()?.load(Ordering::Acquire) {
+        let epoch = self.tlb.epochs.get(h.epoch_offset as usize / 8).copied();
+        if h.rip != rip || Some(h.epoch) != epoch || h.cpl != cpl || !h.live.as_ref()?.load(Ordering::Acquire) {
             return None;
         }
         Some((h.block as *const Block, h.entry, h.index))
@@ -1080,7 +1088,7 @@ impl Interpreter {
             block: block.cast(),
             hops,
             // SAFETY: as for `state`: a field address, no reference made.
-            epoch: unsafe { &raw const (*this).tlb.epoch },
+            epoch: unsafe { &raw const (*this).tlb.epochs }.cast(),
             cpl: u32::from(cpl),
             budget,
             pending,
