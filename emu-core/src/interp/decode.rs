@@ -180,7 +180,10 @@ fn prefetch(address: usize) {
     let _ = address;
 }
 
-const JUMP_SLOTS: usize = 4096;
+/// Jump-cache entries (64 bytes each): at 4096 a boot's kernel code
+/// missed it 0.89 M times (each a lookup in the block cache, a cache miss
+/// or two), at 16384 0.57 M.
+const JUMP_SLOTS: usize = 16384;
 
 /// Decoded blocks by host address.
 pub(crate) struct CodeCache {
