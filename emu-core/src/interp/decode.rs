@@ -321,6 +321,14 @@ impl CodeCache {
                 }
             }
         }
+        if here.is_empty() {
+            // Every slot listed went to other blocks (or to none): no
+            // code here any more.
+            self.pages.remove(&phys_page);
+            self.code_pages.remove(&phys_page);
+            self.quiet_writes.remove(&phys_page);
+            return false;
+        }
         if dropped.is_empty() {
             let quiet = self.quiet_writes.entry(phys_page).or_default();
             *quiet += 1;
@@ -816,6 +824,30 @@ mod tests {
         assert!(cached(&cache, 0x10));
         assert!(cache.invalidate_range(5, 0x9000, 0x800, 8));
         assert!(!cached(&cache, 0x10) && !cached(&cache, 0x30));
+        assert!(!cache.is_code_page(5));
+        cache.bury();
+    }
+
+    #[test]
+    fn a_write_to_the_tail_of_an_instruction_across_pages_drops_it() {
+        // MOV EAX, imm32 at 0x40_2ffd: 5 bytes, its last two in the next
+        // page (guest-physical pages 5 and 9, at host 0x9000 and 0xc000).
+        let rip = 0x40_2ffd;
+        let mut d = Decoder::with_ip(64, &[0xb8, 1, 2, 3, 4], rip, DecoderOptions::NONE);
+        let mut block = single_block(rip, d.decode());
+        block.next_page = 0xc000;
+        let mut cache = CodeCache::default();
+        cache.insert_crossing(0x9ffd, [5, 9], 64, Arc::new(block));
+        let cached = |cache: &CodeCache| cache.find(0x9ffd, 64, rip).is_some();
+        assert!(!cache.invalidate_range(9, 0xc000, 2, 8), "past its last byte");
+        assert!(!cache.invalidate_range(5, 0x9000, 0xff0, 13), "before its first");
+        assert!(cached(&cache));
+        assert!(cache.invalidate_range(9, 0xc000, 1, 1), "its last byte");
+        assert!(!cached(&cache));
+        assert!(!cache.is_code_page(9));
+        // The first page still lists its slot until a write there finds
+        // it empty.
+        assert!(!cache.invalidate_range(5, 0x9000, 0, 1));
         assert!(!cache.is_code_page(5));
         cache.bury();
     }
