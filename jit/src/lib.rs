@@ -469,10 +469,13 @@ fn lower_block(
     // A fallback that answered CONTINUE changed nothing the next block's
     // code assumes (mode changes end blocks and are not chained through).
     let _ = last_lowered;
+    // After an OUT, through the chain, which sees an interrupt the device
+    // raised or a stop it asked for before the next block runs.
+    let port_write = instructions.last().is_some_and(|i| i.mnemonic() == Mnemonic::Out);
     if block.chain_fallthrough {
         match l.internal(next) {
-            Some(target) => l.jump_to(target, retired, Some(1)),
-            None => l.exit_direct(next, retired, 1),
+            Some(target) if !port_write => l.jump_to(target, retired, Some(1)),
+            _ => l.exit_direct(next, retired, 1),
         }
     } else {
         l.exit_here(next, retired, exit::CONTINUE);

@@ -74,7 +74,8 @@ impl Plan {
                         }
                     }
                     FlowControl::Return => return returns.clone(),
-                    _ if b.chain_fallthrough => vec![ins.next_ip()],
+                    // An OUT's fall-through leaves through the chain.
+                    _ if b.chain_fallthrough && ins.mnemonic() != M::Out => vec![ins.next_ip()],
                     _ => Vec::new(),
                 };
                 targets.into_iter().filter_map(|t| index_of(&blocks, t)).collect()

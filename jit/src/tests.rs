@@ -55,6 +55,11 @@ pub(super) fn cpl0_long_mode(mem: &GuestMemory, rip: u64) -> CpuState {
 /// (with a hole and a read-only page), an IDT whose vector `v` leads to a
 /// HLT at `HANDLERS + 16 v`.
 pub(super) fn machine(code: &[u8]) -> Interpreter {
+    machine_with(code, Bus::new(), MachineControl::new())
+}
+
+/// [`machine`] with these port devices and this control.
+pub(super) fn machine_with(code: &[u8], pio: Bus, control: Arc<MachineControl>) -> Interpreter {
     let mem = GuestMemory::new(MEM_SIZE).unwrap();
     mem.write_u64(0x1000, 0x2003).unwrap();
     mem.write_u64(0x2000, 0x3003).unwrap();
@@ -85,7 +90,7 @@ pub(super) fn machine(code: &[u8]) -> Interpreter {
     }
     s.gpr[reg::RSP] = STACK_TOP;
     s.gpr[reg::RBX] = DATA;
-    let ctx = MachineContext { memory: Arc::new(mem), pio: Arc::new(Bus::new()), mmio: Arc::new(Bus::new()), control: MachineControl::new() };
+    let ctx = MachineContext { memory: Arc::new(mem), pio: Arc::new(pio), mmio: Arc::new(Bus::new()), control };
     Interpreter::new(ctx, s)
 }
 

@@ -261,3 +261,48 @@ fn code_flush_while_links_exist() {
     assert_eq!(s.gpr, reference.gpr);
     assert_eq!(s.rip, reference.rip);
 }
+
+/// A port that asks the machine to stop when written, as `isa-debug-exit`.
+struct StopPort(Arc<emu_core::MachineControl>);
+
+impl emu_core::BusDevice for StopPort {
+    fn write(&mut self, _base: u64, _offset: u64, _data: &[u8]) {
+        self.0.request_stop(emu_core::StopReason::Error("stop port".into()));
+    }
+}
+
+#[test]
+fn an_out_chains_to_the_next_block_and_a_stop_it_asks_for_comes_first() {
+    // 20,000 OUTs to port 0x80 (nothing there), each ending its block:
+    // native code goes on through the chain, not the dispatcher. Then an
+    // OUT to the stop port: the MOV after it never runs.
+    let code = assemble(|a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 20_000)?;
+        a.set_label(&mut top)?;
+        a.out(0x80, al)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.out(0xf4, al)?;
+        a.mov(ebx, 0xdead)?;
+        Ok(())
+    });
+    let control = emu_core::MachineControl::new();
+    let mut pio = emu_core::Bus::new();
+    pio.insert(Arc::new(std::sync::Mutex::new(StopPort(Arc::clone(&control)))), 0xf4, 1).unwrap();
+    let mut cpu = super::tests::machine_with(&code, pio, Arc::clone(&control));
+    cpu.set_translator(Box::new(Translator::new().unwrap()));
+    cpu.set_jit_threshold(20);
+    let stopped = (0..100_000).find_map(|_| match cpu.step_block() {
+        Step::Executed => None,
+        Step::Halted => panic!("halted past the stop"),
+        Step::Stopped(r) => Some(r),
+    });
+    assert!(stopped.is_some(), "no stop");
+    let s = Interpreter::state(&cpu);
+    assert_eq!(s.gpr[reg::RCX], 0);
+    assert_ne!(s.gpr[reg::RBX] & 0xffff_ffff, 0xdead, "the MOV after the stopping OUT ran");
+    let (dispatched, chained) = (stat(&cpu, "jit: dispatcher entries"), stat(&cpu, "jit: chained runs"));
+    assert!(dispatched < 1_000, "{dispatched} dispatcher entries");
+    assert!(chained > 15_000, "{chained} chained runs");
+}

@@ -185,9 +185,14 @@ pub(crate) enum Holding {
     Inside,
 }
 
-/// Whether the fall-through at the end of `entries` may be chained to.
+/// Whether the fall-through at the end of `entries` may be chained to:
+/// the last instruction does not end the block, or it is an OUT, which
+/// ends it only so that what the device does (raise an interrupt, ask the
+/// machine to stop) is seen before the next instruction runs, as the
+/// chain checks between blocks (the translator leaves through the chain
+/// there, never into a block of its own region).
 fn chains_through(entries: &[(Handler, Instruction)]) -> bool {
-    entries.last().is_some_and(|(_, ins)| !ends_block(ins))
+    entries.last().is_some_and(|(_, ins)| !ends_block(ins) || ins.mnemonic() == M::Out)
 }
 
 /// The RIPs a block may go to next without the dispatcher deciding: the
