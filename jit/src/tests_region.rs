@@ -291,3 +291,39 @@ fn a_loop_writing_data_beside_its_code_keeps_its_code() {
     let dropped = stat(&cpu, "blocks dropped by writes");
     assert!(dropped < 5, "{dropped} blocks dropped by writes");
 }
+
+#[test]
+fn a_miss_that_faults_leaves_the_state_before_the_access() {
+    use super::tests::{HANDLERS, HOLE, READ_ONLY};
+    use emu_core::interp::HOT_LOOP_BACK_EDGES;
+    // Once optimised, the loop reads (then writes) a page that is not
+    // present (read-only): the miss leaves the access to the interpreter,
+    // which raises #PF with the state before the instruction.
+    for (target, write) in [(HOLE, false), (READ_ONLY, true)] {
+        let code = assemble(|a| {
+            let mut top = a.create_label();
+            a.mov(ecx, 2 * HOT_LOOP_BACK_EDGES)?;
+            a.xor(eax, eax)?;
+            a.mov(rdi, target)?;
+            a.set_label(&mut top)?;
+            a.mov(esi, 0x10_0000)?;
+            a.cmp(ecx, 100)?;
+            a.cmove(rsi, rdi)?;
+            if write {
+                a.mov(qword_ptr(rsi + 8), rcx)?;
+            } else {
+                a.add(rax, qword_ptr(rsi + 8))?;
+            }
+            a.add(rax, rcx)?;
+            a.dec(ecx)?;
+            a.jne(top)?;
+            Ok(())
+        });
+        let mut cpu = same(&code);
+        assert_eq!(stat(&cpu, "jit: loops optimized"), 1);
+        let state = Vcpu::state(&mut cpu).unwrap();
+        assert_eq!(state.rip, HANDLERS + 16 * 14 + 1, "#PF");
+        assert_eq!(state.gpr[reg::RCX], 100);
+        assert_eq!(state.cr2, target + 8);
+    }
+}
