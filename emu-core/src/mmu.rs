@@ -650,12 +650,9 @@ impl Tlb {
             // Entries derived from global translations stay valid, and
             // their pages stay noted for INVLPG.
             self.epochs[EVERY_FLUSH] += 1;
-        } else {
-            self.bump_epoch();
-        }
-        if keep_global {
             self.identity.keep_global();
         } else {
+            self.bump_epoch();
             self.identity.clear();
         }
         self.flushes += 1;

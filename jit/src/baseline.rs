@@ -154,12 +154,13 @@ struct Compiler<'f> {
     dirty: u16,
     /// Registers in use by the instruction being emitted.
     pinned: u16,
-    /// Blocks reached by one branch alone, and the register contents at
-    /// that branch (with their dirty bits).
-    single_pred: HashMap<Block, bool>,
+    /// Per block index, whether one branch alone reaches it; the register
+    /// contents at that branch (with their dirty bits).
+    single_pred: Vec<bool>,
     inherited: HashMap<Block, Vec<(u8, Value, bool)>>,
-    /// Blocks that take their parameters in `PARAM_REGS`.
-    param_regs: HashMap<Block, bool>,
+    /// Per block index, whether the block takes its parameters in
+    /// `PARAM_REGS`.
+    param_regs: Vec<bool>,
     /// Slotted values by index, and per block the ones live at its entry.
     global_index: Vec<u32>,
     live_in: BlockSets,
@@ -224,9 +225,9 @@ impl<'f> Compiler<'f> {
             holds: [None; 16],
             dirty: 0,
             pinned: 0,
-            single_pred: HashMap::default(),
+            single_pred: vec![false; dfg.num_blocks()],
             inherited: HashMap::default(),
-            param_regs: HashMap::default(),
+            param_regs: vec![false; dfg.num_blocks()],
             global_index: Vec::new(),
             live_in: BlockSets::default(),
             live_out: BlockSets::default(),
@@ -278,10 +279,10 @@ impl<'f> Compiler<'f> {
         }
         for block in func.layout.blocks() {
             let n = preds[block.index()];
-            c.single_pred.insert(block, n == 1);
+            c.single_pred[block.index()] = n == 1;
             let params = dfg.block_params(block);
             let in_regs = block != entry && n > 1 && params.len() <= PARAM_REGS.len();
-            c.param_regs.insert(block, in_regs);
+            c.param_regs[block.index()] = in_regs;
             if !in_regs && block != entry {
                 for &p in params {
                     c.give_slot(p);
@@ -373,7 +374,7 @@ impl<'f> Compiler<'f> {
     }
 
     fn has_slot(&self, v: Value) -> bool {
-        self.slot.get(v.index()).is_some_and(|&at| at != 0)
+        self.slot_at(v).is_some()
     }
 
     fn slot_at(&self, v: Value) -> Option<i32> {
@@ -385,7 +386,7 @@ impl<'f> Compiler<'f> {
     /// laid out before its predecessor, a hot one after a cold one, starts
     /// with none).
     fn inherits(&self, block: Block) -> bool {
-        self.single_pred.get(&block) == Some(&true) && !self.labels.contains_key(&block)
+        self.single_pred.get(block.index()) == Some(&true) && !self.labels.contains_key(&block)
     }
 
     /// Every value `inst` reads, block arguments included (resolved), in
@@ -494,7 +495,7 @@ impl<'f> Compiler<'f> {
                     }
                 }
             }
-            if self.param_regs.get(&block) == Some(&true) {
+            if self.param_regs.get(block.index()) == Some(&true) {
                 let params = self.func.dfg.block_params(block).to_vec();
                 for (&p, &r) in params.iter().zip(&PARAM_REGS) {
                     self.holds[r as usize] = Some(p);
@@ -856,7 +857,7 @@ impl<'f> Compiler<'f> {
         if params.len() != args.len() {
             return None;
         }
-        if self.param_regs.get(&target) == Some(&true) {
+        if self.param_regs.get(target.index()) == Some(&true) {
             // Through RAX and RCX, so an argument already in a parameter
             // register is read before it is overwritten.
             const TEMPS: [u8; 2] = [reg::RAX, reg::RCX];

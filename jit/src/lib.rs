@@ -471,10 +471,10 @@ fn lower_block(
     let _ = last_lowered;
     // After an OUT, through the chain, which sees an interrupt the device
     // raised or a stop it asked for before the next block runs.
-    let port_write = instructions.last().is_some_and(|i| i.mnemonic() == Mnemonic::Out);
+    let through_chain = instructions.last().is_some_and(emu_core::interp::ends_block_for_the_chain);
     if block.chain_fallthrough {
         match l.internal(next) {
-            Some(target) if !port_write => l.jump_to(target, retired, Some(1)),
+            Some(target) if !through_chain => l.jump_to(target, retired, Some(1)),
             _ => l.exit_direct(next, retired, 1),
         }
     } else {

@@ -9,7 +9,7 @@
 
 use iced_x86::{FlowControl, Mnemonic as M, OpKind};
 
-use emu_core::interp::RegionBlock;
+use emu_core::interp::{ends_block_for_the_chain, RegionBlock};
 use iced_x86::Instruction;
 
 /// The most return addresses a RET in a region is compared with.
@@ -74,8 +74,8 @@ impl Plan {
                         }
                     }
                     FlowControl::Return => return returns.clone(),
-                    // An OUT's fall-through leaves through the chain.
-                    _ if b.chain_fallthrough && ins.mnemonic() != M::Out => vec![ins.next_ip()],
+                    // Such a fall-through leaves through the chain.
+                    _ if b.chain_fallthrough && !ends_block_for_the_chain(ins) => vec![ins.next_ip()],
                     _ => Vec::new(),
                 };
                 targets.into_iter().filter_map(|t| index_of(&blocks, t)).collect()

@@ -294,8 +294,7 @@ impl CodeCache {
         let mut dropped: Vec<u32> = Vec::new();
         let mut regions: Vec<*const super::region::Region> = Vec::new();
         for &s in slots {
-            let Some(b) = self.slots.get(s as usize).and_then(|slot| slot.block.as_ref().map(|b| (slot.key >> 2, b))) else { continue };
-            let (start, block) = b;
+            let Some((start, block)) = self.slots.get(s as usize).and_then(|slot| slot.block.as_ref().map(|b| (slot.key >> 2, b))) else { continue };
             let size = block.end.wrapping_sub(block.rip);
             let (from, to) = if start & !(PAGE - 1) == host_page {
                 (start & (PAGE - 1), (start & (PAGE - 1)) + size)
@@ -324,9 +323,7 @@ impl CodeCache {
         if here.is_empty() {
             // Every slot listed went to other blocks (or to none): no
             // code here any more.
-            self.pages.remove(&phys_page);
-            self.code_pages.remove(&phys_page);
-            self.quiet_writes.remove(&phys_page);
+            self.forget_page(phys_page);
             return false;
         }
         if dropped.is_empty() {
@@ -355,14 +352,19 @@ impl CodeCache {
         }
         here.retain(|s| !dropped.contains(s));
         if here.is_empty() {
-            self.pages.remove(&phys_page);
-            self.code_pages.remove(&phys_page);
-            self.quiet_writes.remove(&phys_page);
+            self.forget_page(phys_page);
         } else if let Some(list) = self.pages.get_mut(&phys_page) {
             *list = here;
         }
         self.generation += 1;
         true
+    }
+
+    /// Stops holding `phys_page` as a code page: it holds no block.
+    fn forget_page(&mut self, phys_page: u64) {
+        self.pages.remove(&phys_page);
+        self.code_pages.remove(&phys_page);
+        self.quiet_writes.remove(&phys_page);
     }
 
     /// Drops everything (a state replacement).

@@ -43,7 +43,7 @@ use crate::vcpu::{MachineContext, Vcpu, VcpuError, VcpuStats, VmExit};
 
 pub use fault::{Exception, Fault};
 pub use tier::{
-    exit, jit_carry, jit_fallback, jit_flags, jit_read, jit_write, offsets, BlockTranslator, Finished, Helpers, JitFrame, LinkSlot, NativeBlock, RegionBlock, TierSlot, TranslationJob,
+    ends_block_for_the_chain, exit, jit_carry, jit_fallback, jit_flags, jit_read, jit_write, offsets, BlockTranslator, Finished, Helpers, JitFrame, LinkSlot, NativeBlock, RegionBlock, TierSlot, TranslationJob,
     TranslationRequest, CHAIN_BUDGET, DEFAULT_HOT_THRESHOLD, HELPERS, HOT_LOOP_BACK_EDGES, MISS_EXITS_BEFORE_HELPERS,
 };
 

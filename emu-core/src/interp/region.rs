@@ -186,13 +186,10 @@ pub(crate) enum Holding {
 }
 
 /// Whether the fall-through at the end of `entries` may be chained to:
-/// the last instruction does not end the block, or it is an OUT, which
-/// ends it only so that what the device does (raise an interrupt, ask the
-/// machine to stop) is seen before the next instruction runs, as the
-/// chain checks between blocks (the translator leaves through the chain
-/// there, never into a block of its own region).
+/// the last instruction does not end the block, or ends it only for the
+/// chain's checks.
 fn chains_through(entries: &[(Handler, Instruction)]) -> bool {
-    entries.last().is_some_and(|(_, ins)| !ends_block(ins) || ins.mnemonic() == M::Out)
+    entries.last().is_some_and(|(_, ins)| !ends_block(ins) || super::tier::ends_block_for_the_chain(ins))
 }
 
 /// The RIPs a block may go to next without the dispatcher deciding: the

@@ -312,7 +312,7 @@ pub mod offsets {
     pub const HOP_RIP: i32 = offset_of!(Hop, rip) as i32;
     /// `Hop::epoch`.
     pub const HOP_EPOCH: i32 = offset_of!(Hop, epoch) as i32;
-    /// See `HOP_RIP`.
+    /// `Hop::epoch_offset` (a `u32`: bytes into `Tlb::epochs`).
     pub const HOP_EPOCH_OFFSET: i32 = offset_of!(Hop, epoch_offset) as i32;
     /// `Hop::cpl` (a byte).
     pub const HOP_CPL: i32 = offset_of!(Hop, cpl) as i32;
@@ -464,7 +464,8 @@ pub struct RegionBlock {
     pub len: usize,
     /// Whether the fall-through at its end may be linked or followed: the
     /// last instruction does not change the mode, paging or interrupt
-    /// state.
+    /// state, or it ends the block only for the chain's checks
+    /// ([`ends_block_for_the_chain`]).
     pub chain_fallthrough: bool,
     /// Whether native code may be entered at this block: the first block,
     /// the calls' return addresses and every block with no or several
@@ -473,6 +474,15 @@ pub struct RegionBlock {
     /// flags. A block that becomes hot where a region holds it as an entry
     /// runs that code instead of a translation of its own.
     pub entry: bool,
+}
+
+/// Whether `ins` ends its block only so that what it makes a device do
+/// (raise an interrupt, ask the machine to stop) is seen before the next
+/// instruction: an OUT. The chain loop checks both between blocks, so a
+/// block ending with it chains to its fall-through, but through the chain,
+/// never into a block of its own region.
+pub fn ends_block_for_the_chain(ins: &Instruction) -> bool {
+    ins.mnemonic() == Mnemonic::Out
 }
 
 /// An owned [`TranslationRequest`], for a compiler thread: plain data (the
