@@ -13,6 +13,8 @@
 //! concurrently with the VMM: every access is a bounds-checked copy.
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use memmap2::{Advice, MmapMut, MmapOptions};
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
@@ -60,6 +62,23 @@ impl RomRegion {
     }
 }
 
+/// Guest-physical ranges the VMM wrote since the CPU last asked
+/// ([`GuestMemory::take_device_writes`]): device DMA, where code the CPU
+/// decoded or translated from may lie underneath.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DeviceWrites {
+    /// `(address, length)` of each write, in order.
+    pub ranges: Vec<(u64, u64)>,
+    /// More writes than [`DEVICE_WRITES_KEPT`] came: treat all of memory
+    /// as written (`ranges` is then empty).
+    pub all: bool,
+}
+
+/// How many ranges [`DeviceWrites`] keeps before it gives up on them: a
+/// CPU backend that never asks (KVM, which needs no telling) costs this
+/// much and no more.
+pub const DEVICE_WRITES_KEPT: usize = 64;
+
 /// All of a guest's memory.
 #[derive(Debug)]
 pub struct GuestMemory {
@@ -69,6 +88,10 @@ pub struct GuestMemory {
     ram_size: u64,
     regions: Vec<RamRegion>,
     roms: Vec<RomRegion>,
+    /// What [`GuestMemory::write`] wrote, for the interpreter's code cache;
+    /// `device_writes_pending` says cheaply whether there is any.
+    device_writes: Mutex<DeviceWrites>,
+    device_writes_pending: AtomicBool,
 }
 
 // SAFETY: the mapping lives as long as `GuestMemory` and is only reached
@@ -112,7 +135,15 @@ impl GuestMemory {
         }
         let ram_base = NonNull::new(ram.as_ptr().cast_mut().wrapping_add(slack))
             .ok_or(MemoryError::InvalidSize(ram_size, "the host returned a null mapping"))?;
-        Ok(Self { _mapping: ram, ram_base, ram_size, regions: layout::ram_regions(ram_size), roms: Vec::new() })
+        Ok(Self {
+            _mapping: ram,
+            ram_base,
+            ram_size,
+            regions: layout::ram_regions(ram_size),
+            roms: Vec::new(),
+            device_writes: Mutex::new(DeviceWrites::default()),
+            device_writes_pending: AtomicBool::new(false),
+        })
     }
 
     /// Total RAM in bytes.
@@ -225,7 +256,8 @@ impl GuestMemory {
     }
 
     /// Copies `buf` into guest memory at `addr`. Writes reach ROM too: this
-    /// is the loader's path, not the guest's.
+    /// is the loaders' and devices' path, not the guest CPU's; each write
+    /// is noted for [`GuestMemory::take_device_writes`].
     pub fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
         // Check the whole range first so a failing write changes nothing.
         self.for_each_piece(addr, buf.len(), |_, _, _| {})?;
@@ -233,7 +265,39 @@ impl GuestMemory {
         self.for_each_piece(addr, buf.len(), |dst, off, n| {
             // SAFETY: as in `read`, with source and destination swapped.
             unsafe { std::ptr::copy_nonoverlapping(src.add(off), dst, n) }
-        })
+        })?;
+        self.note_device_write(addr, buf.len() as u64);
+        Ok(())
+    }
+
+    fn note_device_write(&self, addr: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        // A poisoned lock only means a panicking writer; the list is
+        // still a list.
+        let mut writes = self.device_writes.lock().unwrap_or_else(|e| e.into_inner());
+        if !writes.all {
+            if writes.ranges.len() < DEVICE_WRITES_KEPT {
+                writes.ranges.push((addr, len));
+            } else {
+                writes.ranges = Vec::new();
+                writes.all = true;
+            }
+        }
+        self.device_writes_pending.store(true, Ordering::Release);
+    }
+
+    /// The ranges [`GuestMemory::write`] wrote since the last call, if
+    /// any: a software CPU drops the code it cached from them, as QEMU
+    /// drops translations under a DMA write. One atomic load when there
+    /// are none.
+    pub fn take_device_writes(&self) -> Option<DeviceWrites> {
+        if !self.device_writes_pending.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        let mut writes = self.device_writes.lock().unwrap_or_else(|e| e.into_inner());
+        Some(std::mem::take(&mut *writes))
     }
 
     /// Reads a little-endian integer.
@@ -329,6 +393,21 @@ mod tests {
         // The last byte is inside the mapping.
         m.write_u64((16 << 20) - 8, 7).unwrap();
         assert_eq!(m.read_u64((16 << 20) - 8).unwrap(), 7);
+    }
+
+    #[test]
+    fn device_writes_are_noted_until_taken() {
+        let m = GuestMemory::new(2 << 20).unwrap();
+        assert_eq!(m.take_device_writes(), None);
+        m.write(0x1000, &[1, 2, 3]).unwrap();
+        m.write_u64(0x2000, 5).unwrap();
+        assert!(m.write(2 << 20, &[1]).is_err(), "out of range: no write, nothing noted");
+        assert_eq!(m.take_device_writes(), Some(DeviceWrites { ranges: vec![(0x1000, 3), (0x2000, 8)], all: false }));
+        assert_eq!(m.take_device_writes(), None);
+        for i in 0..=DEVICE_WRITES_KEPT as u64 {
+            m.write_u32(0x1000 + 4 * i, 0).unwrap();
+        }
+        assert_eq!(m.take_device_writes(), Some(DeviceWrites { ranges: Vec::new(), all: true }));
     }
 
     #[test]

@@ -306,3 +306,63 @@ fn an_out_chains_to_the_next_block_and_a_stop_it_asks_for_comes_first() {
     assert!(dispatched < 1_000, "{dispatched} dispatcher entries");
     assert!(chained > 15_000, "{chained} chained runs");
 }
+
+/// A device that, at its `after`th write, writes `code` at `at` in the
+/// memory it is given once the machine exists (DMA).
+struct LateCodeWriter {
+    memory: Arc<std::sync::OnceLock<Arc<emu_core::GuestMemory>>>,
+    at: u64,
+    code: Vec<u8>,
+    after: u32,
+}
+
+impl emu_core::BusDevice for LateCodeWriter {
+    fn write(&mut self, _base: u64, _offset: u64, _data: &[u8]) {
+        self.after = self.after.saturating_sub(1);
+        if self.after == 0 {
+            if let Some(memory) = self.memory.get() {
+                memory.write(self.at, &std::mem::take(&mut self.code)).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_device_write_over_translated_code_drops_it() {
+    // A loop calls `f`, which returns 1, 1,000 times; the device at port
+    // 0x80 writes an `f` that returns 100 over it at the 600th OUT, long
+    // after both were translated: the calls after it run the new `f`.
+    let f = CODE + 0x100;
+    let code = assemble(|a| {
+        let mut top = a.create_label();
+        a.xor(ebx, ebx)?;
+        a.mov(ecx, 1000)?;
+        a.set_label(&mut top)?;
+        a.call(f)?;
+        a.add(ebx, eax)?;
+        a.out(0x80, al)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.hlt()?;
+        Ok(())
+    });
+    let routine = |value: u32| {
+        let mut a = CodeAssembler::new(64).unwrap();
+        a.mov(eax, value).unwrap();
+        a.ret().unwrap();
+        a.assemble(f).unwrap()
+    };
+    let memory = Arc::new(std::sync::OnceLock::new());
+    let writer = LateCodeWriter { memory: Arc::clone(&memory), at: f, code: routine(100), after: 600 };
+    let mut pio = emu_core::Bus::new();
+    pio.insert(Arc::new(std::sync::Mutex::new(writer)), 0x80, 1).unwrap();
+    let mut cpu = super::tests::machine_with(&code, pio, emu_core::MachineControl::new());
+    let _ = memory.set(cpu.memory());
+    cpu.memory().write(f, &routine(1)).unwrap();
+    cpu.set_translator(Box::new(Translator::new().unwrap()));
+    cpu.set_jit_threshold(20);
+    let halted = (0..100_000).any(|_| cpu.step_block() == Step::Halted);
+    assert!(halted, "the loop never ended");
+    assert_eq!(Interpreter::state(&cpu).gpr[reg::RBX] & 0xffff_ffff, 600 + 400 * 100);
+    assert!(stat(&cpu, "jit: native block runs") > 1_000, "the loop ran native");
+}

@@ -243,16 +243,44 @@ impl Interpreter {
         Ok(ram)
     }
 
-    fn read_mmio(&self, phys: u64, size: usize) -> u64 {
+    fn read_mmio(&mut self, phys: u64, size: usize) -> u64 {
         let mut buf = [0u8; 8];
         super::bump(&self.counters.mmio);
         self.mmio.read(phys, &mut buf[..size]);
+        self.drop_code_written_by_devices();
         u64::from_le_bytes(buf)
     }
 
-    fn write_mmio(&self, phys: u64, size: usize, value: u64) {
+    fn write_mmio(&mut self, phys: u64, size: usize, value: u64) {
         super::bump(&self.counters.mmio);
         self.mmio.write(phys, &value.to_le_bytes()[..size]);
+        self.drop_code_written_by_devices();
+    }
+
+    /// Drops the cached code under what devices wrote to memory (DMA, as
+    /// fw_cfg's) since the last look: called after every port and MMIO
+    /// access, the only way a device runs on the vCPU's thread. Code the
+    /// CPU is running is dropped as a guest store would drop it.
+    pub(crate) fn drop_code_written_by_devices(&mut self) {
+        let Some(writes) = self.mem.take_device_writes() else { return };
+        if writes.all {
+            self.flush_code();
+            return;
+        }
+        for (addr, len) in writes.ranges {
+            let end = addr.saturating_add(len);
+            let mut at = addr;
+            while at < end {
+                let page = at >> 12;
+                let in_page = (PAGE - (at & (PAGE - 1))).min(end - at);
+                if self.code.is_code_page(page) {
+                    if let Some(host) = self.mem.host_range(page << 12, PAGE) {
+                        self.code.invalidate_range(page, host as u64, at & (PAGE - 1), in_page);
+                    }
+                }
+                at += in_page;
+            }
+        }
     }
 
     /// Reads through segment `sreg`.

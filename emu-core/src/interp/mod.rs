@@ -178,6 +178,8 @@ impl Interpreter {
         if let Some(host) = ctx.memory.host_range(0, low_ram) {
             tlb.identity.set_ram(host, low_ram);
         }
+        // What the loaders wrote lies under no cached code yet.
+        let _ = ctx.memory.take_device_writes();
         Self {
             s: state,
             mem: ctx.memory,

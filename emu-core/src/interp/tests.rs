@@ -10,7 +10,11 @@ use crate::cpu::{flags, reg, seg};
 /// A 64-bit flat machine with identity-mapped paging over 16 MiB, the
 /// program at 0x10000 and a stack below 0x8000.
 pub(crate) fn long_mode_cpu(code: &[u8]) -> Interpreter {
-    let mem = GuestMemory::new(16 << 20).unwrap();
+    long_mode_cpu_on(Arc::new(GuestMemory::new(16 << 20).unwrap()), Bus::new(), code)
+}
+
+/// As [`long_mode_cpu`], over `mem` (16 MiB) with `pio` as its port bus.
+fn long_mode_cpu_on(mem: Arc<GuestMemory>, pio: Bus, code: &[u8]) -> Interpreter {
     // PML4 0x1000 -> PDPT 0x2000 -> PD 0x3000 with 2 MiB pages.
     mem.write_u64(0x1000, 0x2003).unwrap();
     mem.write_u64(0x2000, 0x3003).unwrap();
@@ -29,12 +33,7 @@ pub(crate) fn long_mode_cpu(code: &[u8]) -> Interpreter {
     }
     s.rip = 0x1_0000;
     s.gpr[reg::RSP] = 0x8000;
-    let ctx = MachineContext {
-        memory: Arc::new(mem),
-        pio: Arc::new(Bus::new()),
-        mmio: Arc::new(Bus::new()),
-        control: MachineControl::new(),
-    };
+    let ctx = MachineContext { memory: mem, pio: Arc::new(pio), mmio: Arc::new(Bus::new()), control: MachineControl::new() };
     Interpreter::new(ctx, s)
 }
 
@@ -496,4 +495,56 @@ fn implicit_reads_use_the_supervisor_tlb_unless_smap_is_on() {
     cpu.tlb.flush(false);
     assert_eq!(cpu.read_linear_implicit(0x5000, 8).unwrap(), 0x1122_3344_5566_7788);
     assert!(cpu.tlb.lookup(0x5000, crate::mmu::Access::Read, false).is_none());
+}
+
+/// A device that, written to, writes `code` into guest memory at `at`
+/// (DMA), once.
+struct CodeWriter {
+    memory: Arc<GuestMemory>,
+    at: u64,
+    code: Option<Vec<u8>>,
+}
+
+impl crate::BusDevice for CodeWriter {
+    fn write(&mut self, _base: u64, _offset: u64, _data: &[u8]) {
+        if let Some(code) = self.code.take() {
+            self.memory.write(self.at, &code).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_device_write_over_code_drops_it() {
+    // `f` returns 1 until the device at port 0x80 writes a new `f` that
+    // returns 100 over it: the next call must run the new one.
+    let f = 0x1_0100u64;
+    let code = assemble64(|a| {
+        let mut again = a.create_label();
+        a.xor(ebx, ebx)?;
+        a.set_label(&mut again)?;
+        a.call(f)?;
+        a.add(ebx, eax)?;
+        a.out(0x80, al)?;
+        a.cmp(ebx, 50)?;
+        a.jb(again)?;
+        a.hlt()
+    });
+    let routine = |value: u32| {
+        let mut a = CodeAssembler::new(64).unwrap();
+        a.mov(eax, value).unwrap();
+        a.ret().unwrap();
+        a.assemble(f).unwrap()
+    };
+    let mem = Arc::new(GuestMemory::new(16 << 20).unwrap());
+    mem.write(f, &routine(1)).unwrap();
+    let mut pio = Bus::new();
+    let writer = CodeWriter { memory: mem.clone(), at: f, code: Some(routine(100)) };
+    pio.insert(Arc::new(std::sync::Mutex::new(writer)), 0x80, 1).unwrap();
+    let mut cpu = long_mode_cpu_on(mem, pio, &code);
+    for _ in 0..1000 {
+        if cpu.step() != Step::Executed {
+            break;
+        }
+    }
+    assert_eq!(cpu.s.gpr[reg::RBX], 101, "the call after the write ran the new code");
 }

@@ -44,17 +44,19 @@ impl Interpreter {
     }
 
     /// Reads a port through the bus.
-    pub(crate) fn port_in(&self, port: u16, size: usize) -> u64 {
+    pub(crate) fn port_in(&mut self, port: u16, size: usize) -> u64 {
         let mut buf = [0u8; 8];
         crate::interp::bump(&self.counters.port_io);
         self.pio.read(u64::from(port), &mut buf[..size]);
+        self.drop_code_written_by_devices();
         u64::from_le_bytes(buf)
     }
 
     /// Writes a port through the bus.
-    pub(crate) fn port_out(&self, port: u16, size: usize, v: u64) {
+    pub(crate) fn port_out(&mut self, port: u16, size: usize, v: u64) {
         crate::interp::bump(&self.counters.port_io);
         self.pio.write(u64::from(port), &v.to_le_bytes()[..size]);
+        self.drop_code_written_by_devices();
     }
 }
 
