@@ -2,7 +2,10 @@
 //! forms, which touch the x87 state, fall back), with the interpreter's
 //! semantics (`exec::sse`, `exec::sse_int`): MOVAPS/MOVUPS/MOVAPD/MOVUPD/
 //! MOVDQA/MOVDQU, MOVD/MOVQ, the bitwise logic, PADD/PSUB, PCMPEQ,
-//! PUNPCK*, PSHUFD, shifts by an immediate and PMOVMSKB/MOVMSKPS/PD.
+//! PUNPCK*, PSHUFD, shifts by an immediate and PMOVMSKB/MOVMSKPS/PD; the
+//! scalar moves MOVSS/MOVSD, the scalar compares (U)COMISS/(U)COMISD of
+//! ordinary values, and FNSTCW (`exec::sse`, `exec::sse_float`,
+//! `exec::x87_ctl`).
 //!
 //! XMM registers stay in `CpuState::fx.xmm` (loaded and stored per
 //! instruction). The SSE checks (CR0.EM/TS, CR4.OSFXSR) and 16-byte memory
@@ -12,9 +15,9 @@
 
 use std::mem::offset_of;
 
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, ConstantData, InstBuilder, Type, Value};
-use emu_core::cpu::{CpuState, FxState};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{types, ConstantData, InstBuilder, MemFlagsData, Type, Value};
+use emu_core::cpu::{flags, CpuState, FxState};
 use emu_core::interp::offsets;
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
 
@@ -25,6 +28,8 @@ use crate::translate::{mask, mem, Lower, Unsupported, L, st};
 const XMM: i32 = (offset_of!(CpuState, fx) + offset_of!(FxState, xmm)) as i32;
 const CR0: i32 = offset_of!(CpuState, cr0) as i32;
 const CR4: i32 = offset_of!(CpuState, cr4) as i32;
+/// `CpuState::fx.fcw`, the x87 control word.
+const FCW: i32 = (offset_of!(CpuState, fx) + offset_of!(FxState, fcw)) as i32;
 /// CR0.EM, CR0.TS, CR4.OSFXSR.
 const CR0_EM_TS: i64 = (1 << 2) | (1 << 3);
 const CR4_OSFXSR: i64 = 1 << 9;
@@ -341,5 +346,115 @@ pub(crate) fn pshufb(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     let idx = l.b.ins().band(sel, m);
     let v = l.b.ins().swizzle(a, idx);
     store_xmm(l, d, v);
+    Ok(())
+}
+
+/// Whether MOVSD is the SSE2 scalar move (an XMM operand), not the string
+/// instruction.
+pub(crate) fn is_scalar_move(ins: &Instruction) -> bool {
+    (0..ins.op_count()).any(|i| is_xmm_op(ins, i))
+}
+
+/// MOVSS/MOVSD, the scalar moves (`exec::sse::mov_scalar`): the low 4 or 8
+/// bytes from one XMM register into another's (its other bytes kept),
+/// from memory (the other bytes zeroed) or to memory.
+pub(crate) fn mov_scalar(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
+    let (size, ty) = if ins.mnemonic() == M::Movss { (4, types::I32) } else { (8, types::I64) };
+    match (ins.op0_kind(), ins.op1_kind()) {
+        (OpKind::Register, OpKind::Register) if is_xmm_op(ins, 0) && is_xmm_op(ins, 1) => {
+            sse_check(l, ins);
+            let v = load_xmm(l, ins.op1_register(), ty);
+            store_xmm(l, ins.op0_register(), v);
+        }
+        (OpKind::Register, OpKind::Memory) if is_xmm_op(ins, 0) => {
+            check_mem(ins)?;
+            sse_check(l, ins);
+            let a = address(l, ins);
+            let v = load(l, ins, a, size);
+            store_xmm_u64(l, ins.op0_register(), v);
+        }
+        (OpKind::Memory, OpKind::Register) if is_xmm_op(ins, 1) => {
+            check_mem(ins)?;
+            sse_check(l, ins);
+            let v = load_xmm(l, ins.op1_register(), types::I64);
+            let a = address(l, ins);
+            store(l, ins, a, size, v);
+        }
+        _ => return Err(Unsupported),
+    }
+    Ok(())
+}
+
+/// COMISS/COMISD/UCOMISS/UCOMISD (`exec::sse_float::comis`) where neither
+/// operand is a NaN or a denormal: ZF, PF and CF from the comparison, the
+/// other arithmetic flags clear, MXCSR untouched. A NaN (which sets
+/// MXCSR.IE, or raises #XM) or a denormal (DE, or DAZ) goes to the
+/// interpreter on a cold path.
+pub(crate) fn comis(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
+    let double = matches!(ins.mnemonic(), M::Comisd | M::Ucomisd);
+    let (size, int, float) = if double { (8, types::I64, types::F64) } else { (4, types::I32, types::F32) };
+    if !is_xmm_op(ins, 0) {
+        return Err(Unsupported);
+    }
+    match ins.op1_kind() {
+        OpKind::Register if is_xmm_op(ins, 1) => {}
+        OpKind::Memory => check_mem(ins)?,
+        _ => return Err(Unsupported),
+    }
+    sse_check(l, ins);
+    let a = load_xmm(l, ins.op0_register(), int);
+    let b = if ins.op1_kind() == OpKind::Memory {
+        let at = address(l, ins);
+        let v = load(l, ins, at, size);
+        if double { v } else { l.b.ins().ireduce(int, v) }
+    } else {
+        load_xmm(l, ins.op1_register(), int)
+    };
+    // Ordinary values: zero, or a magnitude from the smallest normal to
+    // infinity. (|x| - smallest normal) wraps for zero and the denormals.
+    let (magnitude_bits, min_normal, span): (i64, i64, i64) = if double {
+        (i64::MAX, 1 << 52, 0x7ff0_0000_0000_0000 - (1 << 52))
+    } else {
+        (0x7fff_ffff, 1 << 23, 0x7f80_0000 - (1 << 23))
+    };
+    let mut odd = None;
+    for v in [a, b] {
+        let magnitude = l.b.ins().band_imm_s(v, magnitude_bits);
+        let zero = l.b.ins().icmp_imm_s(IntCC::Equal, magnitude, 0);
+        let above = l.b.ins().iadd_imm_s(magnitude, -min_normal);
+        let out = l.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, above, span);
+        let not_zero = l.b.ins().bnot(zero);
+        let this = l.b.ins().band(out, not_zero);
+        odd = Some(odd.map_or(this, |o| l.b.ins().bor(o, this)));
+    }
+    if let Some(odd) = odd {
+        l.cold_fallback_if(ins, odd);
+    }
+    let (fa, fb) = (l.b.ins().bitcast(float, MemFlagsData::new(), a), l.b.ins().bitcast(float, MemFlagsData::new(), b));
+    let less = l.b.ins().fcmp(FloatCC::LessThan, fa, fb);
+    let equal = l.b.ins().fcmp(FloatCC::Equal, fa, fb);
+    let less = l.b.ins().uextend(types::I64, less);
+    let equal = l.b.ins().uextend(types::I64, equal);
+    let cf = l.b.ins().imul_imm_s(less, flags::CF as i64);
+    let zf = l.b.ins().imul_imm_s(equal, flags::ZF as i64);
+    let f = l.b.ins().bor(cf, zf);
+    crate::flags::set_arith(l, f);
+    Ok(())
+}
+
+/// FNSTCW m16 (`exec::x87_ctl::fstcw` without the wait): the x87 control
+/// word to memory; CR0.EM or CR0.TS (#NM) are the interpreter's.
+pub(crate) fn fnstcw(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
+    if ins.op0_kind() != OpKind::Memory {
+        return Err(Unsupported);
+    }
+    check_mem(ins)?;
+    let cr0 = l.b.ins().load(types::I64, mem(), l.frame, st(CR0));
+    let em_ts = l.b.ins().band_imm_s(cr0, CR0_EM_TS);
+    let bad = l.b.ins().icmp_imm_s(IntCC::NotEqual, em_ts, 0);
+    l.cold_fallback_if(ins, bad);
+    let fcw = l.b.ins().uload16(types::I64, mem(), l.frame, st(FCW));
+    let a = address(l, ins);
+    store(l, ins, a, 2, fcw);
     Ok(())
 }

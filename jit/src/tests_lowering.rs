@@ -442,3 +442,82 @@ fn faults_in_lowered_forms() {
     });
     assert_eq!(s.gpr[reg::RDX], 9);
 }
+
+#[test]
+fn sse_scalar_moves_compares_and_fnstcw() {
+    // Ordinary values, zeros of both signs, infinities, a quiet and a
+    // signalling NaN and denormals (the last three go to the interpreter,
+    // which sets MXCSR's IE or DE), as doubles and as singles.
+    let doubles: [(f64, f64); 6] = [(1.5, 2.5), (2.5, 1.5), (3.0, 3.0), (0.0, -0.0), (f64::NEG_INFINITY, f64::INFINITY), (f64::MIN_POSITIVE, 0.0)];
+    let specials = [(f64::NAN.to_bits(), 1f64.to_bits()), (1f64.to_bits(), 0x7ff0_0000_0000_0001), (1, 1f64.to_bits()), (2f64.to_bits(), 0x8000_0000_0000_0003)];
+    let pairs = doubles.iter().map(|&(x, y)| (x.to_bits(), y.to_bits())).chain(specials);
+    for (x, y) in pairs {
+        let (xs, ys) = ((f64::from_bits(x) as f32).to_bits(), (f64::from_bits(y) as f32).to_bits());
+        let code = assemble(|a| {
+            a.mov(rax, x)?;
+            a.mov(rcx, y)?;
+            a.movq(xmm0, rax)?;
+            a.movq(xmm1, rcx)?;
+            a.comisd(xmm0, xmm1)?;
+            consume(a)?;
+            a.mov(qword_ptr(rbx + 0x30), rcx)?;
+            a.ucomisd(xmm1, qword_ptr(rbx + 0x30))?;
+            consume(a)?;
+            a.ucomisd(xmm0, xmm1)?;
+            consume(a)?;
+            a.mov(eax, xs)?;
+            a.mov(ecx, ys)?;
+            a.movd(xmm2, eax)?;
+            a.movd(xmm3, ecx)?;
+            a.comiss(xmm2, xmm3)?;
+            consume(a)?;
+            a.ucomiss(xmm3, xmm2)?;
+            consume(a)?;
+            // The scalar moves: register to register keeps the upper
+            // bytes, a load zeroes them, a store writes the low ones.
+            a.pcmpeqd(xmm4, xmm4)?;
+            a.movsd_2(xmm4, xmm0)?;
+            a.pcmpeqd(xmm5, xmm5)?;
+            a.movss(xmm5, xmm2)?;
+            a.movsd_2(xmm6, qword_ptr(rbx + 0x30))?;
+            a.movss(xmm7, dword_ptr(rbx + 0x31))?;
+            a.movsd_2(qword_ptr(rbx + 0x81), xmm1)?;
+            a.movss(dword_ptr(rbx + 0x90), xmm3)?;
+            a.fnstcw(word_ptr(rbx + 0x98))?;
+            Ok(())
+        });
+        same_with(&code, &|s| s.cr4 |= 1 << 9);
+    }
+}
+
+#[test]
+fn sse_scalar_faults() {
+    // An unmasked invalid operation (MXCSR.IM clear) on a NaN: #XM from
+    // the interpreter's cold path; FNSTCW to the read-only page: #PF; with
+    // CR0.TS: #NM for both.
+    let nan = assemble(|a| {
+        a.mov(rax, f64::NAN.to_bits())?;
+        a.movq(xmm0, rax)?;
+        a.mov(dword_ptr(rbx + 0x10), 0x1f00)?;
+        a.ldmxcsr(dword_ptr(rbx + 0x10))?;
+        a.comisd(xmm0, xmm0)?;
+        Ok(())
+    });
+    same_with(&nan, &|s| s.cr4 |= (1 << 9) | (1 << 10));
+    let read_only = assemble(|a| {
+        a.inc(rax)?;
+        a.fnstcw(word_ptr(READ_ONLY + 0x10))?;
+        Ok(())
+    });
+    same_with(&read_only, &|_| {});
+    let ts = assemble(|a| {
+        a.inc(rax)?;
+        a.fnstcw(word_ptr(rbx + 0x10))?;
+        a.movsd_2(xmm0, xmm1)?;
+        Ok(())
+    });
+    same_with(&ts, &|s: &mut CpuState| {
+        s.cr4 |= 1 << 9;
+        s.cr0 |= 1 << 3;
+    });
+}

@@ -957,6 +957,10 @@ fn lower_one(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<Flow> {
         M::Xchg => crate::lower_bits::xchg(l, ins).map(|_| Flow::Next),
         M::Xadd => crate::lower_bits::xadd(l, ins).map(|_| Flow::Next),
         M::Cmpxchg => crate::lower_bits::cmpxchg(l, ins).map(|_| Flow::Next),
+        M::Movss => crate::lower_sse::mov_scalar(l, ins).map(|_| Flow::Next),
+        M::Movsd if crate::lower_sse::is_scalar_move(ins) => crate::lower_sse::mov_scalar(l, ins).map(|_| Flow::Next),
+        M::Comiss | M::Comisd | M::Ucomiss | M::Ucomisd => crate::lower_sse::comis(l, ins).map(|_| Flow::Next),
+        M::Fnstcw => crate::lower_sse::fnstcw(l, ins).map(|_| Flow::Next),
         M::Movsb | M::Movsw | M::Movsd | M::Movsq | M::Stosb | M::Stosw | M::Stosd | M::Stosq | M::Lodsb | M::Lodsw | M::Lodsd | M::Lodsq => {
             crate::lower_string::string(l, ins).map(|_| Flow::Next)
         }

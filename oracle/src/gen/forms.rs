@@ -90,7 +90,7 @@ const INTEGER_GROUPS: &[(&str, &[Mnemonic])] = &[
 /// SSE/SSE2 groups whose results are bit-exact on every x86-64 CPU
 /// (no RCPPS/RSQRTPS approximations).
 const SSE_GROUPS: &[(&str, &[Mnemonic])] = &[
-    ("sse-move", &[M::Movdqa, M::Movdqu, M::Movaps, M::Movups, M::Movapd, M::Movupd, M::Movd, M::Movq]),
+    ("sse-move", &[M::Movdqa, M::Movdqu, M::Movaps, M::Movups, M::Movapd, M::Movupd, M::Movd, M::Movq, M::Movss, M::Movsd]),
     (
         "sse-int-arith",
         &[
