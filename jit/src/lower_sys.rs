@@ -1,7 +1,8 @@
 //! System and flag instructions Linux runs often, with the interpreter's
 //! semantics (`exec::data`, `exec::system`, `exec::stack`) in 64-bit mode:
-//! PAUSE, PREFETCH* and the fences (no-ops there too), RDTSC (through the
-//! `rdtsc` helper, which also makes CR4.TSD's check), PUSHFQ, POPFQ, LEAVE,
+//! PAUSE, PREFETCH* and the fences (no-ops there too), RDTSC and RDTSCP
+//! (through the `rdtsc` helper, which also makes CR4.TSD's check; RDTSCP
+//! reads IA32_TSC_AUX into ECX), PUSHFQ, POPFQ, LEAVE,
 //! CLI and STI.
 //!
 //! IF, IOPL and the other system bits are never part of the lazy record,
@@ -23,6 +24,8 @@ use crate::translate::{mem, Lower, Unsupported, L, st};
 
 /// `CpuState::segs[CS].dpl` (CS.DPL is the CPL in 64-bit mode).
 const CS_DPL: i32 = (offset_of!(CpuState, segs) + seg::CS * std::mem::size_of::<Segment>() + offset_of!(Segment, dpl)) as i32;
+/// `CpuState::msrs.tsc_aux`, which RDTSCP reads into ECX.
+const TSC_AUX: i32 = (offset_of!(CpuState, msrs) + offset_of!(emu_core::cpu::Msrs, tsc_aux)) as i32;
 /// `CpuState::interrupt_shadow` (a bool).
 const SHADOW: i32 = offset_of!(CpuState, interrupt_shadow) as i32;
 
@@ -41,6 +44,7 @@ pub(crate) fn handles(m: M) -> bool {
             | M::Sfence
             | M::Mfence
             | M::Rdtsc
+            | M::Rdtscp
             | M::Pushfq
             | M::Popfq
             | M::Leave
@@ -54,7 +58,7 @@ pub(crate) fn lower(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     match ins.mnemonic() {
         // The interpreter's `nop`: no access, no check.
         M::Pause | M::Prefetch | M::Prefetchnta | M::Prefetcht0 | M::Prefetcht1 | M::Prefetcht2 | M::Prefetchw | M::Lfence | M::Sfence | M::Mfence => Ok(()),
-        M::Rdtsc => rdtsc(l, ins),
+        M::Rdtsc | M::Rdtscp => rdtsc(l, ins),
         M::Pushfq if ins.code() == Code::Pushfq => pushfq(l, ins),
         M::Popfq if ins.code() == Code::Popfq => popfq(l, ins),
         M::Leave if ins.code() == Code::Leaveq => leave(l, ins),
@@ -71,6 +75,10 @@ fn rdtsc(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     let hi = l.b.ins().ushr_imm_s(t, 32);
     l.set_gpr(0, lo);
     l.set_gpr(2, hi);
+    if ins.mnemonic() == M::Rdtscp {
+        let aux = l.b.ins().uload32(mem(), l.frame, st(TSC_AUX));
+        l.set_gpr(1, aux);
+    }
     Ok(())
 }
 

@@ -41,6 +41,20 @@ fn rdtsc_clears_upper_halves() {
 }
 
 #[test]
+fn rdtscp_reads_tsc_aux_into_ecx() {
+    // ECX from IA32_TSC_AUX (its low half, the rest of RCX cleared); the
+    // TSC itself only by shape.
+    let code = assemble(|a| {
+        a.mov(rcx, -1i64)?;
+        a.rdtscp()?;
+        a.shr(rax, 32)?;
+        a.shr(rdx, 32)?;
+        Ok(())
+    });
+    same_with(&code, &|s| s.msrs.tsc_aux = 0xdead_beef_1234_5678);
+}
+
+#[test]
 fn pushfq_popfq_every_flag_state() {
     for f in flag_patterns() {
         let code = assemble(|a| {
