@@ -3,9 +3,9 @@
 # Linux boot under the JIT, alternating them PAIRS times (default 4): for
 # each run, the seconds from start to the kernel's first line (the bzImage
 # decompressor's share), to POPEK-INIT-OK (the marker), and between the
-# two (the kernel's own boot); then the mean of each per build. Alternating
-# spreads a noisy host's drift over both builds; the spread within a build
-# says how far to trust the difference.
+# two (the kernel's own boot); then the mean, median and minimum of each
+# per build. Alternating spreads a noisy host's drift over both builds;
+# the spread within a build says how far to trust the difference.
 #
 #   cp target/release/popek /tmp/popek-before   # ... change, rebuild ...
 #   scripts/ab-boot.sh /tmp/popek-before target/release/popek
@@ -45,3 +45,15 @@ for _ in $(seq "$pairs"); do
 done
 awk '{ n[$1]++; f[$1] += $2; m[$1] += $3; k[$1] += $4 }
      END { for (x in n) printf "mean %s  %.3f  %.3f  %.3f  (%d runs)\n", x, f[x] / n[x], m[x] / n[x], k[x] / n[x], n[x] }' "$results" | sort
+# The median and the fastest run too: a noisy host's slow spells pull the
+# mean up, and one build's fastest run is the nearest to its cost.
+for build in A B; do
+    for stat in median min; do
+        printf '%s %s' "$stat" "$build"
+        for column in 2 3 4; do
+            awk -v b="$build" -v c="$column" '$1 == b { print $c }' "$results" | sort -n |
+                awk -v s="$stat" '{ v[NR] = $1 } END { if (s == "min") x = v[1]; else x = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "  %.3f", x }'
+        done
+        echo
+    done
+done
