@@ -1,6 +1,6 @@
 //! Bit operations and exchanges: BT/BTS/BTR/BTC, BSF/BSR (and TZCNT, which
-//! this CPU model runs as BSF), LZCNT, POPCNT, BSWAP, XCHG, XADD and
-//! CMPXCHG, with the interpreter's semantics (`exec::bits`, `exec::data`):
+//! this CPU model runs as BSF), LZCNT, POPCNT, BSWAP, XCHG, XADD,
+//! CMPXCHG and CMPXCHG16B, with the interpreter's semantics (`exec::bits`, `exec::data`):
 //! BT* change only CF, BSF/BSR leave the destination alone (not even
 //! zero-extended) for a zero source, and every memory form does its reads,
 //! then its one write, then the register and flag updates.
@@ -276,5 +276,46 @@ pub(crate) fn cmpxchg(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     let diff = l.b.ins().isub(acc, dest);
     let diff = masked(l, diff, size);
     flags::set_lazy(l, FlagsOp::Sub, size, acc, dest, diff);
+    Ok(())
+}
+
+/// CMPXCHG16B m128 (`exec::data::cmpxchg_wide`): RDX:RAX against the
+/// operand; equal, RCX:RBX is written and ZF set; else the operand is
+/// written back as it was, loaded into RDX:RAX, and ZF cleared; the other
+/// flags stay. A misaligned operand (#GP) and one the TLB does not hold
+/// for writing, within one page, go to the interpreter on a cold path.
+pub(crate) fn cmpxchg16b(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
+    if ins.op0_kind() != OpKind::Memory {
+        return Err(Unsupported);
+    }
+    crate::lower_mem::check_mem(ins)?;
+    let a = address(l, ins);
+    let misaligned = l.b.ins().band_imm_s(a.ea, 15);
+    l.cold_fallback_if(ins, misaligned);
+    let (fast, slow, entry) = crate::lower_mem::tlb_check(l, a.lin, 16, emu_core::interp::offsets::TLB_WRITE_TAG);
+    l.b.switch_to_block(slow);
+    l.cold_fallback_exit(ins);
+    l.b.switch_to_block(fast);
+    let addend = l.b.ins().load(types::I64, crate::translate::mem(), entry, emu_core::interp::offsets::TLB_ADDEND);
+    let host = l.b.ins().iadd(a.lin, addend);
+    let lo = l.b.ins().load(types::I64, crate::translate::mem(), host, 0);
+    let hi = l.b.ins().load(types::I64, crate::translate::mem(), host, 8);
+    let (rax, rdx, rbx, rcx) = (l.gpr(0), l.gpr(2), l.gpr(3), l.gpr(1));
+    let lo_equal = l.b.ins().icmp(IntCC::Equal, lo, rax);
+    let hi_equal = l.b.ins().icmp(IntCC::Equal, hi, rdx);
+    let equal = l.b.ins().band(lo_equal, hi_equal);
+    let new_lo = l.b.ins().select(equal, rbx, lo);
+    let new_hi = l.b.ins().select(equal, rcx, hi);
+    l.b.ins().store(crate::translate::mem(), new_lo, host, 0);
+    l.b.ins().store(crate::translate::mem(), new_hi, host, 8);
+    let (new_rax, new_rdx) = (l.b.ins().select(equal, rax, lo), l.b.ins().select(equal, rdx, hi));
+    l.set_gpr(0, new_rax);
+    l.set_gpr(2, new_rdx);
+    let f = flags::rflags(l);
+    let f = l.b.ins().band_imm_s(f, !(fl::ZF as i64));
+    let zf = l.b.ins().uextend(types::I64, equal);
+    let zf = l.b.ins().imul_imm_s(zf, fl::ZF as i64);
+    let f = l.b.ins().bor(f, zf);
+    flags::set_arith(l, f);
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! MOVDQA/MOVDQU, MOVD/MOVQ, the bitwise logic, PADD/PSUB, PCMPEQ,
 //! PUNPCK*, PSHUFD, shifts by an immediate and PMOVMSKB/MOVMSKPS/PD; the
 //! scalar moves MOVSS/MOVSD, the scalar compares (U)COMISS/(U)COMISD of
-//! ordinary values, and FNSTCW (`exec::sse`, `exec::sse_float`,
+//! ordinary values, PALIGNR and FNSTCW (`exec::sse`, `exec::sse_float`,
 //! `exec::x87_ctl`).
 //!
 //! XMM registers stay in `CpuState::fx.xmm` (loaded and stored per
@@ -267,6 +267,31 @@ pub(crate) fn pshufd(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
         }
     }
     let v = shuffle(l, s, s, m);
+    store_xmm(l, ins.op0_register(), v);
+    Ok(())
+}
+
+/// PALIGNR xmm, xmm/m128, imm8 (`exec::ssse3`): the destination over the
+/// source as 32 bytes, shifted right by `imm8` bytes, the low 16 kept.
+pub(crate) fn palignr(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
+    check_rm(ins)?;
+    if ins.op2_kind() != OpKind::Immediate8 {
+        return Err(Unsupported);
+    }
+    sse_check(l, ins);
+    let src = src16(l, ins, types::I8X16);
+    let dst = load_xmm(l, ins.op0_register(), types::I8X16);
+    let shift = usize::from(ins.immediate8());
+    let zero = l.b.ins().iconst(types::I8, 0);
+    let zero = l.b.ins().splat(types::I8X16, zero);
+    let v = match shift {
+        // Byte i of the result is byte shift + i of (dst:src).
+        0..=16 => shuffle(l, src, dst, std::array::from_fn(|i| (shift + i) as u8)),
+        // Past the source: the destination's upper bytes, then zeros (the
+        // zero vector's first byte is index 16).
+        17..=31 => shuffle(l, dst, zero, std::array::from_fn(|i| if shift - 16 + i < 16 { (shift - 16 + i) as u8 } else { 16 })),
+        _ => zero,
+    };
     store_xmm(l, ins.op0_register(), v);
     Ok(())
 }

@@ -521,3 +521,62 @@ fn sse_scalar_faults() {
         s.cr0 |= 1 << 3;
     });
 }
+
+#[test]
+fn palignr_every_shift() {
+    // Both halves distinct, every shift from none to past both registers,
+    // from a register and from (aligned) memory; a misaligned operand
+    // faults (#GP) in the interpreter's cold path.
+    for shift in [0u32, 1, 7, 15, 16, 17, 24, 31, 32, 200] {
+        let code = assemble(|a| {
+            a.movdqu(xmm0, xmmword_ptr(rbx + 0x10))?;
+            a.movdqu(xmm1, xmmword_ptr(rbx + 0x23))?;
+            a.movdqa(xmm2, xmm0)?;
+            a.palignr(xmm0, xmm1, shift)?;
+            a.palignr(xmm2, xmmword_ptr(rbx + 0x40), shift)?;
+            a.palignr(xmm1, xmmword_ptr(rbx + 0x41), shift)?;
+            Ok(())
+        });
+        same_with(&code, &|s| s.cr4 |= 1 << 9);
+    }
+}
+
+#[test]
+fn cmpxchg16b_equal_unequal_and_faults() {
+    // Equal (RCX:RBX written, ZF set), unequal in either half (the operand
+    // loaded into RDX:RAX, ZF clear), with the other flags kept; an
+    // FS-based operand; then a misaligned one (#GP) and one on the
+    // read-only page (#PF even when unequal: the operand is written back).
+    for f in flag_patterns() {
+        let code = assemble(|a| {
+            a.mov(rax, qword_ptr(rbx + 0x20))?;
+            a.mov(rdx, qword_ptr(rbx + 0x28))?;
+            a.mov(rcx, 0x1111_2222_3333_4444u64)?;
+            a.mov(r8, rbx)?;
+            a.cmpxchg16b(xmmword_ptr(rbx + 0x20))?;
+            consume(a)?;
+            a.cmpxchg16b(xmmword_ptr(rbx + 0x20))?;
+            consume(a)?;
+            a.mov(rax, rbx)?;
+            a.mov(rdx, qword_ptr(rbx + 0x48))?;
+            a.cmpxchg16b(xmmword_ptr(rbx + 0x40))?;
+            consume(a)?;
+            a.cmpxchg16b(xmmword_ptr(0x700).fs())?;
+            consume(a)?;
+            Ok(())
+        });
+        same_with(&code, &|s| s.set_flags(f));
+    }
+    let misaligned = assemble(|a| {
+        a.inc(rax)?;
+        a.cmpxchg16b(xmmword_ptr(rbx + 0x18))?;
+        Ok(())
+    });
+    same_with(&misaligned, &|_| {});
+    let read_only = assemble(|a| {
+        a.inc(rax)?;
+        a.cmpxchg16b(xmmword_ptr(READ_ONLY + 0x10))?;
+        Ok(())
+    });
+    same_with(&read_only, &|_| {});
+}
