@@ -291,7 +291,8 @@ impl GuestMemory {
     /// The ranges [`GuestMemory::write`] wrote since the last call, if
     /// any: a software CPU drops the code it cached from them, as QEMU
     /// drops translations under a DMA write. One atomic load when there
-    /// are none.
+    /// are none. There is one taker: the machine's one software CPU (with
+    /// several, each would need its own cursor into the writes).
     pub fn take_device_writes(&self) -> Option<DeviceWrites> {
         if !self.device_writes_pending.swap(false, Ordering::Acquire) {
             return None;
