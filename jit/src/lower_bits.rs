@@ -285,7 +285,9 @@ pub(crate) fn cmpxchg(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
 /// flags stay. A misaligned operand (#GP) and one the TLB does not hold
 /// for writing, within one page, go to the interpreter on a cold path.
 pub(crate) fn cmpxchg16b(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
-    if ins.op0_kind() != OpKind::Memory {
+    // Its stores go straight to the host page: never where lockstep
+    // journals every write through the helper.
+    if ins.op0_kind() != OpKind::Memory || !l.inline_stores {
         return Err(Unsupported);
     }
     crate::lower_mem::check_mem(ins)?;

@@ -580,3 +580,32 @@ fn cmpxchg16b_equal_unequal_and_faults() {
     });
     same_with(&read_only, &|_| {});
 }
+
+#[test]
+fn cmpxchg16b_under_lockstep_writes_through_the_helper() {
+    // Lockstep journals every write of a native run to replay it under
+    // the interpreter: a CMPXCHG16B that stored straight to the host page
+    // went unjournaled, and the replay saw its result as the old value.
+    // The store before it puts the page's write entry in the TLB, so that
+    // the CMPXCHG16B takes its fast path.
+    let code = assemble(|a| {
+        a.mov(qword_ptr(rbx + 0x100), 0)?;
+        a.mov(rax, qword_ptr(rbx + 0x20))?;
+        a.mov(rdx, qword_ptr(rbx + 0x28))?;
+        a.mov(rcx, 0x1111_2222_3333_4444u64)?;
+        a.cmpxchg16b(xmmword_ptr(rbx + 0x20))?;
+        a.setz(byte_ptr(rbx + 0x100))?;
+        a.hlt()?;
+        Ok(())
+    });
+    let mut cpu = super::tests::machine(&code);
+    cpu.set_translator(Box::new(super::Translator::new().unwrap()));
+    cpu.set_jit_threshold(0);
+    cpu.set_lockstep(true);
+    let end = (0..1000).find_map(|_| match cpu.step_block() {
+        emu_core::interp::Step::Executed => None,
+        other => Some(other),
+    });
+    assert_eq!(end, Some(emu_core::interp::Step::Halted), "lockstep stopped the run");
+    assert!(super::tests_chain::stat(&cpu, "jit lockstep: native runs compared") > 0, "nothing ran natively");
+}
