@@ -13,7 +13,7 @@ use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
 use crate::flags::{self, FlagsState};
 use crate::lower_alu::{check, loc, masked, op_size, read_loc, read_src, write_loc, Loc};
 use crate::lower_mem::{address, load, store, Addr};
-use crate::translate::{mask, Lower, Unsupported, L};
+use crate::translate::{mask, mem, Lower, Unsupported, L};
 
 /// The index in `gpr` of a register's full form.
 fn full_index(r: Register) -> usize {
@@ -292,24 +292,18 @@ pub(crate) fn cmpxchg16b(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     }
     crate::lower_mem::check_mem(ins)?;
     let a = address(l, ins);
-    let misaligned = l.b.ins().band_imm_s(a.ea, 15);
-    l.cold_fallback_if(ins, misaligned);
-    let (fast, slow, entry) = crate::lower_mem::tlb_check(l, a.lin, 16, emu_core::interp::offsets::TLB_WRITE_TAG);
-    l.b.switch_to_block(slow);
-    l.cold_fallback_exit(ins);
-    l.b.switch_to_block(fast);
-    let addend = l.b.ins().load(types::I64, crate::translate::mem(), entry, emu_core::interp::offsets::TLB_ADDEND);
-    let host = l.b.ins().iadd(a.lin, addend);
-    let lo = l.b.ins().load(types::I64, crate::translate::mem(), host, 0);
-    let hi = l.b.ins().load(types::I64, crate::translate::mem(), host, 8);
+    // Aligned by its effective address, as the interpreter checks it.
+    let host = crate::lower_sse::host16_at(l, ins, a, Some(a.ea), true);
+    let lo = l.b.ins().load(types::I64, mem(), host, 0);
+    let hi = l.b.ins().load(types::I64, mem(), host, 8);
     let (rax, rdx, rbx, rcx) = (l.gpr(0), l.gpr(2), l.gpr(3), l.gpr(1));
     let lo_equal = l.b.ins().icmp(IntCC::Equal, lo, rax);
     let hi_equal = l.b.ins().icmp(IntCC::Equal, hi, rdx);
     let equal = l.b.ins().band(lo_equal, hi_equal);
     let new_lo = l.b.ins().select(equal, rbx, lo);
     let new_hi = l.b.ins().select(equal, rcx, hi);
-    l.b.ins().store(crate::translate::mem(), new_lo, host, 0);
-    l.b.ins().store(crate::translate::mem(), new_hi, host, 8);
+    l.b.ins().store(mem(), new_lo, host, 0);
+    l.b.ins().store(mem(), new_hi, host, 8);
     let (new_rax, new_rdx) = (l.b.ins().select(equal, rax, lo), l.b.ins().select(equal, rdx, hi));
     l.set_gpr(0, new_rax);
     l.set_gpr(2, new_rdx);

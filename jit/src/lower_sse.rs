@@ -21,7 +21,7 @@ use emu_core::cpu::{flags, CpuState, FxState};
 use emu_core::interp::offsets;
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
 
-use crate::lower_mem::{address, check_mem, load, store, tlb_check};
+use crate::lower_mem::{address, check_mem, load, store, tlb_check, Addr};
 use crate::translate::{mask, mem, Lower, Unsupported, L, st};
 
 /// `CpuState::fx.xmm[0]`.
@@ -58,12 +58,18 @@ fn is_xmm_op(ins: &Instruction, n: u32) -> bool {
     ins.op_kind(n) == OpKind::Register && ins.op_register(n).is_xmm()
 }
 
+/// Whether CR0.EM or CR0.TS is set: x87 and SSE instructions raise #NM
+/// (#UD for SSE with EM), which the interpreter does.
+fn em_or_ts(l: &mut Lower<'_, '_>) -> Value {
+    let cr0 = l.b.ins().load(types::I64, mem(), l.frame, st(CR0));
+    let em_ts = l.b.ins().band_imm_s(cr0, CR0_EM_TS);
+    l.b.ins().icmp_imm_s(IntCC::NotEqual, em_ts, 0)
+}
+
 /// The interpreter's `sse_enter`: #UD/#NM are its to raise.
 fn sse_check(l: &mut Lower<'_, '_>, ins: &Instruction) {
-    let cr0 = l.b.ins().load(types::I64, mem(), l.frame, st(CR0));
+    let bad0 = em_or_ts(l);
     let cr4 = l.b.ins().load(types::I64, mem(), l.frame, st(CR4));
-    let em_ts = l.b.ins().band_imm_s(cr0, CR0_EM_TS);
-    let bad0 = l.b.ins().icmp_imm_s(IntCC::NotEqual, em_ts, 0);
     let fx = l.b.ins().band_imm_s(cr4, CR4_OSFXSR);
     let bad4 = l.b.ins().icmp_imm_s(IntCC::Equal, fx, 0);
     let bad = l.b.ins().bor(bad0, bad4);
@@ -80,8 +86,16 @@ fn unaligned(m: M) -> bool {
 /// it) aligned; otherwise the interpreter runs the instruction.
 fn host16(l: &mut Lower<'_, '_>, ins: &Instruction, write: bool) -> Value {
     let a = address(l, ins);
-    if !unaligned(ins.mnemonic()) {
-        let low = l.b.ins().band_imm_s(a.lin, 15);
+    let aligned = (!unaligned(ins.mnemonic())).then_some(a.lin);
+    host16_at(l, ins, a, aligned, write)
+}
+
+/// The host address of the 16-byte operand at `a`, when the TLB holds it
+/// for this access (`write`) within a page and `aligned`, where given, has
+/// its low four bits clear; otherwise the interpreter runs the instruction.
+pub(crate) fn host16_at(l: &mut Lower<'_, '_>, ins: &Instruction, a: Addr, aligned: Option<Value>, write: bool) -> Value {
+    if let Some(v) = aligned {
+        let low = l.b.ins().band_imm_s(v, 15);
         let bad = l.b.ins().icmp_imm_s(IntCC::NotEqual, low, 0);
         l.cold_fallback_if(ins, bad);
     }
@@ -435,26 +449,9 @@ pub(crate) fn comis(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     } else {
         load_xmm(l, ins.op1_register(), int)
     };
-    // Ordinary values: zero, or a magnitude from the smallest normal to
-    // infinity. (|x| - smallest normal) wraps for zero and the denormals.
-    let (magnitude_bits, min_normal, span): (i64, i64, i64) = if double {
-        (i64::MAX, 1 << 52, 0x7ff0_0000_0000_0000 - (1 << 52))
-    } else {
-        (0x7fff_ffff, 1 << 23, 0x7f80_0000 - (1 << 23))
-    };
-    let mut odd = None;
-    for v in [a, b] {
-        let magnitude = l.b.ins().band_imm_s(v, magnitude_bits);
-        let zero = l.b.ins().icmp_imm_s(IntCC::Equal, magnitude, 0);
-        let above = l.b.ins().iadd_imm_s(magnitude, -min_normal);
-        let out = l.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, above, span);
-        let not_zero = l.b.ins().bnot(zero);
-        let this = l.b.ins().band(out, not_zero);
-        odd = Some(odd.map_or(this, |o| l.b.ins().bor(o, this)));
-    }
-    if let Some(odd) = odd {
-        l.cold_fallback_if(ins, odd);
-    }
+    let odd = [a, b].map(|v| not_ordinary(l, v, double));
+    let odd = l.b.ins().bor(odd[0], odd[1]);
+    l.cold_fallback_if(ins, odd);
     let (fa, fb) = (l.b.ins().bitcast(float, MemFlagsData::new(), a), l.b.ins().bitcast(float, MemFlagsData::new(), b));
     let less = l.b.ins().fcmp(FloatCC::LessThan, fa, fb);
     let equal = l.b.ins().fcmp(FloatCC::Equal, fa, fb);
@@ -467,6 +464,23 @@ pub(crate) fn comis(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     Ok(())
 }
 
+/// Whether the float bits `v` (a double or a single) are a NaN or a
+/// denormal: neither zero nor a magnitude from the smallest normal to
+/// infinity ((|v| - smallest normal) wraps for zero and the denormals).
+fn not_ordinary(l: &mut Lower<'_, '_>, v: Value, double: bool) -> Value {
+    let (magnitude_bits, min_normal, span): (i64, i64, i64) = if double {
+        (i64::MAX, 1 << 52, 0x7ff0_0000_0000_0000 - (1 << 52))
+    } else {
+        (0x7fff_ffff, 1 << 23, 0x7f80_0000 - (1 << 23))
+    };
+    let magnitude = l.b.ins().band_imm_s(v, magnitude_bits);
+    let zero = l.b.ins().icmp_imm_s(IntCC::Equal, magnitude, 0);
+    let above = l.b.ins().iadd_imm_s(magnitude, -min_normal);
+    let out = l.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, above, span);
+    let not_zero = l.b.ins().bnot(zero);
+    l.b.ins().band(out, not_zero)
+}
+
 /// FNSTCW m16 (`exec::x87_ctl::fstcw` without the wait): the x87 control
 /// word to memory; CR0.EM or CR0.TS (#NM) are the interpreter's.
 pub(crate) fn fnstcw(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
@@ -474,9 +488,7 @@ pub(crate) fn fnstcw(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
         return Err(Unsupported);
     }
     check_mem(ins)?;
-    let cr0 = l.b.ins().load(types::I64, mem(), l.frame, st(CR0));
-    let em_ts = l.b.ins().band_imm_s(cr0, CR0_EM_TS);
-    let bad = l.b.ins().icmp_imm_s(IntCC::NotEqual, em_ts, 0);
+    let bad = em_or_ts(l);
     l.cold_fallback_if(ins, bad);
     let fcw = l.b.ins().uload16(types::I64, mem(), l.frame, st(FCW));
     let a = address(l, ins);

@@ -271,12 +271,9 @@ impl Interpreter {
             let end = addr.saturating_add(len);
             let mut at = addr;
             while at < end {
-                let page = at >> 12;
                 let in_page = (PAGE - (at & (PAGE - 1))).min(end - at);
-                if self.code.is_code_page(page) {
-                    if let Some(host) = self.mem.host_range(page << 12, PAGE) {
-                        self.code.invalidate_range(page, host as u64, at & (PAGE - 1), in_page);
-                    }
+                if let Some(host) = self.mem.host_range(at, in_page) {
+                    self.code_write(at, host, in_page as usize);
                 }
                 at += in_page;
             }
