@@ -84,7 +84,9 @@ pub(crate) fn explain_refusals() -> bool {
 /// Compiles `func`, or `None` when it uses anything outside the subset.
 pub(crate) fn compile(func: &Function) -> Option<Vec<u8>> {
     let sig = &func.signature;
-    if sig.params.len() != 1 || sig.params[0].value_type != types::I64 || sig.returns.len() != 1 || sig.returns[0].value_type != types::I32 {
+    // `tail` and System V are the same for this signature (see
+    // `translate::chain_sig`).
+    if !matches!(sig.call_conv, CallConv::Tail | CallConv::SystemV) || sig.params.len() != 1 || sig.params[0].value_type != types::I64 || sig.returns.len() != 1 || sig.returns[0].value_type != types::I32 {
         return None;
     }
     let mut c = Compiler::new(func)?;
@@ -902,13 +904,20 @@ impl<'f> Compiler<'f> {
         Some(())
     }
 
+    /// Restores the caller's registers and stack, then returns.
     fn epilogue(&mut self) {
+        self.unwind();
+        self.asm.ret();
+    }
+
+    /// Restores the callee-saved registers and the stack as they were at
+    /// entry (RAX, RCX, RDX, RDI and RSI are untouched).
+    fn unwind(&mut self) {
         self.asm.lea(reg::RSP, reg::RBP, -8 * SAVED.len() as i32);
         for r in SAVED.iter().rev() {
             self.asm.pop(*r);
         }
         self.asm.pop(reg::RBP);
-        self.asm.ret();
     }
 
     fn inst(&mut self, inst: Inst, next: Option<Block>) -> Option<()> {
@@ -1171,6 +1180,7 @@ impl<'f> Compiler<'f> {
                 self.epilogue();
             }
             Opcode::CallIndirect => self.call(inst, &args, result)?,
+            Opcode::ReturnCallIndirect => self.tail_call(inst, &args)?,
             _ => {
                 if explain_refusals() {
                     eprintln!("baseline: no {opcode} ({})", dfg.display_inst(inst));
@@ -1230,6 +1240,26 @@ impl<'f> Compiler<'f> {
         }
         self.canonical(ty, dst);
         self.define(r, dst);
+        Some(())
+    }
+
+    /// A tail call to another translation (the frame its one argument):
+    /// this function's frame is unwound and the callee returns to our
+    /// caller, so a chain of regions runs on one stack frame.
+    fn tail_call(&mut self, inst: Inst, args: &[Value]) -> Option<()> {
+        let dfg = &self.func.dfg;
+        let InstructionData::CallIndirect { sig_ref, .. } = dfg.insts[inst] else { return None };
+        let sig = &dfg.signatures[sig_ref];
+        if sig.call_conv != CallConv::Tail || args.len() != 2 || sig.returns.len() != 1 {
+            return None;
+        }
+        self.load_scratch(args[0], reg::RAX)?;
+        self.load_scratch(args[1], reg::RDI)?;
+        for &a in args {
+            self.used(a);
+        }
+        self.unwind();
+        self.asm.jmp_r(reg::RAX);
         Some(())
     }
 

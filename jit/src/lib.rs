@@ -41,7 +41,7 @@ mod x64;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use cranelift_codegen::ir::{types, AbiParam, UserFuncName};
+use cranelift_codegen::ir::UserFuncName;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
@@ -236,6 +236,9 @@ fn isa(opt_level: &str) -> Result<OwnedTargetIsa, Error> {
     flags.set("use_colocated_libcalls", "false")?;
     flags.set("is_pic", "false")?;
     flags.set("opt_level", opt_level)?;
+    // Cranelift's x86-64 tail calls (one region handing over to the next)
+    // rely on frame pointers.
+    flags.set("preserve_frame_pointers", "true")?;
     // The verifier costs about 40% of compile time: on for the translator's
     // own tests and on request (POPEK_JIT_VERIFY=1), off for guests.
     let verify = cfg!(test) || std::env::var_os("POPEK_JIT_VERIFY").is_some_and(|v| v == "1");
@@ -302,8 +305,7 @@ impl Translator {
     fn compile(&mut self, req: &TranslationRequest<'_>) -> Option<NativeBlock> {
         let pointer = self.module.target_config().pointer_type();
         self.module.clear_context(&mut self.ctx);
-        self.ctx.func.signature.params.push(AbiParam::new(pointer));
-        self.ctx.func.signature.returns.push(AbiParam::new(types::I32));
+        self.ctx.func.signature = translate::chain_sig(pointer);
         let sig = self.ctx.func.signature.clone();
         // The guest RIP in the name shows in perf's reports.
         let name = format!("b{}_{:x}", self.next_name, req.rip);
@@ -430,9 +432,10 @@ impl Translator {
                 tracing::warn!("jit: writing {}: {e}", file.display());
             }
         }
-        // SAFETY: the function was built with the signature
-        // `extern "C" fn(*mut JitFrame) -> u32` (pointer in, i32 out,
-        // SystemV, the host's C convention) and is finalized (executable).
+        // SAFETY: the function was built with `translate::chain_sig`
+        // (pointer in, i32 out, Cranelift's `tail` convention, which for
+        // that signature is System V's, the host's C convention, at the
+        // machine level) and is finalized (executable).
         let entry = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*mut JitFrame) -> u32>(code) };
         Some(NativeBlock { entry, index: 0, generation: self.generation, tiered: quick_first })
     }
@@ -475,7 +478,12 @@ fn lower_block(
     if block.chain_fallthrough {
         match l.internal(next) {
             Some(target) if !through_chain => l.jump_to(target, retired, Some(1)),
-            _ => l.exit_direct(next, retired, 1),
+            _ => {
+                // Never a tail call: the dispatcher's loop looks first.
+                l.through_dispatcher = through_chain;
+                l.exit_direct(next, retired, 1);
+                l.through_dispatcher = false;
+            }
         }
     } else {
         l.exit_here(next, retired, exit::CONTINUE);

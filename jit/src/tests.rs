@@ -98,6 +98,7 @@ struct Outcome {
     state: CpuState,
     memory: Vec<u8>,
     native_runs: u64,
+    retired: u64,
 }
 
 /// How a test program runs: interpreted, or translated with the first tier
@@ -134,7 +135,7 @@ fn run(code: &[u8], backend: Backend, setup: &dyn Fn(&mut CpuState)) -> Outcome 
     let native_runs = cpu.stats().events.iter().find(|(k, _)| k == "jit: native block runs").map_or(0, |e| e.1);
     let mut memory = vec![0; COMPARED];
     mem.read(0, &mut memory).unwrap();
-    Outcome { state: Vcpu::state(&mut cpu).unwrap(), memory, native_runs }
+    Outcome { retired: cpu.retired(), state: Vcpu::state(&mut cpu).unwrap(), memory, native_runs }
 }
 
 fn machine_memory(cpu: &Interpreter) -> Arc<GuestMemory> {
@@ -161,6 +162,8 @@ pub(super) fn same_with(code: &[u8], setup: &dyn Fn(&mut CpuState)) -> CpuState 
         assert_eq!(a.rip, b.rip, "rip ({backend:?})");
         assert_eq!(a.rflags, b.rflags, "rflags {:#x} vs {:#x} ({backend:?})", a.rflags, b.rflags);
         assert_eq!(a.cr2, b.cr2, "cr2 ({backend:?})");
+        // Counted across tail calls too (each region counts on).
+        assert_eq!(interp.retired, jit.retired, "instructions retired ({backend:?})");
         // The rest of a lazy record is dead once it is materialised.
         let normal = |s: &CpuState| {
             let mut s = s.clone();

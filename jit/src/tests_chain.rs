@@ -188,6 +188,39 @@ fn self_modified_chained_target_is_not_run_stale() {
     assert!(stat(&cpu, "jit: chained runs") > 300);
 }
 
+#[test]
+fn direct_exits_to_other_pages_hand_over_in_native_code() {
+    // A loop calls a routine two pages away: a direct exit no link may
+    // take (the other page may map elsewhere next time), which probes the
+    // hop table inline and tail-calls the routine's code.
+    let mut code = assemble(|a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 3000)?;
+        a.set_label(&mut top)?;
+        a.call(0x2000 + CODE)?;
+        a.dec(ecx)?;
+        a.jne(top)?;
+        a.hlt()?;
+        Ok(())
+    });
+    code.resize(0x2000, 0x90);
+    code.extend(assemble(|a| {
+        a.add(rax, rcx)?;
+        a.ret()?;
+        Ok(())
+    }));
+    same_with(&code, &|_| {});
+    let mut cpu = jit_machine(&code);
+    to_hlt(&mut cpu);
+    let (chained, hopped, dispatched) =
+        (stat(&cpu, "jit: chained runs"), stat(&cpu, "jit: hop-table runs"), stat(&cpu, "jit: dispatcher entries"));
+    // Two hand-overs a round (CALL and RET, each to another page); the
+    // dispatcher's loop sees only the first of each and one in 64 others.
+    assert!(chained > 5500, "chained {chained}, hops {hopped}");
+    assert!(hopped < 20, "hops {hopped}");
+    assert!(dispatched < 100, "dispatcher entries {dispatched}");
+}
+
 /// Two blocks jumping to each other forever, with interrupts enabled.
 fn spin_code() -> Vec<u8> {
     assemble(|a| {
@@ -269,6 +302,53 @@ impl emu_core::BusDevice for StopPort {
     fn write(&mut self, _base: u64, _offset: u64, _data: &[u8]) {
         self.0.request_stop(emu_core::StopReason::Error("stop port".into()));
     }
+}
+
+/// Raises its interrupt line at its `after`th write.
+struct IrqPortAfter(Arc<AtomicBool>, u32);
+
+impl emu_core::BusDevice for IrqPortAfter {
+    fn write(&mut self, _base: u64, _offset: u64, _data: &[u8]) {
+        self.1 = self.1.saturating_sub(1);
+        if self.1 == 0 {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+}
+
+#[test]
+fn an_interrupt_raised_by_an_out_in_hot_code_comes_before_the_next_instruction() {
+    // The OUT's block hands over to the next through its link, in native
+    // code once both are hot: the interrupt its 15,000th write raises must
+    // still be taken before the INC after it (vector 5's handler is a HLT).
+    let code = assemble(|a| {
+        let mut top = a.create_label();
+        a.sti()?;
+        a.mov(ecx, 20_000)?;
+        a.xor(ebx, ebx)?;
+        a.set_label(&mut top)?;
+        a.out(0xf4, al)?;
+        a.inc(ebx)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        Ok(())
+    });
+    let pending = Arc::new(AtomicBool::new(false));
+    let mut pio = emu_core::Bus::new();
+    pio.insert(Arc::new(std::sync::Mutex::new(IrqPortAfter(Arc::clone(&pending), 15_000))), 0xf4, 1).unwrap();
+    let mut cpu = super::tests::machine_with(&code, pio, emu_core::MachineControl::new());
+    cpu.set_translator(Box::new(Translator::new().unwrap()));
+    cpu.set_jit_threshold(20);
+    let taken = Arc::clone(&pending);
+    cpu.set_interrupt_source(InterruptSource {
+        pending: Arc::clone(&pending),
+        acknowledge: Box::new(move || taken.swap(false, Ordering::AcqRel).then_some(5)),
+    });
+    to_hlt(&mut cpu);
+    let s = Interpreter::state(&cpu);
+    assert_eq!(s.rip, 0x9000 + 16 * 5 + 1, "not vector 5's HLT");
+    assert_eq!(s.gpr[reg::RBX], 14_999, "instructions ran before the interrupt the OUT raised");
+    assert!(stat(&cpu, "jit: chained runs") > 10_000);
 }
 
 #[test]

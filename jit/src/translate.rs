@@ -56,6 +56,8 @@ pub(crate) struct Sigs {
     pub(crate) read: SigRef,
     pub(crate) write: SigRef,
     pub(crate) frame_only: SigRef,
+    /// Another translation's (see [`chain_sig`]).
+    pub(crate) chain: SigRef,
 }
 
 /// What the control flow does after an instruction.
@@ -89,6 +91,9 @@ pub(crate) struct Lower<'a, 'b> {
     /// Stores may use the TLB inline (off in lockstep, which journals
     /// every write in the write helper).
     pub(crate) inline_stores: bool,
+    /// Exits hand over through the dispatcher's loop, never by a tail
+    /// call (after an OUT: see `Translator`'s block ends).
+    pub(crate) through_dispatcher: bool,
     pub(crate) page: u64,
     /// The shared exit tails: what they store, and their blocks.
     tails: Vec<(TailKey, cranelift_codegen::ir::Block)>,
@@ -189,6 +194,17 @@ pub(crate) fn helper_shapes(pointer: types::Type) -> [(Vec<types::Type>, types::
     ]
 }
 
+/// The signature of every translation: the frame in, an exit code out,
+/// in Cranelift's `tail` convention so that one region can hand over to
+/// the next by a tail call (`return_call_indirect`). On x86-64 this
+/// signature is System V's at the machine level (the frame in RDI, the
+/// code in EAX, System V's callee-saved registers, nothing on the stack so
+/// nothing to pop), which is how the dispatcher calls it and how the
+/// baseline backend compiles it.
+pub(crate) fn chain_sig(pointer: types::Type) -> Signature {
+    signature(CallConv::Tail, &[pointer], types::I32)
+}
+
 /// A signature of `params` to `ret` in calling convention `cc`.
 pub(crate) fn signature(cc: CallConv, params: &[types::Type], ret: types::Type) -> Signature {
     let mut sig = Signature::new(cc);
@@ -217,7 +233,8 @@ impl<'a, 'b> Lower<'a, 'b> {
     pub(crate) fn new(b: &'a mut FunctionBuilder<'b>, helpers: Helpers, pointer: types::Type, adapters: Option<[u64; 4]>) -> Self {
         let shapes = helper_shapes(pointer);
         let direct: Vec<SigRef> = shapes.iter().map(|(p, r)| b.import_signature(signature(CallConv::SystemV, p, *r))).collect();
-        let sigs = Sigs { fallback: direct[0], read: direct[1], write: direct[2], frame_only: direct[3] };
+        let chain = b.import_signature(chain_sig(pointer));
+        let sigs = Sigs { fallback: direct[0], read: direct[1], write: direct[2], frame_only: direct[3], chain };
         let adapters = adapters.map(|addresses| {
             let mut out = Vec::with_capacity(4);
             for ((params, ret), address) in shapes.iter().zip(addresses) {
@@ -234,9 +251,10 @@ impl<'a, 'b> Lower<'a, 'b> {
         b.switch_to_block(entry);
         let frame = b.block_params(entry)[0];
         let regs = std::array::from_fn(|_| b.declare_var(types::I64));
+        // A chain's regions count on from the one that handed over.
         let retired_base = b.declare_var(types::I64);
-        let zero = b.ins().iconst(types::I64, 0);
-        b.def_var(retired_base, zero);
+        let before = b.ins().load(types::I64, mem(), frame, offsets::FRAME_RETIRED);
+        b.def_var(retired_base, before);
         Self {
             b,
             frame,
@@ -250,6 +268,7 @@ impl<'a, 'b> Lower<'a, 'b> {
             index: 0,
             links: 0,
             inline_stores: true,
+            through_dispatcher: false,
             page: u64::MAX,
             tails: Vec::new(),
             region: None,
@@ -304,11 +323,7 @@ impl<'a, 'b> Lower<'a, 'b> {
         let own = self.b.create_block();
         self.b.ins().brif(optimized, call, &[], own, &[]);
         self.b.switch_to_block(call);
-        let pointer = self.b.func.dfg.value_type(self.frame);
-        let sig = self.b.import_signature(signature(CallConv::SystemV, &[pointer], types::I32));
-        let code = self.b.ins().call_indirect(sig, optimized, &[self.frame]);
-        let code = self.b.inst_results(code)[0];
-        self.b.ins().return_(&[code]);
+        self.b.ins().return_call_indirect(self.sigs.chain, optimized, &[self.frame]);
         self.b.switch_to_block(own);
     }
 
@@ -353,11 +368,9 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// as `index + 1` after an instruction) as the instructions this run of
     /// the region retired.
     pub(crate) fn retired_value(&mut self, retired: u64) -> Value {
-        if self.region.is_none() {
-            return self.iconst(retired);
-        }
         let base = self.b.use_var(self.retired_base);
-        self.b.ins().iadd_imm_s(base, retired.wrapping_sub(self.block_start as u64) as i64)
+        let start = if self.region.is_none() { 0 } else { self.block_start as u64 };
+        self.b.ins().iadd_imm_s(base, retired.wrapping_sub(start) as i64)
     }
 
     /// Ends the current block with a jump to region block `target`, having
@@ -377,7 +390,14 @@ impl<'a, 'b> Lower<'a, 'b> {
         if r.jumps[target] >= r.plan.preds[target] || (single && r.lowered[target]) {
             match slot {
                 Some(slot) => self.exit_direct(rip, retired, slot),
-                None => self.exit_here(rip, retired, exit::LOOKUP),
+                None => {
+                    self.store_state();
+                    self.store_rip(rip);
+                    let n = self.retired_value(retired);
+                    self.store_retired(n);
+                    let target = self.iconst(rip);
+                    self.chain_through_hops(target, Some(rip));
+                }
             }
             return;
         }
@@ -605,8 +625,9 @@ impl<'a, 'b> Lower<'a, 'b> {
 
     /// Ends the block with a control transfer to a static `target`: through
     /// link `slot` when the target is in the block's page (the same
-    /// mapping) and the link is live, else with LOOKUP (naming the link so
-    /// the dispatcher can fill it).
+    /// mapping) and the link is live (else with LOOKUP, naming the link so
+    /// the dispatcher can fill it), through the hop table for a target in
+    /// another page (see [`Lower::chain_through_hops`]).
     pub(crate) fn exit_direct(&mut self, target: u64, retired: u64, slot: usize) {
         self.store_state();
         self.exit_direct_stored(target, retired, slot);
@@ -619,8 +640,10 @@ impl<'a, 'b> Lower<'a, 'b> {
         let n = self.retired_value(retired);
         self.store_retired(n);
         if self.links == 0 || target & !0xfff != self.page {
-            let c = self.b.ins().iconst(types::I32, i64::from(exit::LOOKUP));
-            self.b.ins().return_(&[c]);
+            // Another page may map elsewhere next time: the hop table
+            // checks the mapping (its epoch) where a link could not.
+            let rip = self.iconst(target);
+            self.chain_through_hops(rip, Some(target));
             return;
         }
         let link = self.iconst(self.links + (2 * self.block + slot) as u64 * offsets::LINK_SIZE);
@@ -634,35 +657,49 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.b.ins().brif(live, go, &[], unlinked, &[]);
         self.b.switch_to_block(go);
         let entry = self.b.ins().load(types::I64, mem(), link, offsets::LINK_ENTRY);
-        self.b.ins().store(mem(), entry, self.frame, offsets::FRAME_NEXT);
         let block = self.b.ins().load(types::I64, mem(), link, offsets::LINK_BLOCK);
-        self.b.ins().store(mem(), block, self.frame, offsets::FRAME_BLOCK);
         let index = self.b.ins().load(types::I32, mem(), link, offsets::LINK_INDEX);
-        self.b.ins().store(mem(), index, self.frame, offsets::FRAME_ENTRY);
-        let c = self.b.ins().iconst(types::I32, i64::from(exit::CHAIN));
-        self.b.ins().return_(&[c]);
+        self.chain_to(entry, block, index);
         self.b.switch_to_block(unlinked);
+        // The dispatcher links it (once the target has native code).
         self.b.ins().store(mem(), link, self.frame, offsets::FRAME_EXIT_LINK);
         let c = self.b.ins().iconst(types::I32, i64::from(exit::LOOKUP));
         self.b.ins().return_(&[c]);
     }
 
-    /// Ends the block at a computed (indirect) target: probes the
-    /// dispatcher's hop table inline, as `hop_lookup` does (same index,
-    /// RIP, TLB epoch and CPL, then the block's `live` flag), and answers
-    /// CHAIN on a hit, else LOOKUP for the dispatcher's loop.
+    /// Ends the block at a computed (indirect) target: through the hop
+    /// table (see [`Lower::chain_through_hops`]).
     pub(crate) fn exit_indirect(&mut self, rip: Value, retired: u64) {
         self.store_state();
         self.b.ins().store(mem(), rip, self.frame, st(offsets::RIP));
         let n = self.retired_value(retired);
         self.store_retired(n);
-        // Index: (rip ^ (rip >> 12)) & (HOP_COUNT - 1), scaled to bytes.
-        let hi = self.b.ins().ushr_imm_s(rip, 12);
-        let x = self.b.ins().bxor(rip, hi);
-        let idx = self.b.ins().band_imm_s(x, (offsets::HOP_COUNT - 1) as i64);
-        let off = self.b.ins().imul_imm_s(idx, offsets::HOP_SIZE as i64);
+        self.chain_through_hops(rip, None);
+    }
+
+    /// Ends the block (state, RIP and the retired count stored) by
+    /// probing the dispatcher's hop table for `rip` inline, as
+    /// `hop_lookup` does (same index, RIP, TLB epoch and CPL, then the
+    /// block's `live` flag): on a hit, hands over to the entry found
+    /// ([`Lower::chain_to`]); else answers LOOKUP for the dispatcher's
+    /// loop. `known` is `rip` when it is a constant, whose entry's
+    /// address is then one too.
+    fn chain_through_hops(&mut self, rip: Value, known: Option<u64>) {
         let hops = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_HOPS);
-        let h = self.b.ins().iadd(hops, off);
+        let h = match known {
+            Some(rip) => {
+                let off = ((rip ^ (rip >> 12)) & (offsets::HOP_COUNT as u64 - 1)) * offsets::HOP_SIZE as u64;
+                self.b.ins().iadd_imm_s(hops, off as i64)
+            }
+            None => {
+                // Index: (rip ^ (rip >> 12)) & (HOP_COUNT - 1), scaled to bytes.
+                let hi = self.b.ins().ushr_imm_s(rip, 12);
+                let x = self.b.ins().bxor(rip, hi);
+                let idx = self.b.ins().band_imm_s(x, (offsets::HOP_COUNT - 1) as i64);
+                let off = self.b.ins().imul_imm_s(idx, offsets::HOP_SIZE as i64);
+                self.b.ins().iadd(hops, off)
+            }
+        };
         let h_rip = self.b.ins().load(types::I64, mem(), h, offsets::HOP_RIP);
         let h_epoch = self.b.ins().load(types::I64, mem(), h, offsets::HOP_EPOCH);
         // The epoch the entry goes by (see `Tlb::epochs`).
@@ -690,16 +727,45 @@ impl<'a, 'b> Lower<'a, 'b> {
         self.b.ins().brif(live, go, &[], miss, &[]);
         self.b.switch_to_block(go);
         let entry = self.b.ins().load(types::I64, mem(), h, offsets::HOP_ENTRY);
-        self.b.ins().store(mem(), entry, self.frame, offsets::FRAME_NEXT);
         let block = self.b.ins().load(types::I64, mem(), h, offsets::HOP_BLOCK);
-        self.b.ins().store(mem(), block, self.frame, offsets::FRAME_BLOCK);
         let index = self.b.ins().load(types::I32, mem(), h, offsets::HOP_INDEX);
-        self.b.ins().store(mem(), index, self.frame, offsets::FRAME_ENTRY);
-        let c = self.b.ins().iconst(types::I32, i64::from(exit::CHAIN));
-        self.b.ins().return_(&[c]);
+        self.chain_to(entry, block, index);
         self.b.switch_to_block(miss);
         let c = self.b.ins().iconst(types::I32, i64::from(exit::LOOKUP));
         self.b.ins().return_(&[c]);
+    }
+
+    /// Ends the block (its state committed) by handing over to native
+    /// `entry`, of the live `block` and region entry `index`: a tail call,
+    /// which takes one from the chain budget. When the budget is spent,
+    /// and every [`ATTENTION_EVERY`]th time (for the dispatcher to look
+    /// for a stop or a deliverable interrupt), it answers CHAIN with the
+    /// entry in the frame instead, as the dispatcher's loop expects; and
+    /// always with `through_dispatcher`.
+    fn chain_to(&mut self, entry: Value, block: Value, index: Value) {
+        self.b.ins().store(mem(), block, self.frame, offsets::FRAME_BLOCK);
+        self.b.ins().store(mem(), index, self.frame, offsets::FRAME_ENTRY);
+        if self.through_dispatcher {
+            self.b.ins().store(mem(), entry, self.frame, offsets::FRAME_NEXT);
+            let c = self.b.ins().iconst(types::I32, i64::from(exit::CHAIN));
+            self.b.ins().return_(&[c]);
+            return;
+        }
+        let budget = self.b.ins().load(types::I32, mem(), self.frame, offsets::FRAME_BUDGET);
+        // Zero (spent) is a multiple too.
+        let due = self.b.ins().band_imm_s(budget, i64::from(ATTENTION_EVERY - 1));
+        let due = self.b.ins().icmp_imm_s(IntCC::Equal, due, 0);
+        self.cold_if(due, |l| {
+            l.b.ins().store(mem(), entry, l.frame, offsets::FRAME_NEXT);
+            let c = l.b.ins().iconst(types::I32, i64::from(exit::CHAIN));
+            l.b.ins().return_(&[c]);
+        });
+        let left = self.b.ins().iadd_imm_s(budget, -1);
+        self.b.ins().store(mem(), left, self.frame, offsets::FRAME_BUDGET);
+        let n = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_TAIL_CHAINED);
+        let n = self.b.ins().iadd_imm_s(n, 1);
+        self.b.ins().store(mem(), n, self.frame, offsets::FRAME_TAIL_CHAINED);
+        self.b.ins().return_call_indirect(self.sigs.chain, entry, &[self.frame]);
     }
 
     /// When `cond` is nonzero, takes a cold path on which `leave` emits an

@@ -356,6 +356,13 @@ impl Asm {
         self.modrm_rr(2, r);
     }
 
+    /// JMP r.
+    pub(crate) fn jmp_r(&mut self, r: u8) {
+        self.rex(false, 0, 0, r, &[]);
+        self.byte(0xff);
+        self.modrm_rr(4, r);
+    }
+
     pub(crate) fn push(&mut self, r: u8) {
         self.rex(false, 0, 0, r, &[]);
         self.byte(0x50 | (r & 7));

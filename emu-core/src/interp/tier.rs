@@ -82,9 +82,15 @@ pub mod exit {
     /// The instruction faulted: the fault is stashed in the interpreter and
     /// RIP is the faulting instruction's.
     pub const FAULT: u32 = 2;
-    /// A block ended at a linked direct exit: the state is committed (as
-    /// for `CONTINUE` at a block end) and `JitFrame::next` and
-    /// `JitFrame::block` hold the live target's entry and block.
+    /// A block ended at a linked direct exit or a hop-table hit: the
+    /// state is committed (as for `CONTINUE` at a block end) and
+    /// `JitFrame::next` and `JitFrame::block` hold the live target's
+    /// entry and block. Native code usually hands over to that entry
+    /// itself, by a tail call, taking one from the chain budget; it
+    /// answers CHAIN instead every 64th time (the translator's
+    /// `ATTENTION_EVERY`), for the
+    /// dispatcher to look for a stop or an interrupt, and when the budget
+    /// is spent.
     pub const CHAIN: u32 = 3;
     /// A block ended at a control transfer whose target may be looked up
     /// (indirect, or a direct exit not linked; `JitFrame::exit_link` then
@@ -111,7 +117,8 @@ pub mod exit {
 pub const MISS_EXITS_BEFORE_HELPERS: u32 = 256;
 
 /// Blocks one dispatcher entry may chain through before it returns (stop
-/// requests and interrupts are checked between every two blocks).
+/// requests and interrupts are checked every 64 hand-overs and loop back
+/// edges: see [`exit::CHAIN`]).
 pub const CHAIN_BUDGET: u32 = 1024;
 
 /// A region that loops is compiled quickly first; once its back edges
@@ -186,8 +193,9 @@ pub struct JitFrame {
     pub interp: *mut Interpreter,
     /// The block being run (opaque), for [`jit_fallback`].
     pub block: *const std::ffi::c_void,
-    /// Instructions the block retired, set by native code before it
-    /// returns.
+    /// Instructions retired since the dispatcher's call: zeroed before
+    /// it, counted on by each region a chain hands over to (a region
+    /// starts from it), and set by native code before it returns.
     pub retired: u64,
     /// The status of the last [`jit_read`].
     pub status: u32,
@@ -225,6 +233,9 @@ pub struct JitFrame {
     /// multiple of [`HOT_LOOP_BACK_EDGES`]: that slot's address, which
     /// names the region to optimise. 0 otherwise.
     pub hot_loop: usize,
+    /// Hand-overs native code made itself (tail calls from one region to
+    /// the next, see [`exit::CHAIN`]) since the dispatcher's call.
+    pub tail_chained: u64,
 }
 
 // SAFETY: the frame's pointers lead into the interpreter that owns it (or
@@ -255,6 +266,7 @@ impl JitFrame {
             stopping: std::ptr::null(),
             entry_index: 0,
             hot_loop: 0,
+            tail_chained: 0,
         }
     }
 }
@@ -296,6 +308,8 @@ pub mod offsets {
     pub const FRAME_ENTRY: i32 = offset_of!(JitFrame, entry_index) as i32;
     /// `JitFrame::hot_loop`.
     pub const FRAME_HOT_LOOP: i32 = offset_of!(JitFrame, hot_loop) as i32;
+    /// `JitFrame::tail_chained`.
+    pub const FRAME_TAIL_CHAINED: i32 = offset_of!(JitFrame, tail_chained) as i32;
     /// `JitFrame::identity`.
     pub const FRAME_IDENTITY: i32 = offset_of!(JitFrame, identity) as i32;
     /// `IdentityPages::tags` and `addend` (`mmu::IdentityPages`).
@@ -1117,14 +1131,22 @@ impl Interpreter {
             // SAFETY: (so for every access to `*frame` in this loop) the
             // frame is the interpreter's field, used only through this
             // pointer here and by native code and helpers during the call.
-            unsafe { (*frame).exit_link = std::ptr::null() };
+            unsafe {
+                (*frame).exit_link = std::ptr::null();
+                (*frame).retired = 0;
+            }
             // SAFETY: `entry` is native code of the current generation for
             // the block in `frame.block`, which is alive: the first came
             // from the caller, later ones from a link or hop whose `live`
             // flag was set (blocks are marked dead before the cache drops
             // them, and freed only at the next dispatcher entry; a module
-            // is freed only after every block was dropped). It touches the
-            // state only through the frame.
+            // is freed only after every block was dropped; so for the
+            // entries native code tail-calls). It touches the state only
+            // through the frame. Native code is compiled for Cranelift's
+            // `tail` convention, which for this signature (one pointer in,
+            // an i32 out, nothing on the stack) is System V's: the
+            // argument in RDI, the result in RAX, the same callee-saved
+            // registers, a plain `ret` (see `jit`'s `translate::chain_sig`).
             let code = unsafe { entry(frame) };
             runs += 1;
             // SAFETY: as above.
@@ -1169,15 +1191,15 @@ impl Interpreter {
         };
         self.retired += retired;
         // SAFETY: native code has returned.
-        let hot_loop = unsafe { (*frame).hot_loop };
+        let (hot_loop, tail_chained) = unsafe { ((*frame).hot_loop, (*frame).tail_chained) };
         if hot_loop != 0 {
             self.optimize_hot_loop(hot_loop);
         }
         if let Some(tier) = &mut self.tier {
             tier.native_retired += retired;
-            tier.native_runs += runs;
+            tier.native_runs += runs + tail_chained;
             tier.dispatched += 1;
-            tier.chained += chained;
+            tier.chained += chained + tail_chained;
             tier.hopped += hopped;
             tier.linked += linked;
         }
