@@ -3,12 +3,14 @@
 //! semantics (`exec::muldiv`, `exec::data`).
 //!
 //! A division that would raise #DE (zero divisor, quotient too wide), and
-//! a 64-bit one whose dividend needs RDX (Cranelift has no 128-by-64
-//! division), takes a cold path where the interpreter runs the instruction
-//! (raising the exception, or dividing) and the block ends there.
+//! a 64-bit IDIV whose dividend needs RDX, takes a cold path where the
+//! interpreter runs the instruction (raising the exception, or dividing)
+//! and the block ends there. A 64-bit DIV whose dividend needs RDX
+//! (Cranelift divides 64 bits by 64; libgcc's 128-bit division does this
+//! in the guest's number formatting) calls a helper for the quotient.
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::{types, InstBuilder, Value};
 use iced_x86::{Instruction, Mnemonic as M, Register};
 
 use crate::flags;
@@ -115,11 +117,13 @@ pub(crate) fn div(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
             l.cold_fallback_if(ins, bad);
             (l.b.ins().sdiv(lo, divisor), l.b.ins().srem(lo, divisor))
         } else {
-            let zero = l.b.ins().icmp_imm_s(IntCC::Equal, divisor, 0);
-            let wide = l.b.ins().icmp_imm_s(IntCC::NotEqual, hi, 0);
-            let bad = l.b.ins().bor(zero, wide);
+            // #DE exactly when hi >= divisor (which covers a zero one).
+            let bad = l.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, hi, divisor);
             l.cold_fallback_if(ins, bad);
-            (l.b.ins().udiv(lo, divisor), l.b.ins().urem(lo, divisor))
+            let q = divide_wide(l, hi, lo, divisor);
+            // hi:lo = q * divisor + r with r < 2^64: r is the low half's rest.
+            let product = l.b.ins().imul(q, divisor);
+            (q, l.b.ins().isub(lo, product))
         }
     } else {
         // The dividend hi:lo fits in 64 bits.
@@ -150,6 +154,27 @@ pub(crate) fn div(l: &mut Lower<'_, '_>, ins: &Instruction) -> L<()> {
     };
     write_wide(l, size, q, r);
     Ok(())
+}
+
+/// The quotient of `hi:lo` by `divisor`, given `hi < divisor`: a native
+/// division when `hi` is zero, else (on a cold path) the `div128` helper.
+fn divide_wide(l: &mut Lower<'_, '_>, hi: Value, lo: Value, divisor: Value) -> Value {
+    let wide = l.b.create_block();
+    let narrow = l.b.create_block();
+    let join = l.b.create_block();
+    let q = l.b.append_block_param(join, types::I64);
+    l.b.set_cold_block(wide);
+    l.b.ins().brif(hi, wide, &[], narrow, &[]);
+    l.b.switch_to_block(wide);
+    let helper = l.helpers.div128 as usize;
+    let frame = l.frame;
+    let wide_q = l.call(helper, l.sigs.div128, &[frame, hi, lo, divisor]);
+    l.b.ins().jump(join, &[wide_q.into()]);
+    l.b.switch_to_block(narrow);
+    let narrow_q = l.b.ins().udiv(lo, divisor);
+    l.b.ins().jump(join, &[narrow_q.into()]);
+    l.b.switch_to_block(join);
+    q
 }
 
 /// CBW, CWDE, CDQE, CWD, CDQ, CQO.

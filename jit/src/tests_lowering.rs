@@ -237,8 +237,12 @@ fn exchanges_and_compare_exchange() {
 
 #[test]
 fn multiply_divide_and_extend() {
-    let operands: [(u64, u64, u64); 6] = [
+    // (RAX, RDX, divisor): narrow and wide dividends, #DE from zero and
+    // from quotients too wide.
+    let operands: [(u64, u64, u64); 8] = [
         (0x1234_5678_9abc_def0, 0, 0x1_0000_0001),
+        (0xdead_beef_0123_4567, 0x1234, 0xffff_ffff_ffff_fff1),
+        (u64::MAX, 0x7fff_ffff_ffff_ffff, 0x8000_0000_0000_0000),
         (0xffff_ffff_ffff_fff0, 0xffff_ffff_ffff_ffff, 7),
         (0x8000_0000_0000_0000, 0xffff_ffff_ffff_ffff, 0xffff_ffff_ffff_ffff),
         (100, 0, 0xffff_ffff_ffff_fffd),
@@ -287,6 +291,33 @@ fn multiply_divide_and_extend() {
             }
         }
     }
+}
+
+#[test]
+fn a_wide_unsigned_divide_stays_native() {
+    // A 64-bit DIV with RDX set (as libgcc's 128-bit division does), in a
+    // loop: the quotient comes from a helper, never the interpreter.
+    let code = assemble(|a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 300)?;
+        a.mov(r8, 0xffff_ffff_ffff_fff1u64)?;
+        a.set_label(&mut top)?;
+        a.mov(rdx, rcx)?;
+        a.mov(rax, 0x0123_4567_89ab_cdefu64)?;
+        a.div(r8)?;
+        a.add(r9, rax)?;
+        a.add(r10, rdx)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        Ok(())
+    });
+    same_with(&code, &|_| {});
+    let mut cpu = super::tests::machine(&code);
+    cpu.set_translator(Box::new(super::Translator::new().unwrap()));
+    cpu.set_jit_threshold(0);
+    super::tests_chain::to_hlt(&mut cpu);
+    assert_eq!(super::tests_chain::stat(&cpu, "jit: fallback Div"), 0);
+    assert!(super::tests_chain::stat(&cpu, "jit: native block runs") > 0);
 }
 
 #[test]

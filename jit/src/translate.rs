@@ -58,6 +58,8 @@ pub(crate) struct Sigs {
     pub(crate) frame_only: SigRef,
     /// Another translation's (see [`chain_sig`]).
     pub(crate) chain: SigRef,
+    /// `div128`'s, called directly (System V) on DIV's rare wide path.
+    pub(crate) div128: SigRef,
 }
 
 /// What the control flow does after an instruction.
@@ -234,7 +236,8 @@ impl<'a, 'b> Lower<'a, 'b> {
         let shapes = helper_shapes(pointer);
         let direct: Vec<SigRef> = shapes.iter().map(|(p, r)| b.import_signature(signature(CallConv::SystemV, p, *r))).collect();
         let chain = b.import_signature(chain_sig(pointer));
-        let sigs = Sigs { fallback: direct[0], read: direct[1], write: direct[2], frame_only: direct[3], chain };
+        let div128 = b.import_signature(signature(CallConv::SystemV, &[pointer, types::I64, types::I64, types::I64], types::I64));
+        let sigs = Sigs { fallback: direct[0], read: direct[1], write: direct[2], frame_only: direct[3], chain, div128 };
         let adapters = adapters.map(|addresses| {
             let mut out = Vec::with_capacity(4);
             for ((params, ret), address) in shapes.iter().zip(addresses) {

@@ -416,10 +416,14 @@ pub struct Helpers {
     /// `rdtsc(frame)`: the TSC as RDTSC reads it; the status goes to
     /// `JitFrame::status`.
     pub rdtsc: unsafe extern "C" fn(*mut JitFrame) -> u64,
+    /// `div128(frame, high, low, divisor)`: the quotient of the 128-bit
+    /// `high:low` by `divisor`, for a DIV whose quotient fits (the caller
+    /// checked `high < divisor`).
+    pub div128: extern "C" fn(*mut JitFrame, u64, u64, u64) -> u64,
 }
 
 /// The helpers of this interpreter.
-pub const HELPERS: Helpers = Helpers { fallback: jit_fallback, read: jit_read, write: jit_write, flags: jit_flags, carry: jit_carry, rdtsc: jit_rdtsc };
+pub const HELPERS: Helpers = Helpers { fallback: jit_fallback, read: jit_read, write: jit_write, flags: jit_flags, carry: jit_carry, rdtsc: jit_rdtsc, div128: jit_div128 };
 
 /// A decoded block offered for translation, with the facts the code may
 /// assume while it runs.
@@ -1418,6 +1422,15 @@ pub unsafe extern "C" fn jit_carry(frame: *mut JitFrame) -> u64 {
     u64::from(cf)
 }
 
+/// A 64-bit DIV's quotient for native code, whose dividend needs RDX
+/// (Cranelift divides 64 bits by 64): `high:low / divisor`. Native code
+/// calls it only when the quotient fits (`high < divisor`, so the divisor
+/// is not zero); anything else answers all ones rather than panicking.
+pub extern "C" fn jit_div128(_frame: *mut JitFrame, high: u64, low: u64, divisor: u64) -> u64 {
+    let dividend = u128::from(high) << 64 | u128::from(low);
+    dividend.checked_div(u128::from(divisor)).and_then(|q| u64::try_from(q).ok()).unwrap_or(u64::MAX)
+}
+
 /// RDTSC for native code: the TSC, or #GP (stashed, status FAULT) where
 /// CR4.TSD forbids it, as the interpreter's `rdtsc`.
 ///
@@ -1433,4 +1446,20 @@ pub unsafe extern "C" fn jit_rdtsc(frame: *mut JitFrame) -> u64 {
     }
     cpu.frame.status = exit::CONTINUE;
     cpu.tsc()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn div128_divides_wide_dividends_and_never_panics() {
+        let frame = std::ptr::null_mut();
+        assert_eq!(jit_div128(frame, 0, 100, 7), 14);
+        assert_eq!(jit_div128(frame, 0x7f, 3, 0x80), ((0x7fu128 << 64 | 3) / 0x80) as u64);
+        assert_eq!(jit_div128(frame, u64::MAX - 1, u64::MAX, u64::MAX), u64::MAX);
+        // Outside the contract (zero divisor, quotient too wide): all ones.
+        assert_eq!(jit_div128(frame, 0, 1, 0), u64::MAX);
+        assert_eq!(jit_div128(frame, 5, 0, 5), u64::MAX);
+    }
 }
