@@ -691,7 +691,7 @@ impl<'a, 'b> Lower<'a, 'b> {
         let hops = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_HOPS);
         let h = match known {
             Some(rip) => {
-                let off = ((rip ^ (rip >> 12)) & (offsets::HOP_COUNT as u64 - 1)) * offsets::HOP_SIZE as u64;
+                let off = ((rip ^ (rip >> 12)) & (offsets::HOP_COUNT - 1)) * offsets::HOP_SIZE;
                 self.b.ins().iadd_imm_s(hops, off as i64)
             }
             None => {

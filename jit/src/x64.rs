@@ -457,6 +457,8 @@ mod tests {
             (Box::new(|a| a.bswap(4, 10)), "bswap r10d"),
             (Box::new(|a| a.lea(RSP, RBP, -40)), "lea rsp,[rbp-28h]"),
             (Box::new(|a| a.call_r(RAX)), "call rax"),
+            (Box::new(|a| a.jmp_r(RAX)), "jmp rax"),
+            (Box::new(|a| a.jmp_r(11)), "jmp r11"),
             (Box::new(|a| a.push(15)), "push r15"),
             (Box::new(|a| a.pop(RBX)), "pop rbx"),
         ];
