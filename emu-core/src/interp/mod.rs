@@ -27,6 +27,7 @@ mod operand;
 mod region;
 mod segment;
 mod tier;
+mod tier_helpers;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,9 +44,10 @@ use crate::vcpu::{MachineContext, Vcpu, VcpuError, VcpuStats, VmExit};
 
 pub use fault::{Exception, Fault};
 pub use tier::{
-    ends_block_for_the_chain, exit, jit_carry, jit_fallback, jit_flags, jit_read, jit_write, offsets, BlockTranslator, Finished, Helpers, JitFrame, LinkSlot, NativeBlock, RegionBlock, TierSlot, TranslationJob,
-    TranslationRequest, CHAIN_BUDGET, DEFAULT_HOT_THRESHOLD, HELPERS, HOT_LOOP_BACK_EDGES, MISS_EXITS_BEFORE_HELPERS,
+    ends_block_for_the_chain, exit, offsets, BlockTranslator, Finished, JitFrame, LinkSlot, NativeBlock, RegionBlock, TierSlot, TranslationJob, TranslationRequest, CHAIN_BUDGET, DEFAULT_HOT_THRESHOLD,
+    HOT_LOOP_BACK_EDGES, MISS_EXITS_BEFORE_HELPERS,
 };
+pub use tier_helpers::{jit_carry, jit_div128, jit_fallback, jit_flags, jit_rdtsc, jit_read, jit_write, Helpers, HELPERS};
 
 /// Where external interrupts come from: a flag the controller raises when
 /// its INTR output may be asserted, and the INTA cycle.

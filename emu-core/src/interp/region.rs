@@ -22,7 +22,8 @@ use crate::mmu::Access;
 
 use super::decode::{ends_block, Block};
 use super::exec::Handler;
-use super::tier::{LinkSlot, NativeBlock, RegionBlock, TierSlot, TranslationJob, HELPERS};
+use super::tier::{LinkSlot, NativeBlock, RegionBlock, TierSlot, TranslationJob};
+use super::tier_helpers::HELPERS;
 use super::Interpreter;
 
 /// The most blocks one region holds.
