@@ -394,12 +394,8 @@ impl<'a, 'b> Lower<'a, 'b> {
             match slot {
                 Some(slot) => self.exit_direct(rip, retired, slot),
                 None => {
-                    self.store_state();
-                    self.store_rip(rip);
-                    let n = self.retired_value(retired);
-                    self.store_retired(n);
                     let target = self.iconst(rip);
-                    self.chain_through_hops(target, Some(rip));
+                    self.exit_through_hops(target, Some(rip), retired);
                 }
             }
             return;
@@ -673,11 +669,18 @@ impl<'a, 'b> Lower<'a, 'b> {
     /// Ends the block at a computed (indirect) target: through the hop
     /// table (see [`Lower::chain_through_hops`]).
     pub(crate) fn exit_indirect(&mut self, rip: Value, retired: u64) {
+        self.exit_through_hops(rip, None, retired);
+    }
+
+    /// Writes everything back, sets RIP and the retired count, and ends
+    /// the block through the hop table (`known`: see
+    /// [`Lower::chain_through_hops`]).
+    fn exit_through_hops(&mut self, rip: Value, known: Option<u64>, retired: u64) {
         self.store_state();
         self.b.ins().store(mem(), rip, self.frame, st(offsets::RIP));
         let n = self.retired_value(retired);
         self.store_retired(n);
-        self.chain_through_hops(rip, None);
+        self.chain_through_hops(rip, known);
     }
 
     /// Ends the block (state, RIP and the retired count stored) by
@@ -748,21 +751,20 @@ impl<'a, 'b> Lower<'a, 'b> {
     fn chain_to(&mut self, entry: Value, block: Value, index: Value) {
         self.b.ins().store(mem(), block, self.frame, offsets::FRAME_BLOCK);
         self.b.ins().store(mem(), index, self.frame, offsets::FRAME_ENTRY);
+        let to_dispatcher = |l: &mut Self| {
+            l.b.ins().store(mem(), entry, l.frame, offsets::FRAME_NEXT);
+            let c = l.b.ins().iconst(types::I32, i64::from(exit::CHAIN));
+            l.b.ins().return_(&[c]);
+        };
         if self.through_dispatcher {
-            self.b.ins().store(mem(), entry, self.frame, offsets::FRAME_NEXT);
-            let c = self.b.ins().iconst(types::I32, i64::from(exit::CHAIN));
-            self.b.ins().return_(&[c]);
+            to_dispatcher(self);
             return;
         }
         let budget = self.b.ins().load(types::I32, mem(), self.frame, offsets::FRAME_BUDGET);
         // Zero (spent) is a multiple too.
         let due = self.b.ins().band_imm_s(budget, i64::from(ATTENTION_EVERY - 1));
         let due = self.b.ins().icmp_imm_s(IntCC::Equal, due, 0);
-        self.cold_if(due, |l| {
-            l.b.ins().store(mem(), entry, l.frame, offsets::FRAME_NEXT);
-            let c = l.b.ins().iconst(types::I32, i64::from(exit::CHAIN));
-            l.b.ins().return_(&[c]);
-        });
+        self.cold_if(due, to_dispatcher);
         let left = self.b.ins().iadd_imm_s(budget, -1);
         self.b.ins().store(mem(), left, self.frame, offsets::FRAME_BUDGET);
         let n = self.b.ins().load(types::I64, mem(), self.frame, offsets::FRAME_TAIL_CHAINED);

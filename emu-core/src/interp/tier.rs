@@ -94,9 +94,8 @@ pub mod exit {
     /// entry and block. Native code usually hands over to that entry
     /// itself, by a tail call, taking one from the chain budget; it
     /// answers CHAIN instead every 64th time (the translator's
-    /// `ATTENTION_EVERY`), for the
-    /// dispatcher to look for a stop or an interrupt, and when the budget
-    /// is spent.
+    /// `ATTENTION_EVERY`), for the dispatcher to look for a stop or an
+    /// interrupt, and when the budget is spent.
     pub const CHAIN: u32 = 3;
     /// A block ended at a control transfer whose target may be looked up
     /// (indirect, or a direct exit not linked; `JitFrame::exit_link` then
