@@ -167,8 +167,7 @@ fn divide_wide(l: &mut Lower<'_, '_>, hi: Value, lo: Value, divisor: Value) -> V
     l.b.ins().brif(hi, wide, &[], narrow, &[]);
     l.b.switch_to_block(wide);
     let helper = l.helpers.div128 as usize;
-    let frame = l.frame;
-    let wide_q = l.call(helper, l.sigs.div128, &[frame, hi, lo, divisor]);
+    let wide_q = l.call(helper, l.sigs.div128, &[hi, lo, divisor]);
     l.b.ins().jump(join, &[wide_q.into()]);
     l.b.switch_to_block(narrow);
     let narrow_q = l.b.ins().udiv(lo, divisor);

@@ -236,7 +236,7 @@ impl<'a, 'b> Lower<'a, 'b> {
         let shapes = helper_shapes(pointer);
         let direct: Vec<SigRef> = shapes.iter().map(|(p, r)| b.import_signature(signature(CallConv::SystemV, p, *r))).collect();
         let chain = b.import_signature(chain_sig(pointer));
-        let div128 = b.import_signature(signature(CallConv::SystemV, &[pointer, types::I64, types::I64, types::I64], types::I64));
+        let div128 = b.import_signature(signature(CallConv::SystemV, &[types::I64; 3], types::I64));
         let sigs = Sigs { fallback: direct[0], read: direct[1], write: direct[2], frame_only: direct[3], chain, div128 };
         let adapters = adapters.map(|addresses| {
             let mut out = Vec::with_capacity(4);

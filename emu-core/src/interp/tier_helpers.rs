@@ -24,10 +24,10 @@ pub struct Helpers {
     /// `rdtsc(frame)`: the TSC as RDTSC reads it; the status goes to
     /// `JitFrame::status`.
     pub rdtsc: unsafe extern "C" fn(*mut JitFrame) -> u64,
-    /// `div128(frame, high, low, divisor)`: the quotient of the 128-bit
+    /// `div128(high, low, divisor)`: the quotient of the 128-bit
     /// `high:low` by `divisor`, for a DIV whose quotient fits (the caller
     /// checked `high < divisor`).
-    pub div128: extern "C" fn(*mut JitFrame, u64, u64, u64) -> u64,
+    pub div128: extern "C" fn(u64, u64, u64) -> u64,
 }
 
 /// The helpers of this interpreter.
@@ -153,7 +153,7 @@ pub unsafe extern "C" fn jit_carry(frame: *mut JitFrame) -> u64 {
 /// (Cranelift divides 64 bits by 64): `high:low / divisor`. Native code
 /// calls it only when the quotient fits (`high < divisor`, so the divisor
 /// is not zero); anything else answers all ones rather than panicking.
-pub extern "C" fn jit_div128(_frame: *mut JitFrame, high: u64, low: u64, divisor: u64) -> u64 {
+pub extern "C" fn jit_div128(high: u64, low: u64, divisor: u64) -> u64 {
     let dividend = u128::from(high) << 64 | u128::from(low);
     dividend.checked_div(u128::from(divisor)).and_then(|q| u64::try_from(q).ok()).unwrap_or(u64::MAX)
 }
@@ -181,12 +181,11 @@ mod tests {
 
     #[test]
     fn div128_divides_wide_dividends_and_never_panics() {
-        let frame = std::ptr::null_mut();
-        assert_eq!(jit_div128(frame, 0, 100, 7), 14);
-        assert_eq!(jit_div128(frame, 0x7f, 3, 0x80), ((0x7fu128 << 64 | 3) / 0x80) as u64);
-        assert_eq!(jit_div128(frame, u64::MAX - 1, u64::MAX, u64::MAX), u64::MAX);
+        assert_eq!(jit_div128(0, 100, 7), 14);
+        assert_eq!(jit_div128(0x7f, 3, 0x80), ((0x7fu128 << 64 | 3) / 0x80) as u64);
+        assert_eq!(jit_div128(u64::MAX - 1, u64::MAX, u64::MAX), u64::MAX);
         // Outside the contract (zero divisor, quotient too wide): all ones.
-        assert_eq!(jit_div128(frame, 0, 1, 0), u64::MAX);
-        assert_eq!(jit_div128(frame, 5, 0, 5), u64::MAX);
+        assert_eq!(jit_div128(0, 1, 0), u64::MAX);
+        assert_eq!(jit_div128(5, 0, 5), u64::MAX);
     }
 }
